@@ -1,0 +1,177 @@
+/**
+ * The Agent: HTTP/1.1 requests over persistent connections, pooled per origin.
+ *
+ * @since 0.1.0
+ */
+import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as HttpClientRequestModule from "@effect/platform/HttpClientRequest"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import type { AgentError } from "./AgentError.js"
+import type { Connector } from "./Connector.js"
+import * as internal from "./internal/agent.js"
+
+/**
+ * How the Agent pools and times connections. Every field is optional.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Config {
+  /** Connections per origin, idle and busy together (default 2). Further requests wait in FIFO order. */
+  readonly maxConnectionsPerOrigin?: number | undefined
+  /** Open connections over all origins (default 100); idle connections of other origins make room. */
+  readonly maxConnections?: number | undefined
+  /** How long an idle connection is kept (default 4 seconds); a server's `Keep-Alive: timeout=N` shortens it to N − 1 s. */
+  readonly idleTimeout?: Duration.DurationInput | undefined
+  /** `false`: one fresh connection per request, closed after it (default true). */
+  readonly persist?: boolean | undefined
+  /** Time to open a connection (default 10 seconds). */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /** Time from sending a request to the end of the response head (default 60 seconds). */
+  readonly headersTimeout?: Duration.DurationInput | undefined
+  /** Longest silence between response body bytes (default 60 seconds). */
+  readonly bodyTimeout?: Duration.DurationInput | undefined
+  /** Largest response head in bytes (default 16 KiB). */
+  readonly maxHeaderSize?: number | undefined
+  /** Most fields in a response head (default 100). */
+  readonly maxHeaderCount?: number | undefined
+  /** A connection older than this is closed once it is idle (default 10 minutes). */
+  readonly maxConnectionAge?: Duration.DurationInput | undefined
+}
+
+/**
+ * `Config` with every default applied.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ResolvedConfig {
+  readonly maxConnectionsPerOrigin: number
+  readonly maxConnections: number
+  readonly idleTimeout: Duration.Duration
+  readonly persist: boolean
+  readonly connectTimeout: Duration.Duration
+  readonly headersTimeout: Duration.Duration
+  readonly bodyTimeout: Duration.Duration
+  readonly maxHeaderSize: number
+  readonly maxHeaderCount: number
+  readonly maxConnectionAge: Duration.Duration
+}
+
+/**
+ * A snapshot of the Agent: connections now, and totals since it started.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Stats {
+  /** Open connections now. */
+  readonly open: number
+  /** Open connections with no request. */
+  readonly idle: number
+  /** Open connections carrying a request. */
+  readonly busy: number
+  /** Requests waiting for a connection. */
+  readonly waiting: number
+  /** Connections opened since start. */
+  readonly opened: number
+  /** Requests sent on a connection that had served one before. */
+  readonly reused: number
+  /** Responses read to their end. */
+  readonly requests: number
+}
+
+/**
+ * What the Agent service offers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  readonly config: ResolvedConfig
+  /**
+   * Sends a request and returns its response once the head arrived. The
+   * connection is held until the scope closes; a body left unread then closes it.
+   */
+  readonly request: (
+    request: HttpClientRequest.HttpClientRequest
+  ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Scope.Scope>
+  readonly stats: Effect.Effect<Stats>
+}
+
+/**
+ * The Agent service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class Agent extends Context.Tag("@keepalive/agent/Agent")<Agent, Service>() {}
+
+/**
+ * Builds an Agent in the current scope; closing the scope closes its connections.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: (config?: Config) => Effect.Effect<Service, never, Scope.Scope | Connector> = internal.make
+
+/**
+ * A Layer of the Agent; it needs a `Connector` (see `@keepalive/node`'s `NodeAgent.layer`).
+ *
+ * @since 0.1.0
+ * @category layers
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * import { NodeConnector } from "@keepalive/node"
+ * import { Layer } from "effect"
+ * const AgentLive = Agent.layer({ maxConnectionsPerOrigin: 4 }).pipe(Layer.provide(NodeConnector.layer))
+ */
+export const layer = (config?: Config): Layer.Layer<Agent, never, Connector> =>
+  Layer.scoped(Agent, internal.make(config))
+
+/**
+ * Sends a request through the Agent in the context.
+ *
+ * @since 0.1.0
+ * @category requests
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * import { HttpClientRequest } from "@effect/platform"
+ * import { Effect } from "effect"
+ * const body = Agent.request(HttpClientRequest.get("http://127.0.0.1:8080/x")).pipe(
+ *   Effect.flatMap((r) => r.arrayBuffer),
+ *   Effect.scoped
+ * )
+ */
+export const request = (
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent | Scope.Scope> =>
+  Effect.flatMap(Agent, (agent) => agent.request(request))
+
+/**
+ * GETs a URL and returns its body as text, whatever the status.
+ *
+ * @since 0.1.0
+ * @category requests
+ */
+export const requestString = (url: string | URL): Effect.Effect<string, AgentError, Agent> =>
+  Effect.flatMap(Agent, (agent) =>
+    Effect.scoped(
+      Effect.flatMap(
+        agent.request(HttpClientRequestModule.get(url)),
+        (response) => internal.bodyText(response)
+      )
+    ))
+
+/**
+ * The Agent's current statistics.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const stats: Effect.Effect<Stats, never, Agent> = Effect.flatMap(Agent, (agent) => agent.stats)

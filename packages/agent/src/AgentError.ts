@@ -1,0 +1,67 @@
+/**
+ * The one error family of the Agent.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+
+/**
+ * Why a request failed, fine enough to decide a retry:
+ * - `Connect`: the connection could not be opened (nothing was sent).
+ * - `Stale`: a reused connection was closed by the peer before any response byte.
+ * - `Protocol`: the peer sent bytes that are not valid HTTP/1.1 (or not expected).
+ * - `HeadersTooLarge`: the response head exceeded `maxHeaderSize` or the field count.
+ * - `Truncated`: the peer closed before the response was complete.
+ * - `Timeout`: a phase took longer than its timeout (see `phase`).
+ * - `InvalidRequest`: the request was refused before a byte was written.
+ * - `Transport`: the socket failed mid-exchange.
+ * - `Closed`: the Agent was shut down, or a response was read after it was released.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Reason =
+  | "Connect"
+  | "Stale"
+  | "Protocol"
+  | "HeadersTooLarge"
+  | "Truncated"
+  | "Timeout"
+  | "InvalidRequest"
+  | "Transport"
+  | "Closed"
+
+/**
+ * The phase a timeout applies to.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Phase = "connect" | "headers" | "body"
+
+/**
+ * A failed request or connection, with the origin it concerned.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AgentError extends Data.TaggedError("AgentError")<{
+  readonly reason: Reason
+  /** The origin key (`scheme://host:port`), or `""` when the URL had none. */
+  readonly origin: string
+  readonly detail: string
+  readonly phase?: Phase
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `${this.reason}${this.phase ? ` (${this.phase})` : ""} ${this.origin}: ${this.detail}`
+  }
+}
+
+/**
+ * True when the value is an `AgentError`.
+ *
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isAgentError = (u: unknown): u is AgentError => u instanceof AgentError

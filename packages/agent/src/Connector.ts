@@ -1,0 +1,81 @@
+/**
+ * The service that opens byte streams to origins. The core never touches a
+ * socket itself: `@keepalive/node` provides a node:net/node:tls Connector,
+ * tests provide an in-memory one.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type { AgentError } from "./AgentError.js"
+import type { Origin } from "./Origin.js"
+
+/**
+ * What a Transport reports. Callbacks run synchronously on the transport's
+ * own events, and never after `onClose`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TransportListener {
+  /** Bytes arrived; the array is owned by the receiver from now on. */
+  onData(chunk: Uint8Array): void
+  /** The peer will send no more bytes (FIN). */
+  onEnd(): void
+  /** The transport failed; `onClose` follows. */
+  onError(cause: unknown): void
+  /** The transport is closed for good. */
+  onClose(): void
+  /** The write buffer has room again after `write` returned false. */
+  onDrain(): void
+}
+
+/**
+ * An open, full-duplex byte stream to one origin.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Transport {
+  /** Installs the listener; events before this call are buffered by the implementation. */
+  listen(listener: TransportListener): void
+  /** Queues bytes; false means the buffer is full and `onDrain` will follow. */
+  write(chunk: Uint8Array): boolean
+  /** Stops delivering `onData` until `resume`. */
+  pause(): void
+  resume(): void
+  /** Closes at once, discarding what is unsent. Idempotent. */
+  destroy(): void
+  /** The peer's address, when known. */
+  readonly remoteAddress: string | undefined
+}
+
+/**
+ * Options the Agent passes when it opens a transport.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectOptions {
+  /** Server name for TLS (SNI) and certificate checks; the origin's host by default. */
+  readonly servername?: string | undefined
+}
+
+/**
+ * Opens transports to origins.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class Connector extends Context.Tag("@keepalive/agent/Connector")<Connector, {
+  /**
+   * Opens a transport; interruption must abort the attempt and free what it
+   * holds. Fails with reason `Connect`.
+   */
+  readonly connect: (origin: Origin, options: ConnectOptions) => Effect.Effect<Transport, AgentError>
+  /**
+   * Lets pending I/O events run (a macrotask), so that a FIN, RST or stray
+   * bytes that already reached an idle connection are seen before reuse.
+   */
+  readonly yieldToIo: Effect.Effect<void>
+}>() {}

@@ -1,0 +1,319 @@
+import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Pool from "effect/Pool"
+import * as RcMap from "effect/RcMap"
+import * as Runtime from "effect/Runtime"
+import * as Scope from "effect/Scope"
+import type * as Agent from "../Agent.js"
+import { AgentError } from "../AgentError.js"
+import { Connector } from "../Connector.js"
+import type { Origin } from "../Origin.js"
+import { Connection } from "./connection.js"
+import { FifoGate } from "./gate.js"
+import * as Request from "./request.js"
+import { AgentResponse } from "./response.js"
+
+/** @internal */
+export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig => {
+  const positive = (name: string, value: number | undefined, fallback: number) => {
+    const n = value ?? fallback
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer, got ${n}`)
+    return n
+  }
+  return {
+    maxConnectionsPerOrigin: positive("maxConnectionsPerOrigin", config.maxConnectionsPerOrigin, 2),
+    maxConnections: positive("maxConnections", config.maxConnections, 100),
+    idleTimeout: Duration.decode(config.idleTimeout ?? "4 seconds"),
+    persist: config.persist ?? true,
+    connectTimeout: Duration.decode(config.connectTimeout ?? "10 seconds"),
+    headersTimeout: Duration.decode(config.headersTimeout ?? "60 seconds"),
+    bodyTimeout: Duration.decode(config.bodyTimeout ?? "60 seconds"),
+    maxHeaderSize: positive("maxHeaderSize", config.maxHeaderSize, 16384),
+    maxHeaderCount: positive("maxHeaderCount", config.maxHeaderCount, 100),
+    maxConnectionAge: Duration.decode(config.maxConnectionAge ?? "10 minutes")
+  }
+}
+
+// Pool.invalidate is typed as needing a Scope it does not use.
+const invalidate = (pool: Pool.Pool<Connection, AgentError>, conn: Connection): Effect.Effect<void> =>
+  Effect.scoped(Pool.invalidate(pool, conn))
+
+/** Connections and waiters of one origin: lives in the RcMap while in use. */
+interface OriginPool {
+  readonly origin: Origin
+  readonly gate: FifoGate
+  pool: Pool.Pool<Connection, AgentError>
+}
+
+/** @internal */
+export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, never, Scope.Scope | Connector> =>
+  Effect.gen(function*() {
+    const config = resolveConfig(input)
+    const connector = yield* Connector
+    const agentScope = yield* Effect.scope
+    const runtime = yield* Effect.runtime<never>()
+    const runFork = Runtime.runFork(runtime)
+    const clock = yield* Effect.clock
+    const idleMillis = Duration.toMillis(config.idleTimeout)
+    const timeouts = { headers: config.headersTimeout, body: config.bodyTimeout }
+    const parserOptions = { maxHeaderSize: config.maxHeaderSize, maxHeaderCount: config.maxHeaderCount }
+
+    // One permit per open connection, held from connect to close.
+    const permits = yield* Effect.makeSemaphore(config.maxConnections)
+    let permitsHeld = 0
+    let globalWaiting = 0
+    // Idle connections in least-recently-used order (a Map iterates in insertion order).
+    const idle = new Map<Connection, OriginPool>()
+    const counters = { open: 0, waiting: 0, opened: 0, reused: 0, requests: 0 }
+    let closed = false
+
+    const evict = (conn: Connection): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const owner = idle.get(conn)
+        if (owner === undefined) return Effect.void
+        idle.delete(conn)
+        conn.destroy()
+        return invalidate(owner.pool, conn)
+      })
+
+    const acquirePermit: Effect.Effect<void> = Effect.suspend(() => {
+      if (permitsHeld < config.maxConnections) {
+        permitsHeld++
+        return permits.take(1)
+      }
+      // At the cap: the least recently used idle connection makes room.
+      for (const conn of idle.keys()) return Effect.zipRight(evict(conn), acquirePermit)
+      globalWaiting++
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.ensuring(
+          Effect.zipRight(restore(permits.take(1)), Effect.sync(() => permitsHeld++)),
+          Effect.sync(() => globalWaiting--)
+        )
+      )
+    })
+    const releasePermit = Effect.suspend(() => {
+      permitsHeld--
+      return permits.release(1)
+    })
+
+    const watchIdle = (conn: Connection): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (!idle.has(conn)) {
+          conn.timerRunning = false
+          return Effect.void
+        }
+        const remaining = conn.idleSince + conn.idleTimeoutMillis - clock.unsafeCurrentTimeMillis()
+        if (remaining <= 0) {
+          conn.timerRunning = false
+          return evict(conn)
+        }
+        return Effect.zipRight(Effect.sleep(Duration.millis(remaining)), watchIdle(conn))
+      })
+
+    const markIdle = (conn: Connection, owner: OriginPool): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        conn.idleSince = clock.unsafeCurrentTimeMillis()
+        idle.set(conn, owner)
+        if (conn.timerRunning) return Effect.void
+        conn.timerRunning = true
+        return Effect.asVoid(Effect.forkIn(watchIdle(conn), agentScope))
+      })
+
+    /** Opens one connection: the scoped Resource the pools hold. */
+    const openConnection = (owner: OriginPool, pooled: boolean): Effect.Effect<Connection, AgentError, Scope.Scope> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          yield* restore(acquirePermit)
+          yield* Effect.addFinalizer(() => releasePermit)
+          const connect = connector.connect(owner.origin, {})
+          const transport = yield* restore(
+            Duration.isFinite(config.connectTimeout)
+              ? Effect.timeoutFail(connect, {
+                duration: config.connectTimeout,
+                onTimeout: () =>
+                  new AgentError({
+                    reason: "Timeout",
+                    phase: "connect",
+                    origin: owner.origin.key,
+                    detail: `not connected within ${Duration.format(config.connectTimeout)}`
+                  })
+              })
+              : connect
+          )
+          const conn = new Connection(owner.origin, transport, idleMillis, parserOptions)
+          counters.open++
+          counters.opened++
+          yield* Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              counters.open--
+              idle.delete(conn)
+              conn.destroy()
+            })
+          )
+          if (pooled) {
+            conn.onIdleBreak = () => runFork(evict(conn))
+            // A connection the pool opened but nobody took yet is idle too.
+            yield* markIdle(conn, owner)
+          }
+          return conn
+        })
+      )
+
+    const pools = yield* RcMap.make({
+      lookup: (origin: Origin) =>
+        Effect.gen(function*() {
+          const owner: OriginPool = {
+            origin,
+            gate: new FifoGate(config.maxConnectionsPerOrigin),
+            pool: undefined as unknown as Pool.Pool<Connection, AgentError>
+          }
+          owner.pool = yield* Pool.makeWithTTL({
+            acquire: openConnection(owner, true),
+            min: 0,
+            max: config.maxConnectionsPerOrigin,
+            timeToLive: config.maxConnectionAge,
+            timeToLiveStrategy: "creation"
+          })
+          return owner
+        }),
+      idleTimeToLive: config.idleTimeout
+    })
+
+    /** Takes a connection: FIFO per origin, then the pool. */
+    const checkout = (origin: Origin): Effect.Effect<readonly [Connection, OriginPool], AgentError, Scope.Scope> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const owner = yield* RcMap.get(pools, origin)
+          counters.waiting++
+          yield* Effect.ensuring(restore(owner.gate.take), Effect.sync(() => counters.waiting--))
+          yield* Effect.addFinalizer(() => Effect.sync(() => owner.gate.release()))
+          if (!config.persist) {
+            const conn = yield* restore(openConnection(owner, false))
+            conn.busy = true
+            return [conn, owner] as const
+          }
+          counters.waiting++
+          const conn = yield* Effect.ensuring(restore(takePooled(owner)), Effect.sync(() => counters.waiting--))
+          return [conn, owner] as const
+        })
+      )
+
+    const takePooled = (owner: OriginPool): Effect.Effect<Connection, AgentError, Scope.Scope> =>
+      Effect.flatMap(Pool.get(owner.pool), (conn) => {
+        idle.delete(conn)
+        if (conn.broken) return Effect.zipRight(invalidate(owner.pool, conn), takePooled(owner))
+        conn.busy = true
+        // A connection idle for a while may have a FIN or stray bytes waiting:
+        // let pending I/O run before trusting it (undici's check).
+        if (conn.served > 0 && clock.unsafeCurrentTimeMillis() - conn.idleSince >= 1) {
+          return Effect.flatMap(connector.yieldToIo, () => {
+            if (!conn.broken) return Effect.succeed(conn)
+            return Effect.zipRight(invalidate(owner.pool, conn), takePooled(owner))
+          })
+        }
+        return Effect.succeed(conn)
+      })
+
+    /** Ends an exchange: back to idle when safe, otherwise closed. */
+    const checkin = (conn: Connection, owner: OriginPool): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const complete = conn.responseComplete
+        const reusable = conn.finish(idleMillis)
+        if (complete) counters.requests++
+        if (!config.persist) {
+          conn.destroy()
+          return Effect.void
+        }
+        // A request elsewhere waits for a global permit and nobody here needs
+        // this connection: close it to make room.
+        if (!reusable || closed || (globalWaiting > 0 && owner.gate.waiting === 0)) {
+          conn.destroy()
+          return invalidate(owner.pool, conn)
+        }
+        return markIdle(conn, owner)
+      })
+
+    const attempt = (
+      request: HttpClientRequest.HttpClientRequest,
+      prepared: Request.Prepared,
+      retried: boolean
+    ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+      Effect.flatMap(Scope.make(), (scope) =>
+        Effect.flatMap(
+          Effect.exit(Effect.uninterruptibleMask((restore) =>
+            Effect.flatMap(Scope.extend(checkout(prepared.origin), scope), ([conn, owner]) =>
+              Effect.zipRight(
+                Scope.addFinalizer(scope, checkin(conn, owner)),
+                Effect.map(
+                  restore(conn.send(prepared, timeouts)),
+                  (head) => new AgentResponse(request, head, conn, conn.exchange!, config.bodyTimeout, Effect.void)
+                )
+              ))
+          )),
+          (exit) => {
+            if (Exit.isSuccess(exit)) {
+              if (exit.value.connection.served > 0) counters.reused++
+              return Effect.as(Effect.addFinalizer((end) => Scope.close(scope, end)), exit.value)
+            }
+            return Effect.zipRight(
+              Scope.close(scope, exit),
+              retryOrFail(request, prepared, retried, exit)
+            )
+          }
+        ))
+
+    const retryOrFail = (
+      request: HttpClientRequest.HttpClientRequest,
+      prepared: Request.Prepared,
+      retried: boolean,
+      exit: Exit.Exit<AgentResponse, AgentError>
+    ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => {
+      if (
+        !retried && prepared.retryable && Exit.isFailure(exit) && exit.cause._tag === "Fail" &&
+        exit.cause.error.reason === "Stale"
+      ) {
+        return attempt(request, prepared, true)
+      }
+      return exit as Exit.Exit<never, AgentError>
+    }
+
+    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+      Effect.suspend(() => {
+        if (closed) {
+          return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
+        }
+        const url = Request.resolveUrl(request)
+        if (url instanceof AgentError) return Effect.fail(url)
+        return Effect.flatMap(Request.prepare(request, url, config.persist), (prepared) => attempt(request, prepared, false))
+      })
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+      })
+    )
+
+    const stats = Effect.sync((): Agent.Stats => ({
+      open: counters.open,
+      idle: idle.size,
+      busy: counters.open - idle.size,
+      waiting: counters.waiting,
+      opened: counters.opened,
+      reused: counters.reused,
+      requests: counters.requests
+    }))
+
+    return { config, request, stats } satisfies Agent.Service
+  })
+
+
+const textDecoder = new TextDecoder()
+
+/** The body as text, failing with the Agent's own error. @internal */
+export const bodyText = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<string, AgentError> =>
+  response instanceof AgentResponse
+    ? Effect.map(response.bytes, (bytes) => textDecoder.decode(bytes))
+    : Effect.orDie(response.text)

@@ -1,0 +1,446 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { AgentError } from "../AgentError.js"
+import type { Phase, Reason } from "../AgentError.js"
+import type { Transport, TransportListener } from "../Connector.js"
+import type { ResponseHead } from "../Http1.js"
+import type { Origin } from "../Origin.js"
+import * as Http1 from "./http1.js"
+
+/** Response bytes buffered before the transport is paused while a stream reads. */
+const highWaterMark = 256 * 1024
+
+/** @internal */
+export interface Timeouts {
+  readonly headers: Duration.Duration
+  readonly body: Duration.Duration
+}
+
+/** @internal */
+export type PreparedBody =
+  | { readonly _tag: "Empty" }
+  | { readonly _tag: "Bytes"; readonly bytes: Uint8Array }
+  | { readonly _tag: "Stream"; readonly length: number | undefined; readonly write: (conn: Connection) => Effect.Effect<void, AgentError> }
+
+/** @internal */
+export interface PreparedRequest {
+  readonly method: string
+  readonly head: Uint8Array
+  readonly body: PreparedBody
+}
+
+let nextId = 1
+
+/**
+ * One transport and one response parser: the unit the pool owns. It carries one
+ * exchange at a time and decides from what it saw whether it may carry another.
+ *
+ * @internal
+ */
+export class Connection implements TransportListener {
+  readonly id = nextId++
+  /** Requests completed on this connection. */
+  served = 0
+  /** Clock millis when it last became idle. */
+  idleSince = 0
+  /** Effective idle timeout, shortened by a server's Keep-Alive hint. */
+  idleTimeoutMillis: number
+  /** Set once anything odd was seen: never reuse. */
+  broken = false
+  closed = false
+  busy = false
+  /** Whether an idle-timer fiber is watching this connection. */
+  timerRunning = false
+  /** Called when an idle connection breaks (FIN, RST, stray bytes). */
+  onIdleBreak: (() => void) | undefined = undefined
+
+  readonly #transport: Transport
+  readonly #parser: Http1.ResponseParser
+  #exchange: Exchange | undefined = undefined
+  #paused = false
+
+  constructor(
+    readonly origin: Origin,
+    transport: Transport,
+    idleTimeoutMillis: number,
+    parserOptions: Http1.ParserOptions
+  ) {
+    this.idleTimeoutMillis = idleTimeoutMillis
+    this.#transport = transport
+    this.#parser = new Http1.ResponseParser(this, parserOptions)
+    transport.listen(this)
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.#transport.remoteAddress
+  }
+
+  // --- parser events -------------------------------------------------------
+
+  onHead(head: ResponseHead): void {
+    const ex = this.#exchange!
+    ex.head = head
+    ex.wake()
+  }
+
+  onBody(chunk: Uint8Array): void {
+    const ex = this.#exchange!
+    ex.chunks.push(chunk)
+    ex.buffered += chunk.length
+    if (ex.streaming && ex.buffered > highWaterMark && !this.#paused) {
+      this.#paused = true
+      this.#transport.pause()
+    }
+    ex.wake()
+  }
+
+  onComplete(_trailers: Record<string, string>): void {
+    const ex = this.#exchange!
+    ex.complete = true
+    ex.wake()
+  }
+
+  // --- transport events ----------------------------------------------------
+
+  onData(chunk: Uint8Array): void {
+    const ex = this.#exchange
+    if (ex === undefined || ex.failure !== undefined) {
+      // Bytes with no request in flight are never read as the next response.
+      this.#breakIdle()
+      return
+    }
+    ex.receivedAny = true
+    const error = this.#parser.execute(chunk)
+    if (error !== undefined) {
+      this.#fail(ex, error.reason === "Unsolicited" ? "Protocol" : error.reason, error.detail)
+    }
+  }
+
+  onEnd(): void {
+    const ex = this.#exchange
+    if (ex === undefined || ex.complete || ex.failure !== undefined) {
+      this.#breakIdle()
+      return
+    }
+    this.broken = true
+    // A close-delimited body completes here (onComplete runs); anything else is cut short.
+    if (this.#parser.finish() !== undefined || !ex.complete) this.#failClosed(ex, "closed by the peer")
+  }
+
+  onError(cause: unknown): void {
+    const ex = this.#exchange
+    if (ex === undefined || ex.complete || ex.failure !== undefined) {
+      this.#breakIdle()
+      return
+    }
+    this.#failClosed(ex, String(cause), cause)
+  }
+
+  onClose(): void {
+    this.closed = true
+    const ex = this.#exchange
+    if (ex === undefined || ex.complete || ex.failure !== undefined) {
+      this.#breakIdle()
+      return
+    }
+    if (this.#parser.finish() !== undefined || !ex.complete) this.#failClosed(ex, "connection closed")
+  }
+
+  onDrain(): void {
+    const ex = this.#exchange
+    if (ex !== undefined && ex.drain !== undefined) {
+      const resume = ex.drain
+      ex.drain = undefined
+      resume()
+    }
+  }
+
+  #breakIdle(): void {
+    const first = !this.broken
+    this.broken = true
+    this.#transport.destroy()
+    // A connection in the pool's idle set must leave it now; a busy one is
+    // dropped when its exchange ends.
+    if (first && !this.busy && this.onIdleBreak !== undefined) this.onIdleBreak()
+  }
+
+  #failClosed(ex: Exchange, detail: string, cause?: unknown): void {
+    // A reused connection that dies before any response byte was stale: the
+    // request may be retried when that is safe.
+    const reason: Reason = !ex.receivedAny && ex.reused
+      ? "Stale"
+      : ex.receivedAny
+      ? "Truncated"
+      : "Transport"
+    this.#fail(ex, reason, detail, cause)
+  }
+
+  #fail(ex: Exchange, reason: Reason, detail: string, cause?: unknown, phase?: Phase): void {
+    this.broken = true
+    this.#transport.destroy()
+    if (ex.failure === undefined) {
+      ex.failure = new AgentError({
+        reason,
+        origin: this.origin.key,
+        detail,
+        ...(phase !== undefined ? { phase } : {}),
+        ...(cause !== undefined ? { cause } : {})
+      })
+    }
+    ex.wake()
+  }
+
+  // --- the exchange ----------------------------------------------------------
+
+  /** Writes bytes, waiting for the transport's buffer to drain when it is full. */
+  write(bytes: Uint8Array): Effect.Effect<void, AgentError> {
+    return Effect.suspend(() => {
+      const ex = this.#exchange
+      if (ex === undefined || this.broken) return this.#currentFailure()
+      if (ex.head !== undefined) {
+        // The server answered before the body was sent (e.g. 413): stop sending.
+        ex.abandonedBody = true
+        return Effect.interrupt
+      }
+      if (this.#transport.write(bytes)) return Effect.void
+      return Effect.async<void>((resume) => {
+        ex.drain = () => resume(Effect.void)
+        return Effect.sync(() => {
+          ex.drain = undefined
+        })
+      })
+    })
+  }
+
+  #currentFailure(): Effect.Effect<never, AgentError> {
+    return Effect.fail(
+      this.#exchange?.failure ??
+        new AgentError({ reason: "Transport", origin: this.origin.key, detail: "connection closed" })
+    )
+  }
+
+  /**
+   * Sends a request and waits for the response head. The connection must be
+   * idle and unbroken.
+   */
+  send(request: PreparedRequest, timeouts: Timeouts): Effect.Effect<ResponseHead, AgentError> {
+    return Effect.suspend(() => {
+      const ex = new Exchange(this.served > 0)
+      this.#exchange = ex
+      this.busy = true
+      this.#parser.expect(request.method)
+      const body = request.body
+      if (body._tag === "Bytes" && body.bytes.length > 0) {
+        if (body.bytes.length <= 16384) {
+          const joined = new Uint8Array(request.head.length + body.bytes.length)
+          joined.set(request.head, 0)
+          joined.set(body.bytes, request.head.length)
+          this.#transport.write(joined)
+        } else {
+          this.#transport.write(request.head)
+          this.#transport.write(body.bytes)
+        }
+      } else {
+        this.#transport.write(request.head)
+      }
+      const head = this.#awaitHead(ex, timeouts.headers)
+      if (body._tag !== "Stream") return head
+      ex.requestSent = false
+      // Stream the body while waiting for the head: a server may answer early.
+      return Effect.raceFirst(
+        head,
+        Effect.zipRight(
+          Effect.catchAllCause(Effect.tap(body.write(this), () => {
+            ex.requestSent = true
+          }), (cause) => {
+            if (ex.abandonedBody) return Effect.never
+            ex.abandonedBody = true
+            this.broken = true
+            this.#transport.destroy()
+            return Effect.failCause(cause)
+          }),
+          Effect.never
+        )
+      )
+    })
+  }
+
+  #awaitHead(ex: Exchange, timeout: Duration.Duration): Effect.Effect<ResponseHead, AgentError> {
+    const ready = (): Effect.Effect<ResponseHead, AgentError> | undefined => {
+      if (ex.head !== undefined) return Effect.succeed(ex.head)
+      if (ex.failure !== undefined) return Effect.fail(ex.failure)
+      return undefined
+    }
+    const wait = Effect.async<ResponseHead, AgentError>((resume) => {
+      const now = ready()
+      if (now !== undefined) return resume(now)
+      ex.waiter = () => {
+        const next = ready()
+        if (next !== undefined) {
+          ex.waiter = undefined
+          resume(next)
+        }
+      }
+      return Effect.sync(() => {
+        ex.waiter = undefined
+      })
+    })
+    return Effect.suspend(() => {
+      const now = ready()
+      if (now !== undefined) return now
+      return withTimeout(wait, timeout, () => this.#timeout(ex, "headers"))
+    })
+  }
+
+  #timeout(ex: Exchange, phase: Phase): AgentError {
+    this.#fail(ex, "Timeout", `no ${phase === "headers" ? "response head" : "body bytes"} within the timeout`, undefined, phase)
+    return ex.failure!
+  }
+
+  #released(): Effect.Effect<never, AgentError> {
+    return Effect.fail(
+      new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the response was released before its body was read" })
+    )
+  }
+
+  /** The exchange in flight, the handle its response reads the body through. */
+  get exchange(): Exchange | undefined {
+    return this.#exchange
+  }
+
+  /** True when the response was read to its end without error. */
+  get responseComplete(): boolean {
+    const ex = this.#exchange
+    return ex !== undefined && ex.complete && ex.failure === undefined
+  }
+
+  /**
+   * Waits for the next body bytes: all buffered chunks, or `None` at the end.
+   */
+  pull(ex: Exchange, timeout: Duration.Duration): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> {
+    return Effect.suspend(() => {
+      if (ex !== this.#exchange) return this.#released()
+      ex.streaming = true
+      const take = (): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> | undefined => {
+        if (ex.chunks.length > 0) {
+          const chunks = ex.chunks
+          ex.chunks = []
+          ex.buffered = 0
+          if (this.#paused) {
+            this.#paused = false
+            this.#transport.resume()
+          }
+          return Effect.succeed(Option.some(chunks))
+        }
+        if (ex.failure !== undefined) return Effect.fail(ex.failure)
+        if (ex.complete) return Effect.succeed(Option.none())
+        return undefined
+      }
+      const now = take()
+      if (now !== undefined) return now
+      const wait = Effect.async<Option.Option<Array<Uint8Array>>, AgentError>((resume) => {
+        ex.waiter = () => {
+          const next = take()
+          if (next !== undefined) {
+            ex.waiter = undefined
+            resume(next)
+          }
+        }
+        return Effect.sync(() => {
+          ex.waiter = undefined
+        })
+      })
+      return withTimeout(wait, timeout, () => this.#timeout(ex, "body"))
+    })
+  }
+
+  /** Reads the rest of the body into memory. */
+  readAll(ex: Exchange, timeout: Duration.Duration): Effect.Effect<Array<Uint8Array>, AgentError> {
+    return Effect.suspend(() => {
+      if (ex !== this.#exchange) return this.#released()
+      if (ex.failure !== undefined) return Effect.fail(ex.failure)
+      if (ex.complete) {
+        const chunks = ex.chunks
+        ex.chunks = []
+        return Effect.succeed(chunks)
+      }
+      const all: Array<Uint8Array> = []
+      const loop: Effect.Effect<Array<Uint8Array>, AgentError> = Effect.flatMap(
+        this.pull(ex, timeout),
+        (next) => {
+          if (Option.isNone(next)) return Effect.succeed(all)
+          for (const chunk of next.value) all.push(chunk)
+          return loop
+        }
+      )
+      return loop
+    })
+  }
+
+  /**
+   * Ends the exchange. Returns true when the connection may carry another
+   * request, applying the server's Keep-Alive hint.
+   */
+  finish(configuredIdleMillis: number): boolean {
+    const ex = this.#exchange
+    this.busy = false
+    if (ex === undefined) return false
+    ex.waiter = undefined
+    ex.drain = undefined
+    this.#exchange = undefined
+    if (this.#paused) {
+      this.#paused = false
+      this.#transport.resume()
+    }
+    const reusable = !this.broken && ex.requestSent && ex.failure === undefined && ex.complete &&
+      this.#parser.canReuse && ex.head !== undefined
+    if (!reusable) {
+      this.broken = true
+      return false
+    }
+    this.served++
+    const hint = ex.head!.keepAliveTimeout
+    this.idleTimeoutMillis = hint === undefined ? configuredIdleMillis : Math.min(configuredIdleMillis, hint - 1000)
+    if (this.idleTimeoutMillis <= 0) {
+      this.broken = true
+      return false
+    }
+    return true
+  }
+
+  /** Closes the transport at once. */
+  destroy(): void {
+    this.broken = true
+    this.#transport.destroy()
+  }
+}
+
+/** What one request/response exchange has seen so far. @internal */
+export class Exchange {
+  head: ResponseHead | undefined = undefined
+  chunks: Array<Uint8Array> = []
+  buffered = 0
+  complete = false
+  failure: AgentError | undefined = undefined
+  receivedAny = false
+  streaming = false
+  abandonedBody = false
+  /** False while a streamed request body is still being written. */
+  requestSent = true
+  waiter: (() => void) | undefined = undefined
+  drain: (() => void) | undefined = undefined
+  constructor(readonly reused: boolean) {}
+  wake(): void {
+    if (this.waiter !== undefined) this.waiter()
+  }
+}
+
+const withTimeout = <A>(
+  effect: Effect.Effect<A, AgentError>,
+  timeout: Duration.Duration,
+  onTimeout: () => AgentError
+): Effect.Effect<A, AgentError> =>
+  Duration.isFinite(timeout)
+    ? Effect.timeoutFail(effect, { duration: timeout, onTimeout })
+    : effect

@@ -1,0 +1,47 @@
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Runtime from "effect/Runtime"
+import * as Scope from "effect/Scope"
+import type * as Agent from "../Agent.js"
+import type { AgentError } from "../AgentError.js"
+import { AgentResponse } from "./response.js"
+
+const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: AgentError) =>
+  new HttpClientError.RequestError({
+    request,
+    reason: error.reason === "InvalidRequest" ? (error.origin === "" ? "InvalidUrl" : "Encode") : "Transport",
+    cause: error,
+    description: error.message
+  })
+
+/** @internal */
+export const make = (agent: Agent.Service): HttpClient.HttpClient =>
+  HttpClient.make((request, _url, signal) =>
+    Effect.flatMap(Scope.make(), (scope) =>
+      Effect.flatMap(Effect.exit(Scope.extend(agent.request(request), scope)), (exit) => {
+        if (Exit.isFailure(exit)) {
+          return Effect.zipRight(
+            Scope.close(scope, exit),
+            Effect.mapError(exit, (error) => toRequestError(request, error))
+          )
+        }
+        const response = exit.value as AgentResponse
+        if (response.connection.responseComplete) {
+          // The whole response is here already: keep its bytes and free the
+          // connection now rather than when the caller reads the body.
+          return Effect.as(Effect.zipRight(Effect.ignore(response.bytes), Scope.close(scope, Exit.void)), response)
+        }
+        const release = Scope.close(scope, Exit.void)
+        response.onBodyDone = release
+        // Aborted after a stream was read (harmless), or when the response is
+        // garbage collected unread: closing the scope then closes the connection.
+        return Effect.map(Effect.runtime<never>(), (runtime) => {
+          signal.addEventListener("abort", () => Runtime.runFork(runtime)(release), { once: true })
+          return response
+        })
+      })
+    )
+  )

@@ -1,0 +1,149 @@
+import type * as HttpBody from "@effect/platform/HttpBody"
+import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as UrlParams from "@effect/platform/UrlParams"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import { AgentError } from "../AgentError.js"
+import type { Origin } from "../Origin.js"
+import type { Connection, PreparedBody, PreparedRequest } from "./connection.js"
+import * as Http1 from "./http1.js"
+import * as InternalOrigin from "./origin.js"
+
+/** A request checked and serialised, ready for any connection to its origin. @internal */
+export interface Prepared extends PreparedRequest {
+  readonly origin: Origin
+  /** May be sent again after a stale connection: idempotent and replayable. */
+  readonly retryable: boolean
+}
+
+const refuse = (origin: string, detail: string, cause?: unknown) =>
+  new AgentError({ reason: "InvalidRequest", origin, detail, ...(cause !== undefined ? { cause } : {}) })
+
+/** Resolves the request's URL the way @effect/platform does. @internal */
+export const resolveUrl = (request: HttpClientRequest.HttpClientRequest): URL | AgentError => {
+  if (request.urlParams.length === 0 && request.hash._tag === "None") {
+    try {
+      return new URL(request.url)
+    } catch (cause) {
+      return refuse("", `invalid URL: ${request.url}`, cause)
+    }
+  }
+  const result = UrlParams.makeUrl(request.url, request.urlParams, request.hash)
+  return result._tag === "Left" ? refuse("", `invalid URL: ${request.url}`, result.left) : result.right
+}
+
+const stringHeaders = (headers: Readonly<Record<string, unknown>>): Record<string, string> => {
+  // Headers may hold non-strings whose toString yields anything: validate the
+  // string that would be written.
+  const out: Record<string, string> = {}
+  for (const name in headers) {
+    const value = headers[name]
+    out[name] = typeof value === "string" ? value : String(value)
+  }
+  return out
+}
+
+const encodeHead = (
+  origin: Origin,
+  method: string,
+  url: URL,
+  headers: Record<string, string>,
+  framing: Http1.RequestBodyFraming,
+  persist: boolean
+): Uint8Array | AgentError => {
+  const head = Http1.encodeRequestHead({
+    method,
+    path: method === "OPTIONS" && url.pathname === "/*" ? "*" : url.pathname + url.search,
+    host: origin.hostHeader,
+    headers,
+    body: framing,
+    persist
+  })
+  return head instanceof Uint8Array ? head : refuse(origin.key, head.detail)
+}
+
+const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boolean, length: number | undefined) =>
+(conn: Connection): Effect.Effect<void, AgentError> => {
+  let sent = 0
+  const body = Stream.runForEach(stream, (chunk) => {
+    if (chunk.length === 0) return Effect.void
+    sent += chunk.length
+    return conn.write(chunked ? Http1.encodeChunk(chunk) : chunk)
+  }).pipe(
+    Effect.mapError((cause) =>
+      cause instanceof AgentError
+        ? cause
+        : refuse(conn.origin.key, "the request body stream failed", cause)
+    ),
+    Effect.zipRight(Effect.suspend(() => {
+      if (chunked) return conn.write(Http1.lastChunk)
+      if (sent !== length) {
+        return Effect.fail(refuse(conn.origin.key, `the request body had ${sent} bytes, not the declared ${length}`))
+      }
+      return Effect.void
+    }))
+  )
+  return body
+}
+
+const encoder = new TextEncoder()
+
+/** Checks and serialises a request. @internal */
+export const prepare = (
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  persist: boolean
+): Effect.Effect<Prepared, AgentError> => {
+  const origin = InternalOrigin.fromUrl(url)
+  if (origin === undefined) return Effect.fail(refuse("", `unsupported URL: ${url.href}`))
+  const headers = stringHeaders(request.headers)
+  const method = request.method
+  const retryable = Http1.isIdempotentMethod(method) || headers["idempotency-key"] !== undefined
+  const withBody = (body: PreparedBody, framing: Http1.RequestBodyFraming, contentType: string | undefined) => {
+    if (contentType !== undefined && contentType !== "" && headers["content-type"] === undefined) {
+      headers["content-type"] = contentType
+    }
+    const head = encodeHead(origin, method, url, headers, framing, persist)
+    if (head instanceof AgentError) return Effect.fail(head)
+    return Effect.succeed<Prepared>({ origin, method, head, body, retryable: retryable && body._tag !== "Stream" })
+  }
+  const bytes = (data: Uint8Array, contentType: string | undefined) =>
+    withBody({ _tag: "Bytes", bytes: data }, { _tag: "Length", length: data.length }, contentType)
+  const body: HttpBody.HttpBody = request.body
+  switch (body._tag) {
+    case "Empty":
+      return withBody({ _tag: "Empty" }, { _tag: "Empty" }, undefined)
+    case "Uint8Array":
+      return bytes(body.body, body.contentType)
+    case "Raw": {
+      const raw = body.body
+      if (typeof raw === "string") return bytes(encoder.encode(raw), body.contentType)
+      if (raw instanceof Uint8Array) return bytes(raw, body.contentType)
+      if (raw instanceof ArrayBuffer) return bytes(new Uint8Array(raw), body.contentType)
+      return Effect.fail(refuse(origin.key, "a Raw body must be a string, Uint8Array or ArrayBuffer"))
+    }
+    case "FormData":
+      return Effect.flatMap(
+        Effect.tryPromise({
+          try: async () => {
+            const encoded = new Response(body.formData)
+            return {
+              data: new Uint8Array(await encoded.arrayBuffer()),
+              type: encoded.headers.get("content-type") ?? undefined
+            }
+          },
+          catch: (cause) => refuse(origin.key, "the form data could not be encoded", cause)
+        }),
+        ({ data, type }) => bytes(data, type)
+      )
+    case "Stream": {
+      const length = body.contentLength
+      const chunked = length === undefined
+      return withBody(
+        { _tag: "Stream", length, write: streamWriter(body.stream, chunked, length) },
+        chunked ? { _tag: "Chunked" } : { _tag: "Length", length },
+        body.contentType
+      )
+    }
+  }
+}

@@ -1,0 +1,145 @@
+import * as Cookies from "@effect/platform/Cookies"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as Headers from "@effect/platform/Headers"
+import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
+import * as UrlParams from "@effect/platform/UrlParams"
+import type * as Duration from "effect/Duration"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Inspectable from "effect/Inspectable"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import type { AgentError } from "../AgentError.js"
+import type { ResponseHead } from "../Http1.js"
+import type { Connection, Exchange } from "./connection.js"
+
+const decoder = new TextDecoder()
+
+/** Joins chunks without copying when there is only one. @internal */
+export const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
+  if (chunks.length === 1) return chunks[0]!
+  let length = 0
+  for (const chunk of chunks) length += chunk.length
+  const out = new Uint8Array(length)
+  let offset = 0
+  for (const chunk of chunks) {
+    out.set(chunk, offset)
+    offset += chunk.length
+  }
+  return out
+}
+
+/**
+ * A response read from one of the Agent's connections. Its body is read from
+ * the connection on demand; `onBodyDone` runs once the body was read to its end.
+ *
+ * @internal
+ */
+export class AgentResponse extends Inspectable.Class implements HttpClientResponse.HttpClientResponse {
+  readonly [HttpIncomingMessage.TypeId]: HttpIncomingMessage.TypeId = HttpIncomingMessage.TypeId
+  readonly [HttpClientResponse.TypeId]: HttpClientResponse.TypeId = HttpClientResponse.TypeId
+  #body: Effect.Effect<Uint8Array, AgentError> | undefined = undefined
+  #headers: Headers.Headers | undefined = undefined
+  #cookies: Cookies.Cookies | undefined = undefined
+
+  constructor(
+    readonly request: HttpClientRequest.HttpClientRequest,
+    readonly head: ResponseHead,
+    readonly connection: Connection,
+    readonly exchange: Exchange,
+    readonly bodyTimeout: Duration.Duration,
+    /** Runs once the body was read to its end (the HttpClient adapter frees the connection here). */
+    public onBodyDone: Effect.Effect<void>
+  ) {
+    super()
+  }
+
+  get status(): number {
+    return this.head.status
+  }
+
+  get headers(): Headers.Headers {
+    return this.#headers ??= Headers.unsafeFromRecord({ ...this.head.headers })
+  }
+
+  get cookies(): Cookies.Cookies {
+    if (this.#cookies !== undefined) return this.#cookies
+    const header = this.head.setCookie
+    return this.#cookies = header.length === 0 ? Cookies.empty : Cookies.fromSetCookie(header)
+  }
+
+  get remoteAddress(): Option.Option<string> {
+    return Option.fromNullable(this.connection.remoteAddress)
+  }
+
+  /** The whole body as bytes, failing with the Agent's own error. Read once, then cached. */
+  get bytes(): Effect.Effect<Uint8Array, AgentError> {
+    if (this.#body !== undefined) return this.#body
+    const read = Effect.map(
+      Effect.zipLeft(this.connection.readAll(this.exchange, this.bodyTimeout), Effect.suspend(() => this.onBodyDone)),
+      concat
+    )
+    return this.#body = Effect.cached(read).pipe(Effect.runSync)
+  }
+
+  #decodeError(cause: unknown): HttpClientError.ResponseError {
+    return new HttpClientError.ResponseError({ request: this.request, response: this, reason: "Decode", cause })
+  }
+
+  get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpClientError.ResponseError> {
+    return Effect.mapBoth(this.bytes, {
+      onFailure: (e) => this.#decodeError(e),
+      onSuccess: (bytes) =>
+        bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+          ? bytes.buffer
+          : bytes.slice().buffer as ArrayBuffer
+    })
+  }
+
+  get text(): Effect.Effect<string, HttpClientError.ResponseError> {
+    return Effect.mapBoth(this.bytes, { onFailure: (e) => this.#decodeError(e), onSuccess: (b) => decoder.decode(b) })
+  }
+
+  get json(): Effect.Effect<unknown, HttpClientError.ResponseError> {
+    return Effect.flatMap(this.text, (text) =>
+      Effect.try({
+        try: () => text === "" ? null : JSON.parse(text) as unknown,
+        catch: (cause) => this.#decodeError(cause)
+      }))
+  }
+
+  get urlParamsBody(): Effect.Effect<UrlParams.UrlParams, HttpClientError.ResponseError> {
+    return Effect.flatMap(this.text, (text) =>
+      Effect.try({
+        try: () => UrlParams.fromInput(new URLSearchParams(text)),
+        catch: (cause) => this.#decodeError(cause)
+      }))
+  }
+
+  get formData(): Effect.Effect<FormData, HttpClientError.ResponseError> {
+    return Effect.flatMap(this.bytes.pipe(Effect.mapError((e) => this.#decodeError(e))), (bytes) =>
+      Effect.tryPromise({
+        try: () => new Response(bytes as Uint8Array<ArrayBuffer>, { headers: this.head.headers }).formData(),
+        catch: (cause) => this.#decodeError(cause)
+      }))
+  }
+
+  /** The body as a backpressured stream of chunks. */
+  get stream(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
+    const pull = Effect.flatMap(this.connection.pull(this.exchange, this.bodyTimeout), (next) =>
+      Option.isNone(next)
+        ? Effect.zipRight(Effect.suspend(() => this.onBodyDone), Effect.fail(Option.none()))
+        : Effect.succeed(next.value))
+    return Stream.repeatEffectChunkOption(
+      Effect.mapError(pull, (e) => Option.isOption(e) ? e : Option.some(this.#decodeError(e))).pipe(
+        Effect.map(Chunk.unsafeFromArray)
+      )
+    )
+  }
+
+  override toJSON(): unknown {
+    return { _id: "@keepalive/agent/AgentResponse", status: this.status, headers: this.head.headers }
+  }
+}
