@@ -99,27 +99,35 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       return permits.release(1)
     })
 
-    const watchIdle = (conn: Connection): Effect.Effect<void> =>
+    // One timer fiber per idle stretch, not per request: it sleeps until the
+    // deadline and re-arms itself if the connection was used meanwhile. A
+    // deadline earlier than the one it sleeps towards starts a new generation.
+    const watchIdle = (conn: Connection, generation: number): Effect.Effect<void> =>
       Effect.suspend(() => {
+        if (generation !== conn.timerGeneration) return Effect.void
         if (!idle.has(conn)) {
-          conn.timerRunning = false
+          conn.timerWakeAt = Infinity
           return Effect.void
         }
-        const remaining = conn.idleSince + conn.idleTimeoutMillis - clock.unsafeCurrentTimeMillis()
+        const deadline = conn.idleSince + conn.idleTimeoutMillis
+        const remaining = deadline - clock.unsafeCurrentTimeMillis()
         if (remaining <= 0) {
-          conn.timerRunning = false
+          conn.timerWakeAt = Infinity
           return evict(conn)
         }
-        return Effect.zipRight(Effect.sleep(Duration.millis(remaining)), watchIdle(conn))
+        conn.timerWakeAt = deadline
+        return Effect.zipRight(Effect.sleep(Duration.millis(remaining)), watchIdle(conn, generation))
       })
 
     const markIdle = (conn: Connection, owner: OriginPool): Effect.Effect<void> =>
       Effect.suspend(() => {
         conn.idleSince = clock.unsafeCurrentTimeMillis()
         idle.set(conn, owner)
-        if (conn.timerRunning) return Effect.void
-        conn.timerRunning = true
-        return Effect.asVoid(Effect.forkIn(watchIdle(conn), agentScope))
+        if (conn.timerWakeAt <= conn.idleSince + conn.idleTimeoutMillis) return Effect.void
+        const generation = ++conn.timerGeneration
+        conn.timerWakeAt = conn.idleSince + conn.idleTimeoutMillis
+        // Forked from finalizers and uninterruptible regions: the timer itself must stay interruptible.
+        return Effect.asVoid(Effect.forkIn(Effect.interruptible(watchIdle(conn, generation)), agentScope))
       })
 
     /** Opens one connection: the scoped Resource the pools hold. */
@@ -163,8 +171,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       )
 
     const pools = yield* RcMap.make({
+      // The Pool's own fibers inherit the interruptibility of whoever builds it.
       lookup: (origin: Origin) =>
-        Effect.gen(function*() {
+        Effect.interruptible(Effect.gen(function*() {
           const owner: OriginPool = {
             origin,
             gate: new FifoGate(config.maxConnectionsPerOrigin),
@@ -178,26 +187,30 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             timeToLiveStrategy: "creation"
           })
           return owner
-        }),
+        })),
       idleTimeToLive: config.idleTimeout
     })
 
     /** Takes a connection: FIFO per origin, then the pool. */
-    const checkout = (origin: Origin): Effect.Effect<readonly [Connection, OriginPool], AgentError, Scope.Scope> =>
+    const checkout = (origin: Origin): Effect.Effect<Connection, AgentError, Scope.Scope> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
-          const owner = yield* RcMap.get(pools, origin)
+          // Interruptible: the lookup builds the origin's Pool, whose fibers
+          // inherit this region's interruptibility.
+          const owner = yield* restore(RcMap.get(pools, origin))
           counters.waiting++
           yield* Effect.ensuring(restore(owner.gate.take), Effect.sync(() => counters.waiting--))
           yield* Effect.addFinalizer(() => Effect.sync(() => owner.gate.release()))
-          if (!config.persist) {
-            const conn = yield* restore(openConnection(owner, false))
+          let conn: Connection
+          if (config.persist) {
+            counters.waiting++
+            conn = yield* Effect.ensuring(restore(takePooled(owner)), Effect.sync(() => counters.waiting--))
+          } else {
+            conn = yield* restore(openConnection(owner, false))
             conn.busy = true
-            return [conn, owner] as const
           }
-          counters.waiting++
-          const conn = yield* Effect.ensuring(restore(takePooled(owner)), Effect.sync(() => counters.waiting--))
-          return [conn, owner] as const
+          yield* Effect.addFinalizer(() => checkin(conn, owner))
+          return conn
         })
       )
 
@@ -241,16 +254,14 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       prepared: Request.Prepared,
       retried: boolean
     ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+      Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(
-          Effect.exit(Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(Scope.extend(checkout(prepared.origin), scope), ([conn, owner]) =>
-              Effect.zipRight(
-                Scope.addFinalizer(scope, checkin(conn, owner)),
-                Effect.map(
-                  restore(conn.send(prepared, timeouts)),
-                  (head) => new AgentResponse(request, head, conn, conn.exchange!, config.bodyTimeout, Effect.void)
-                )
+          Effect.exit(restore(
+            Effect.flatMap(Scope.extend(checkout(prepared.origin), scope), (conn) =>
+              Effect.map(
+                conn.send(prepared, timeouts),
+                (head) => new AgentResponse(request, head, conn, conn.exchange!, config.bodyTimeout, Effect.void)
               ))
           )),
           (exit) => {
@@ -260,10 +271,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             }
             return Effect.zipRight(
               Scope.close(scope, exit),
-              retryOrFail(request, prepared, retried, exit)
+              restore(retryOrFail(request, prepared, retried, exit))
             )
           }
-        ))
+        )))
 
     const retryOrFail = (
       request: HttpClientRequest.HttpClientRequest,

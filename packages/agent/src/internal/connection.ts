@@ -50,8 +50,10 @@ export class Connection implements TransportListener {
   broken = false
   closed = false
   busy = false
-  /** Whether an idle-timer fiber is watching this connection. */
-  timerRunning = false
+  /** When the idle-timer fiber wakes next (Infinity: no timer). */
+  timerWakeAt = Infinity
+  /** Bumped to retire a timer fiber that sleeps too long. */
+  timerGeneration = 0
   /** Called when an idle connection breaks (FIN, RST, stray bytes). */
   onIdleBreak: (() => void) | undefined = undefined
 

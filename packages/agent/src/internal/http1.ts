@@ -1,0 +1,940 @@
+import type * as Http1 from "../Http1.js"
+
+export type {
+  BodyFraming,
+  ParseError,
+  ParseErrorReason,
+  ParserOptions,
+  RequestBodyFraming,
+  RequestHeadInput,
+  RequestRefusal,
+  ResponseHandler,
+  ResponseHead
+} from "../Http1.js"
+
+const HTAB = 0x09
+const LF = 0x0a
+const CR = 0x0d
+const SP = 0x20
+const COLON = 0x3a
+const SEMICOLON = 0x3b
+
+// Character classes, looked up per byte instead of branching on ranges.
+const TOKEN = 1
+const FIELD_CHAR = 2 // field-vchar / obs-text / SP / HTAB: what a field value, reason phrase or chunk extension may hold
+
+const CHAR_CLASS = new Uint8Array(256)
+const HEX_VALUE = new Int8Array(256).fill(-1)
+// Single-character strings, lower-cased, so that decoding a name or value is one table read per byte.
+const LOWER_CHAR: Array<string> = []
+const CHAR: Array<string> = []
+
+for (let c = 0; c < 256; c++) {
+  CHAR.push(String.fromCharCode(c))
+  LOWER_CHAR.push(String.fromCharCode(c >= 0x41 && c <= 0x5a ? c | 0x20 : c))
+  if (c === HTAB || (c >= SP && c !== 0x7f)) CHAR_CLASS[c] |= FIELD_CHAR
+}
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+  CHAR_CLASS[c.charCodeAt(0)] |= TOKEN
+}
+for (let d = 0; d < 16; d++) {
+  HEX_VALUE[d.toString(16).charCodeAt(0)] = d
+  HEX_VALUE[d.toString(16).toUpperCase().charCodeAt(0)] = d
+}
+
+// A chunk size above this, times 16 plus a digit, may exceed Number.MAX_SAFE_INTEGER.
+const MAX_CHUNK_SIZE_BEFORE_DIGIT = Math.floor(Number.MAX_SAFE_INTEGER / 16)
+
+/** `bytes[start, end)` without allocating when that is all of `bytes`. */
+const view = (bytes: Uint8Array, start: number, end: number): Uint8Array =>
+  start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end)
+
+const KNOWN_NAMES: Array<Array<string> | undefined> = []
+for (const name of [
+  "accept-ranges", "access-control-allow-origin", "age", "alt-svc", "cache-control", "connection",
+  "content-disposition", "content-encoding", "content-language", "content-length", "content-location",
+  "content-range", "content-security-policy", "content-type", "date", "etag", "expires", "keep-alive",
+  "last-modified", "link", "location", "pragma", "retry-after", "server", "set-cookie",
+  "strict-transport-security", "trailer", "transfer-encoding", "upgrade", "vary", "via", "www-authenticate",
+  "x-content-type-options", "x-frame-options", "x-powered-by", "x-request-id"
+]) {
+  ;(KNOWN_NAMES[name.length] ??= []).push(name)
+}
+
+/** The lower-cased name of the token at `bytes[start, end)`; common names come from a table, unallocated. */
+const fieldName = (bytes: Uint8Array, start: number, end: number): string => {
+  const candidates = KNOWN_NAMES[end - start]
+  if (candidates !== undefined) {
+    next: for (let k = 0; k < candidates.length; k++) {
+      const candidate = candidates[k]!
+      // Token bytes OR 0x20 equal a lower-case letter, digit or "-" only when they are that character in either case.
+      for (let i = start, j = 0; i < end; i++, j++) {
+        if ((bytes[i]! | 0x20) !== candidate.charCodeAt(j)) continue next
+      }
+      return candidate
+    }
+  }
+  let name = ""
+  for (let i = start; i < end; i++) name += LOWER_CHAR[bytes[i]!]
+  return name
+}
+
+const isTokenString = (s: string): boolean => {
+  const n = s.length
+  if (n === 0) return false
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i)
+    if (c > 0xff || (CHAR_CLASS[c]! & TOKEN) === 0) return false
+  }
+  return true
+}
+
+const isOws = (c: number): boolean => c === SP || c === HTAB
+
+const trimOws = (s: string): string => {
+  let start = 0
+  let end = s.length
+  while (start < end && isOws(s.charCodeAt(start))) start++
+  while (end > start && isOws(s.charCodeAt(end - 1))) end--
+  return start === 0 && end === s.length ? s : s.slice(start, end)
+}
+
+/** Decodes bytes one-to-one into code points (latin1), the way HTTP field bytes map to strings. */
+const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
+  if (end - start <= 64) {
+    let s = ""
+    for (let i = start; i < end; i++) s += CHAR[bytes[i]!]
+    return s
+  }
+  let s = ""
+  // Bounded slices keep fromCharCode.apply below engines' argument-count limits.
+  for (let i = start; i < end; i += 8192) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, Math.min(end, i + 8192)) as unknown as Array<number>)
+  }
+  return s
+}
+
+/** Parses a plain decimal (digits only) as a safe integer, or returns -1. */
+const parseDecimal = (s: string): number => {
+  const n = s.length
+  if (n === 0) return -1
+  let value = 0
+  for (let i = 0; i < n; i++) {
+    const d = s.charCodeAt(i) - 0x30
+    if (d < 0 || d > 9) return -1
+    value = value * 10 + d
+    if (value > Number.MAX_SAFE_INTEGER) return -1
+  }
+  return value
+}
+
+const CONNECTION_CLOSE = 1
+const CONNECTION_KEEP_ALIVE = 2
+const CONNECTION_UPGRADE = 4
+
+/** The `close`, `keep-alive` and `upgrade` tokens present in a Connection field value, as bits. */
+const connectionTokens = (value: string): number => {
+  if (value === "keep-alive") return CONNECTION_KEEP_ALIVE
+  if (value === "close") return CONNECTION_CLOSE
+  let bits = 0
+  for (const element of value.split(",")) {
+    switch (trimOws(element).toLowerCase()) {
+      case "close":
+        bits |= CONNECTION_CLOSE
+        break
+      case "keep-alive":
+        bits |= CONNECTION_KEEP_ALIVE
+        break
+      case "upgrade":
+        bits |= CONNECTION_UPGRADE
+        break
+    }
+  }
+  return bits
+}
+
+/** Milliseconds from the first `timeout` parameter of a Keep-Alive field value, when it is a whole number of seconds. */
+const keepAliveTimeout = (value: string): number | undefined => {
+  const n = value.length
+  for (let start = 0; start < n;) {
+    // Jumping from "=" to "=" keeps this linear however many parameters there are.
+    const eq = value.indexOf("=", start)
+    if (eq === -1) return undefined
+    const name = value.slice(value.lastIndexOf(",", eq) + 1, eq)
+    let comma = value.indexOf(",", eq)
+    if (comma === -1) comma = n
+    if (trimOws(name).toLowerCase() === "timeout") {
+      const seconds = parseDecimal(trimOws(value.slice(eq + 1, comma)))
+      return seconds === -1 || seconds > Number.MAX_SAFE_INTEGER / 1000 ? undefined : seconds * 1000
+    }
+    start = comma + 1
+  }
+  return undefined
+}
+
+const TE_CHUNKED = 0
+const TE_OTHER = 1
+
+/** Classifies a Transfer-Encoding field value by its final coding, or explains why it is unacceptable. */
+const transferCoding = (value: string): number | string => {
+  let codings = 0
+  let chunked = false
+  for (const element of value.split(",")) {
+    const coding = trimOws(element)
+    if (coding === "") continue // RFC 9110 §5.6.1: empty list elements do not count
+    const semicolon = coding.indexOf(";")
+    const name = (semicolon === -1 ? coding : trimOws(coding.slice(0, semicolon))).toLowerCase()
+    if (!isTokenString(name)) return "invalid transfer coding in Transfer-Encoding"
+    if (chunked) {
+      return name === "chunked"
+        ? "chunked applied more than once in Transfer-Encoding"
+        : "chunked is not the final transfer coding"
+    }
+    if (name === "chunked") {
+      if (semicolon !== -1) return "chunked transfer coding with parameters"
+      chunked = true
+    }
+    codings++
+  }
+  if (codings === 0) return "empty Transfer-Encoding"
+  return chunked ? TE_CHUNKED : TE_OTHER
+}
+
+// Parser states. "head" covers STATUS_LINE and FIELDS; "body" covers everything up to DONE.
+const IDLE = 0
+const STATUS_LINE = 1
+const FIELDS = 2
+const BODY_LENGTH = 3
+const BODY_CLOSE = 4
+const CHUNK_SIZE_START = 5
+const CHUNK_SIZE = 6
+const CHUNK_SIZE_BWS = 7
+const CHUNK_EXTENSION = 8
+const CHUNK_SIZE_LF = 9
+const CHUNK_DATA = 10
+const CHUNK_DATA_CR = 11
+const CHUNK_DATA_LF = 12
+const TRAILERS = 13
+const DONE = 14
+const ERROR = 15
+
+const PUBLIC_STATE: ReadonlyArray<Http1.ResponseParser["state"]> = [
+  "idle",
+  "head",
+  "head",
+  "body",
+  "body",
+  "body",
+  "body",
+  "body",
+  "body",
+  "body",
+  "body",
+  "body",
+  "body",
+  "body",
+  "done",
+  "error"
+]
+
+const EMPTY_FIELDS: Record<string, string> = Object.freeze(Object.create(null))
+const NO_SET_COOKIE: ReadonlyArray<string> = Object.freeze([])
+
+const UNSOLICITED_AFTER_RESPONSE = "bytes received after the response was complete"
+
+const parseError = (reason: Http1.ParseErrorReason, detail: string): Http1.ParseError => ({
+  _tag: "ParseError",
+  reason,
+  detail
+})
+
+const positiveIntegerOption = (name: string, value: number | undefined, fallback: number): number => {
+  if (value === undefined) return fallback
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`Http1.ResponseParser: ${name} must be a positive integer, got ${value}`)
+  }
+  return value
+}
+
+/** @internal */
+export class ResponseParser implements Http1.ResponseParser {
+  readonly #handler: Http1.ResponseHandler
+  readonly #maxHeaderSize: number
+  readonly #maxHeaderCount: number
+  readonly #maxChunkExtensionSize: number
+
+  #state = IDLE
+  #error: Http1.ParseError | undefined = undefined
+  #headRequest = false
+  // Whether any byte arrived since expect(), to tell a connection closed unused from a cut-off head.
+  #received = false
+  #reusable = false
+  // Set by #complete so that execute can tell a response ended inside the current call.
+  #completed = false
+
+  // The head (or trailer) line being read: bytes of a line split across chunks wait in #pending.
+  #pending: Uint8Array | undefined = undefined
+  #pendingLength = 0
+  // Bytes and fields of complete lines in this head, trailers included.
+  #headBytes = 0
+  #fieldCount = 0
+
+  #status = 0
+  #statusText = ""
+  #httpVersion: "1.0" | "1.1" = "1.1"
+  #headers: Record<string, string> = EMPTY_FIELDS
+  #contentLength = -1
+  #setCookie: Array<string> | undefined = undefined
+  #trailers: Record<string, string> = EMPTY_FIELDS
+
+  // Body bytes left: of the Content-Length body, or of the current chunk (also its size while it is read).
+  #remaining = 0
+  #extensionSize = 0
+
+  constructor(handler: Http1.ResponseHandler, options?: Http1.ParserOptions) {
+    this.#handler = handler
+    this.#maxHeaderSize = positiveIntegerOption("maxHeaderSize", options?.maxHeaderSize, 16384)
+    this.#maxHeaderCount = positiveIntegerOption("maxHeaderCount", options?.maxHeaderCount, 100)
+    this.#maxChunkExtensionSize = positiveIntegerOption(
+      "maxChunkExtensionSize",
+      options?.maxChunkExtensionSize,
+      1024
+    )
+  }
+
+  get state(): Http1.ResponseParser["state"] {
+    return PUBLIC_STATE[this.#state]!
+  }
+
+  get canReuse(): boolean {
+    return this.#state === DONE && this.#reusable
+  }
+
+  expect(method: string): void {
+    if (this.#state !== IDLE && this.#state !== DONE) {
+      throw new Error(`Http1.ResponseParser.expect: a response can only be expected when idle or done, not ${this.state}`)
+    }
+    this.#headRequest = method === "HEAD"
+    this.#received = false
+    this.#reusable = false
+    this.#trailers = EMPTY_FIELDS
+    this.#startHead()
+  }
+
+  execute(chunk: Uint8Array): Http1.ParseError | undefined {
+    if (this.#state === ERROR) return this.#error
+    const end = chunk.length
+    if (end === 0) return undefined
+    if (this.#state === IDLE) return this.#fail("Unsolicited", "bytes received while no response is expected")
+    this.#completed = false
+    this.#received = true
+    let pos = 0
+    while (pos < end) {
+      if (this.#completed) return this.#fail("Unsolicited", UNSOLICITED_AFTER_RESPONSE)
+      switch (this.#state) {
+        case STATUS_LINE:
+        case FIELDS:
+        case TRAILERS: {
+          pos = this.#readLines(chunk, pos)
+          if (pos === -1) return this.#error
+          break
+        }
+        case BODY_LENGTH: {
+          const available = end - pos
+          if (available < this.#remaining) {
+            this.#remaining -= available
+            this.#handler.onBody(view(chunk, pos, end))
+            return undefined
+          }
+          const stop = pos + this.#remaining
+          this.#remaining = 0
+          const body = view(chunk, pos, stop)
+          pos = stop
+          this.#handler.onBody(body)
+          this.#complete(EMPTY_FIELDS)
+          break
+        }
+        case BODY_CLOSE: {
+          this.#handler.onBody(view(chunk, pos, end))
+          return undefined
+        }
+        case CHUNK_SIZE_START: {
+          const digit = HEX_VALUE[chunk[pos]!]!
+          if (digit === -1) return this.#fail("Protocol", "invalid chunk size")
+          this.#remaining = digit
+          this.#state = CHUNK_SIZE
+          pos++
+          break
+        }
+        case CHUNK_SIZE: {
+          let size = this.#remaining
+          while (pos < end) {
+            const c = chunk[pos]!
+            const digit = HEX_VALUE[c]!
+            if (digit !== -1) {
+              if (size > MAX_CHUNK_SIZE_BEFORE_DIGIT) return this.#fail("Protocol", "chunk size too large")
+              size = size * 16 + digit
+              pos++
+              continue
+            }
+            if (c === CR) this.#state = CHUNK_SIZE_LF
+            else if (c === SEMICOLON) this.#state = CHUNK_EXTENSION
+            else if (isOws(c)) this.#state = CHUNK_SIZE_BWS
+            else return this.#fail("Protocol", "invalid chunk size")
+            // Whitespace and extensions count from their first byte, so neither can grow without bound.
+            this.#extensionSize = 1
+            pos++
+            break
+          }
+          this.#remaining = size
+          break
+        }
+        case CHUNK_SIZE_BWS: {
+          // RFC 9112 §7.1.1 allows whitespace before a chunk extension, and nowhere else on the line.
+          const c = chunk[pos]!
+          if (c === SEMICOLON) this.#state = CHUNK_EXTENSION
+          else if (!isOws(c)) return this.#fail("Protocol", "whitespace after a chunk size")
+          if (++this.#extensionSize > this.#maxChunkExtensionSize) return this.#fail("Protocol", "chunk extension too large")
+          pos++
+          break
+        }
+        case CHUNK_EXTENSION: {
+          const max = this.#maxChunkExtensionSize
+          let size = this.#extensionSize
+          while (pos < end) {
+            const c = chunk[pos]!
+            if (c === CR) {
+              this.#state = CHUNK_SIZE_LF
+              pos++
+              break
+            }
+            if ((CHAR_CLASS[c]! & FIELD_CHAR) === 0) return this.#fail("Protocol", "invalid character in a chunk extension")
+            if (++size > max) return this.#fail("Protocol", "chunk extension too large")
+            pos++
+          }
+          this.#extensionSize = size
+          break
+        }
+        case CHUNK_SIZE_LF: {
+          if (chunk[pos] !== LF) return this.#fail("Protocol", "chunk size line not ended by CRLF")
+          pos++
+          if (this.#remaining === 0) {
+            this.#state = TRAILERS
+          } else {
+            this.#state = CHUNK_DATA
+          }
+          break
+        }
+        case CHUNK_DATA: {
+          const available = end - pos
+          if (available <= this.#remaining) {
+            this.#remaining -= available
+            if (this.#remaining === 0) this.#state = CHUNK_DATA_CR
+            this.#handler.onBody(view(chunk, pos, end))
+            return undefined
+          }
+          const stop = pos + this.#remaining
+          this.#remaining = 0
+          this.#state = CHUNK_DATA_CR
+          const body = view(chunk, pos, stop)
+          pos = stop
+          this.#handler.onBody(body)
+          break
+        }
+        case CHUNK_DATA_CR: {
+          if (chunk[pos] !== CR) return this.#fail("Protocol", "chunk data not followed by CRLF")
+          this.#state = CHUNK_DATA_LF
+          pos++
+          break
+        }
+        case CHUNK_DATA_LF: {
+          if (chunk[pos] !== LF) return this.#fail("Protocol", "chunk data not followed by CRLF")
+          this.#state = CHUNK_SIZE_START
+          pos++
+          break
+        }
+        case DONE: {
+          return this.#fail("Unsolicited", UNSOLICITED_AFTER_RESPONSE)
+        }
+      }
+    }
+    return undefined
+  }
+
+  finish(): Http1.ParseError | undefined {
+    switch (this.#state) {
+      case IDLE:
+      case DONE:
+        return undefined
+      case ERROR:
+        return this.#error
+      case BODY_CLOSE:
+        this.#complete(EMPTY_FIELDS)
+        return undefined
+      case STATUS_LINE:
+      case FIELDS:
+        return this.#fail(
+          "Truncated",
+          this.#received
+            ? "connection closed in the response head"
+            : "connection closed before any byte of the response"
+        )
+      case BODY_LENGTH:
+        return this.#fail("Truncated", "connection closed before the end of the Content-Length body")
+      default:
+        return this.#fail("Truncated", "connection closed before the end of the chunked body")
+    }
+  }
+
+  #fail(reason: Http1.ParseErrorReason, detail: string): Http1.ParseError {
+    const error = parseError(reason, detail)
+    this.#error = error
+    this.#state = ERROR
+    this.#reusable = false
+    this.#pending = undefined
+    this.#pendingLength = 0
+    return error
+  }
+
+  #startHead(): void {
+    this.#state = STATUS_LINE
+    this.#pendingLength = 0
+    this.#headBytes = 0
+    this.#fieldCount = 0
+    this.#headers = Object.create(null)
+    this.#contentLength = -1
+    this.#setCookie = undefined
+  }
+
+  #complete(trailers: Record<string, string>): void {
+    this.#state = DONE
+    this.#completed = true
+    this.#headers = EMPTY_FIELDS
+    this.#handler.onComplete(trailers)
+  }
+
+  /**
+   * Reads CRLF-terminated lines of a head or trailer section from `pos` until the section
+   * ends or the chunk runs out; returns the position after the bytes used, or -1 on failure.
+   */
+  #readLines(chunk: Uint8Array, pos: number): number {
+    const end = chunk.length
+    const max = this.#maxHeaderSize
+    while (pos < end) {
+      const lf = chunk.indexOf(LF, pos)
+      if (lf === -1) {
+        if (this.#headBytes + this.#pendingLength + (end - pos) > max) {
+          this.#failTooLarge()
+          return -1
+        }
+        this.#appendPending(chunk, pos, end)
+        return end
+      }
+      if (this.#headBytes + this.#pendingLength + (lf + 1 - pos) > max) {
+        this.#failTooLarge()
+        return -1
+      }
+      let bytes = chunk
+      let start = pos
+      let stop = lf
+      if (this.#pendingLength > 0) {
+        this.#appendPending(chunk, pos, lf + 1)
+        bytes = this.#pending!
+        start = 0
+        stop = this.#pendingLength - 1
+        this.#pendingLength = 0
+      }
+      this.#headBytes += stop + 1 - start
+      pos = lf + 1
+      if (stop === start || bytes[stop - 1] !== CR) {
+        this.#fail("Protocol", "line not ended by CRLF")
+        return -1
+      }
+      if (!this.#line(bytes, start, stop - 1)) return -1
+      const state = this.#state
+      if (this.#completed || (state !== STATUS_LINE && state !== FIELDS && state !== TRAILERS)) return pos
+    }
+    return pos
+  }
+
+  #failTooLarge(): void {
+    this.#fail(
+      "HeadersTooLarge",
+      this.#state === TRAILERS
+        ? `head and trailers exceed ${this.#maxHeaderSize} bytes`
+        : `response head exceeds ${this.#maxHeaderSize} bytes`
+    )
+  }
+
+  #appendPending(chunk: Uint8Array, start: number, end: number): void {
+    const needed = this.#pendingLength + end - start
+    let pending = this.#pending
+    if (pending === undefined || pending.length < needed) {
+      const grown = new Uint8Array(Math.max(needed, Math.min(this.#maxHeaderSize, pending === undefined ? 256 : pending.length * 2)))
+      if (pending !== undefined) grown.set(pending.subarray(0, this.#pendingLength))
+      this.#pending = pending = grown
+    }
+    pending.set(chunk.subarray(start, end), this.#pendingLength)
+    this.#pendingLength = needed
+  }
+
+  /** Handles one line without its CRLF; false when it failed the parser. */
+  #line(bytes: Uint8Array, start: number, end: number): boolean {
+    switch (this.#state) {
+      case STATUS_LINE:
+        return this.#statusLine(bytes, start, end)
+      case FIELDS:
+        return start === end ? this.#endOfHead() : this.#field(bytes, start, end, this.#headers, true)
+      default:
+        if (start === end) {
+          this.#complete(this.#trailers)
+          return true
+        }
+        if (this.#trailers === EMPTY_FIELDS) this.#trailers = Object.create(null)
+        return this.#field(bytes, start, end, this.#trailers, false)
+    }
+  }
+
+  #statusLine(bytes: Uint8Array, start: number, end: number): boolean {
+    // HTTP-version SP 3DIGIT [ SP reason-phrase ]; the reason phrase may be empty or, with its SP, absent.
+    if (
+      end - start < 12 ||
+      bytes[start] !== 0x48 || // H
+      bytes[start + 1] !== 0x54 || // T
+      bytes[start + 2] !== 0x54 || // T
+      bytes[start + 3] !== 0x50 || // P
+      bytes[start + 4] !== 0x2f || // /
+      bytes[start + 5] !== 0x31 || // 1
+      bytes[start + 6] !== 0x2e || // .
+      (bytes[start + 7] !== 0x30 && bytes[start + 7] !== 0x31) ||
+      bytes[start + 8] !== SP
+    ) {
+      this.#fail("Protocol", "invalid status line")
+      return false
+    }
+    const d1 = bytes[start + 9]! - 0x30
+    const d2 = bytes[start + 10]! - 0x30
+    const d3 = bytes[start + 11]! - 0x30
+    if (d1 < 1 || d1 > 9 || d2 < 0 || d2 > 9 || d3 < 0 || d3 > 9) {
+      this.#fail("Protocol", "invalid status code")
+      return false
+    }
+    let statusText = ""
+    if (end - start > 12) {
+      if (bytes[start + 12] !== SP) {
+        this.#fail("Protocol", "invalid status code")
+        return false
+      }
+      for (let i = start + 13; i < end; i++) {
+        if ((CHAR_CLASS[bytes[i]!]! & FIELD_CHAR) === 0) {
+          this.#fail("Protocol", "invalid character in reason phrase")
+          return false
+        }
+      }
+      statusText = latin1(bytes, start + 13, end)
+    }
+    this.#httpVersion = bytes[start + 7] === 0x31 ? "1.1" : "1.0"
+    this.#status = d1 * 100 + d2 * 10 + d3
+    this.#statusText = statusText
+    this.#state = FIELDS
+    return true
+  }
+
+  #field(bytes: Uint8Array, start: number, end: number, target: Record<string, string>, inHead: boolean): boolean {
+    if (++this.#fieldCount > this.#maxHeaderCount) {
+      this.#fail("HeadersTooLarge", `more than ${this.#maxHeaderCount} header fields`)
+      return false
+    }
+    const first = bytes[start]!
+    if (isOws(first)) {
+      this.#fail("Protocol", "obsolete line folding in a header field")
+      return false
+    }
+    let i = start
+    while (i < end && (CHAR_CLASS[bytes[i]!]! & TOKEN) !== 0) i++
+    if (i === end || bytes[i] !== COLON) {
+      this.#fail(
+        "Protocol",
+        i < end && isOws(bytes[i]!) ? "whitespace between a field name and colon" : "invalid character in a field name"
+      )
+      return false
+    }
+    if (i === start) {
+      this.#fail("Protocol", "empty field name")
+      return false
+    }
+    const name = fieldName(bytes, start, i)
+    i++
+    while (i < end && isOws(bytes[i]!)) i++
+    let valueEnd = end
+    while (valueEnd > i && isOws(bytes[valueEnd - 1]!)) valueEnd--
+    let value = ""
+    if (valueEnd - i <= 64) {
+      for (let j = i; j < valueEnd; j++) {
+        const c = bytes[j]!
+        if ((CHAR_CLASS[c]! & FIELD_CHAR) === 0) return this.#invalidValue()
+        value += CHAR[c]
+      }
+    } else {
+      for (let j = i; j < valueEnd; j++) {
+        if ((CHAR_CLASS[bytes[j]!]! & FIELD_CHAR) === 0) return this.#invalidValue()
+      }
+      value = latin1(bytes, i, valueEnd)
+    }
+    // Trailers never affect framing, so only head fields get a closer look.
+    if (inHead) {
+      if (name === "set-cookie") {
+        // Joining Set-Cookie values with ", " is lossy (Expires holds a comma), so they are also kept apart.
+        if (this.#setCookie === undefined) this.#setCookie = [value]
+        else this.#setCookie.push(value)
+      } else if (name === "content-length") {
+        // RFC 9112 §6.3 lets a recipient accept repeated identical lengths; refusing them closes a smuggling vector.
+        if (this.#contentLength !== -1) {
+          this.#fail("Protocol", "more than one Content-Length")
+          return false
+        }
+        const length = parseDecimal(value)
+        if (length === -1) {
+          this.#fail("Protocol", "invalid Content-Length")
+          return false
+        }
+        this.#contentLength = length
+      }
+    }
+    const previous = target[name]
+    target[name] = previous === undefined ? value : previous + ", " + value
+    return true
+  }
+
+  #invalidValue(): false {
+    this.#fail("Protocol", "invalid character in a field value")
+    return false
+  }
+
+  #endOfHead(): boolean {
+    const status = this.#status
+    const headers = this.#headers
+    const transferEncoding = headers["transfer-encoding"]
+    let chunked = false
+    if (transferEncoding !== undefined) {
+      if (this.#contentLength !== -1) {
+        this.#fail("Protocol", "both Content-Length and Transfer-Encoding")
+        return false
+      }
+      if (this.#httpVersion === "1.0") {
+        this.#fail("Protocol", "Transfer-Encoding in an HTTP/1.0 response")
+        return false
+      }
+      const coding = transferCoding(transferEncoding)
+      if (typeof coding === "string") {
+        this.#fail("Protocol", coding)
+        return false
+      }
+      chunked = coding === TE_CHUNKED
+    }
+    if (status < 200) {
+      if (status === 101) {
+        this.#fail("Protocol", "101 Switching Protocols without an upgrade request")
+        return false
+      }
+      // An interim response: drop it and read the next head.
+      this.#startHead()
+      return true
+    }
+    const connection = headers["connection"]
+    const tokens = connection === undefined ? 0 : connectionTokens(connection)
+    let keepAlive = (tokens & CONNECTION_CLOSE) === 0 &&
+      (this.#httpVersion === "1.1" || (tokens & CONNECTION_KEEP_ALIVE) !== 0)
+    let framing: Http1.BodyFraming
+    if (this.#headRequest || status === 204 || status === 304) {
+      framing = "none"
+    } else if (transferEncoding !== undefined) {
+      framing = chunked ? "chunked" : "close"
+    } else if (this.#contentLength !== -1) {
+      framing = "length"
+    } else {
+      framing = "close"
+    }
+    if (framing === "close") keepAlive = false
+    const keepAliveField = headers["keep-alive"]
+    const head: Http1.ResponseHead = {
+      status,
+      statusText: this.#statusText,
+      httpVersion: this.#httpVersion,
+      headers,
+      setCookie: this.#setCookie ?? NO_SET_COOKIE,
+      keepAlive,
+      keepAliveTimeout: keepAliveField === undefined ? undefined : keepAliveTimeout(keepAliveField),
+      framing,
+      contentLength: framing === "length" ? this.#contentLength : undefined
+    }
+    this.#reusable = keepAlive
+    switch (framing) {
+      case "none":
+        this.#state = BODY_LENGTH
+        this.#remaining = 0
+        break
+      case "length":
+        this.#state = BODY_LENGTH
+        this.#remaining = this.#contentLength
+        break
+      case "chunked":
+        this.#state = CHUNK_SIZE_START
+        break
+      case "close":
+        this.#state = BODY_CLOSE
+        break
+    }
+    this.#handler.onHead(head)
+    if (this.#state === BODY_LENGTH && this.#remaining === 0) this.#complete(EMPTY_FIELDS)
+    return true
+  }
+}
+
+const refusal = (detail: string): Http1.RequestRefusal => ({ _tag: "RequestRefusal", detail })
+
+// Bits returned by scanFieldValue.
+const VALUE_INVALID = 1
+const VALUE_NOT_ASCII = 2
+
+/** Checks a header value, host or path character by character: controls other than HTAB and anything above U+00FF are invalid. */
+const scanFieldValue = (s: string): number => {
+  let bits = 0
+  for (let i = 0, n = s.length; i < n; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) {
+      if ((CHAR_CLASS[c]! & FIELD_CHAR) === 0) return VALUE_INVALID
+    } else if (c > 0xff) {
+      return VALUE_INVALID
+    } else {
+      bits = VALUE_NOT_ASCII
+    }
+  }
+  return bits
+}
+
+const encoder = new TextEncoder()
+
+const encodeLatin1 = (s: string): Uint8Array => {
+  const n = s.length
+  const bytes = new Uint8Array(n)
+  for (let i = 0; i < n; i++) bytes[i] = s.charCodeAt(i)
+  return bytes
+}
+
+/** @internal */
+export const encodeRequestHead = (input: Http1.RequestHeadInput): Uint8Array | Http1.RequestRefusal => {
+  const { body, headers, method, path, persist } = input
+  if (!isTokenString(method)) return refusal(`invalid method ${JSON.stringify(method)}`)
+  let ascii = true
+  if (!(path === "*" && method === "OPTIONS")) {
+    if (path.charCodeAt(0) !== 0x2f) return refusal(`request target must start with "/": ${JSON.stringify(path)}`)
+    for (let i = 0, n = path.length; i < n; i++) {
+      const c = path.charCodeAt(i)
+      if (c <= SP || c === 0x7f || c > 0xff) return refusal(`invalid character in request target ${JSON.stringify(path)}`)
+      if (c > 0x7f) ascii = false
+    }
+  }
+  let bodyLength: number
+  switch (body._tag) {
+    case "Empty":
+      bodyLength = 0
+      break
+    case "Length":
+      if (!Number.isSafeInteger(body.length) || body.length < 0) {
+        return refusal(`invalid body length ${body.length}`)
+      }
+      bodyLength = body.length
+      break
+    case "Chunked":
+      bodyLength = -1
+      break
+  }
+  let host = input.host
+  let seen = 0 // bits: 1 host, 2 content-length, 4 connection
+  let fields = ""
+  for (const name of Object.keys(headers)) {
+    const value = headers[name]!
+    if (!isTokenString(name)) return refusal(`invalid header name ${JSON.stringify(name)}`)
+    const scan = scanFieldValue(value)
+    if (scan === VALUE_INVALID) return refusal(`invalid character in the value of header ${name}`)
+    if (scan === VALUE_NOT_ASCII) ascii = false
+    const lower = name.toLowerCase()
+    switch (lower) {
+      case "host":
+        if ((seen & 1) !== 0) return refusal("more than one host header")
+        seen |= 1
+        host = value
+        continue
+      case "content-length":
+        if ((seen & 2) !== 0) return refusal("more than one content-length header")
+        seen |= 2
+        if (bodyLength === -1) return refusal("content-length set on a chunked request")
+        if (parseDecimal(value) !== bodyLength) {
+          return refusal(`content-length ${JSON.stringify(value)} does not match the body length ${bodyLength}`)
+        }
+        continue
+      case "transfer-encoding":
+        return refusal("transfer-encoding is set by the codec from the body framing")
+      case "upgrade":
+        return refusal("protocol upgrades are not supported")
+      case "connection":
+        if ((seen & 4) !== 0) return refusal("more than one connection header")
+        seen |= 4
+        if ((connectionTokens(value) & CONNECTION_UPGRADE) !== 0) return refusal("protocol upgrades are not supported")
+        if (!persist) continue
+        break
+    }
+    fields += lower + ": " + value + "\r\n"
+  }
+  if ((seen & 1) === 0) {
+    const scan = scanFieldValue(host)
+    if (scan === VALUE_INVALID) return refusal(`invalid character in host ${JSON.stringify(host)}`)
+    if (scan === VALUE_NOT_ASCII) ascii = false
+  }
+  let head = method + " " + path + " HTTP/1.1\r\nhost: " + host + "\r\n" + fields
+  if (bodyLength === -1) {
+    head += "transfer-encoding: chunked\r\n"
+  } else if (body._tag === "Length" || method === "POST" || method === "PUT" || method === "PATCH") {
+    head += "content-length: " + bodyLength + "\r\n"
+  }
+  head += persist ? "\r\n" : "connection: close\r\n\r\n"
+  // TextEncoder is the faster path, and for ASCII its UTF-8 is the latin1 encoding.
+  return ascii ? encoder.encode(head) : encodeLatin1(head)
+}
+
+const EMPTY = new Uint8Array(0)
+
+/** @internal */
+export const encodeChunk = (data: Uint8Array): Uint8Array => {
+  const n = data.length
+  if (n === 0) return EMPTY
+  const size = n.toString(16)
+  const s = size.length
+  const framed = new Uint8Array(s + n + 4)
+  for (let i = 0; i < s; i++) framed[i] = size.charCodeAt(i)
+  framed[s] = CR
+  framed[s + 1] = LF
+  framed.set(data, s + 2)
+  framed[s + n + 2] = CR
+  framed[s + n + 3] = LF
+  return framed
+}
+
+/** @internal */
+export const lastChunk: Uint8Array = encoder.encode("0\r\n\r\n")
+
+/** @internal */
+export const isIdempotentMethod = (method: string): boolean => {
+  switch (method) {
+    case "GET":
+    case "HEAD":
+    case "OPTIONS":
+    case "TRACE":
+    case "PUT":
+    case "DELETE":
+      return true
+    default:
+      return false
+  }
+}

@@ -1,0 +1,250 @@
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import { describe, expect, it } from "@effect/vitest"
+import * as Agent from "@keepalive/agent/Agent"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as TestClock from "effect/TestClock"
+import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
+import type { SeenRequest } from "./support/MemoryConnector.js"
+
+const agentOn = (server: MemoryServer, config: Agent.Config = {}) =>
+  Agent.layer(config).pipe(Layer.provide(server.layer))
+
+/** Lets microtask-delivered bytes and forked fibers run. */
+const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(
+  Effect.zipRight(Effect.yieldNow()),
+  Effect.repeatN(3)
+)
+
+const get = (url: string) => Agent.requestString(url)
+
+describe("Agent over the in-memory transport", () => {
+  it.effect("reuses one connection for sequential requests", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      for (let i = 0; i < 5; i++) expect(yield* get(`http://a.test/${i}`)).toBe(`GET /${i}`)
+      expect(server.sockets.length).toBe(1)
+      const stats = yield* Agent.stats
+      expect(stats).toMatchObject({ open: 1, idle: 1, busy: 0, waiting: 0, opened: 1, reused: 4, requests: 5 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("normalises origins: case and default port share a connection", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* get("http://A.test/x")
+      yield* get("http://a.test:80/y")
+      expect(server.sockets.length).toBe(1)
+      expect(server.requests.map((r) => r.headers["host"])).toEqual(["a.test", "a.test"])
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("closes an idle connection exactly at idleTimeout", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* get("http://a.test/")
+      yield* TestClock.adjust("2999 millis")
+      yield* settle
+      expect((yield* Agent.stats).open).toBe(1)
+      expect(server.openSockets.length).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      expect((yield* Agent.stats).open).toBe(0)
+      expect(server.openSockets.length).toBe(0)
+      // The next request opens a new connection.
+      yield* get("http://a.test/")
+      expect(server.sockets.length).toBe(2)
+    }).pipe(Effect.provide(agentOn(server, { idleTimeout: "3 seconds" })))
+  })
+
+  it.effect("a busy period restarts the idle clock", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* get("http://a.test/")
+      yield* TestClock.adjust("2 seconds")
+      yield* get("http://a.test/")
+      yield* TestClock.adjust("2 seconds")
+      yield* settle
+      expect(server.openSockets.length).toBe(1)
+      yield* TestClock.adjust("1 seconds")
+      yield* settle
+      expect(server.openSockets.length).toBe(0)
+      expect(server.sockets.length).toBe(1)
+    }).pipe(Effect.provide(agentOn(server, { idleTimeout: "3 seconds" })))
+  })
+
+  it.effect("a Keep-Alive: timeout=N hint shortens the idle timeout to N - 1 seconds", () => {
+    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "timeout=2" }))
+    return Effect.gen(function*() {
+      yield* get("http://a.test/")
+      yield* TestClock.adjust("999 millis")
+      yield* settle
+      expect(server.openSockets.length).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      expect(server.openSockets.length).toBe(0)
+    }).pipe(Effect.provide(agentOn(server, { idleTimeout: "4 seconds" })))
+  })
+
+  it.effect("a Keep-Alive timeout of 1 second or less means: do not keep it", () => {
+    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "timeout=1" }))
+    return Effect.gen(function*() {
+      yield* get("http://a.test/")
+      yield* settle
+      expect(server.openSockets.length).toBe(0)
+      yield* get("http://a.test/")
+      expect(server.sockets.length).toBe(2)
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("waits in FIFO order at the per-origin cap", () => {
+    const held: Array<SeenRequest> = []
+    const server = new MemoryServer((req) => held.push(req))
+    return Effect.gen(function*() {
+      const done: Array<number> = []
+      const fibers: Array<Fiber.RuntimeFiber<void, unknown>> = []
+      for (let i = 0; i < 6; i++) {
+        fibers.push(yield* Effect.fork(Effect.map(get(`http://a.test/${i}`), () => void done.push(i))))
+        yield* settle
+      }
+      expect(server.sockets.length).toBe(2)
+      expect((yield* Agent.stats).waiting).toBe(4)
+      // Answer whatever arrives, one at a time; completion follows arrival order.
+      while (done.length < 6) {
+        yield* settle
+        const next = held.shift()
+        if (next === undefined) continue
+        next.socket.respond("ok")
+        yield* settle
+      }
+      yield* Fiber.joinAll(fibers)
+      expect(done).toEqual([0, 1, 2, 3, 4, 5])
+      expect(server.requests.map((r) => r.path)).toEqual(["/0", "/1", "/2", "/3", "/4", "/5"])
+      expect(server.sockets.length).toBe(2)
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("at the global cap, the least recently used idle connection of another origin makes room", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* get("http://a.test/")
+      yield* TestClock.adjust("10 millis")
+      yield* get("http://b.test/")
+      yield* TestClock.adjust("10 millis")
+      yield* get("http://a.test/again") // a is now more recently used than b
+      yield* get("http://c.test/")
+      yield* settle
+      const open = server.openSockets.map((s) => s.origin.host).sort()
+      expect(open).toEqual(["a.test", "c.test"])
+      expect((yield* Agent.stats).open).toBe(2)
+    }).pipe(Effect.provide(agentOn(server, { maxConnections: 2 })))
+  })
+
+  it.effect("at the global cap with no idle connection, a request waits until one is released", () => {
+    const held: Array<SeenRequest> = []
+    const server = new MemoryServer((req) => req.path === "/slow" ? held.push(req) : req.socket.respond("ok"))
+    return Effect.gen(function*() {
+      const slow = yield* Effect.fork(get("http://a.test/slow"))
+      yield* settle
+      const other = yield* Effect.fork(get("http://b.test/"))
+      yield* settle
+      expect(server.sockets.length).toBe(1)
+      held.shift()!.socket.respond("done")
+      expect(yield* Fiber.join(slow)).toBe("done")
+      expect(yield* Fiber.join(other)).toBe("ok")
+      // a's connection was closed to let b's open: never more than one.
+      expect(server.sockets.length).toBe(2)
+      expect(server.openSockets.map((s) => s.origin.host)).toEqual(["b.test"])
+    }).pipe(Effect.provide(agentOn(server, { maxConnections: 1 })))
+  })
+
+  it.effect("interruption while waiting for a head releases the connection, its permit and its place", () => {
+    const server = new MemoryServer(() => {})
+    return Effect.gen(function*() {
+      const fibers = yield* Effect.forEach([0, 1, 2, 3], (i) => Effect.fork(get(`http://a.test/${i}`)))
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ open: 2, busy: 2, waiting: 2 })
+      yield* Fiber.interruptAll(fibers)
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ open: 0, idle: 0, busy: 0, waiting: 0 })
+      expect(server.openSockets.length).toBe(0)
+      // Permits are back: a fresh request goes through.
+      server.onRequest = (req) => req.socket.respond("ok")
+      expect(yield* get("http://a.test/")).toBe("ok")
+    }).pipe(Effect.provide(agentOn(server, { maxConnections: 2 })))
+  })
+
+  it.effect("persist: false opens a fresh connection per request and closes it", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      for (let i = 0; i < 3; i++) yield* get("http://a.test/")
+      yield* settle
+      expect(server.sockets.length).toBe(3)
+      expect(server.openSockets.length).toBe(0)
+      expect(server.requests.every((r) => r.headers["connection"] === "close")).toBe(true)
+      expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 3, reused: 0, requests: 3 })
+    }).pipe(Effect.provide(agentOn(server, { persist: false })))
+  })
+
+  it.effect("a response released with its body unread closes its connection", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"))
+    return Effect.gen(function*() {
+      const status = yield* Effect.scoped(Effect.map(Agent.request(HttpClientRequest.get("http://a.test/")), (r) => r.status))
+      expect(status).toBe(200)
+      yield* settle
+      expect(server.openSockets.length).toBe(0)
+      expect((yield* Agent.stats).open).toBe(0)
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("headersTimeout fails with reason Timeout, phase headers, and closes the connection", () => {
+    const server = new MemoryServer(() => {})
+    return Effect.gen(function*() {
+      const fiber = yield* Effect.fork(Effect.exit(get("http://a.test/")))
+      yield* settle
+      yield* TestClock.adjust("5 seconds")
+      const exit = yield* Fiber.join(fiber)
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({
+        reason: "Timeout",
+        phase: "headers"
+      })
+      yield* settle
+      expect(server.openSockets.length).toBe(0)
+      expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0, waiting: 0 })
+    }).pipe(Effect.provide(agentOn(server, { headersTimeout: "5 seconds" })))
+  })
+
+  it.effect("bodyTimeout cuts off a server that stalls mid-body", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
+    return Effect.gen(function*() {
+      const fiber = yield* Effect.fork(Effect.exit(get("http://a.test/")))
+      yield* settle
+      yield* TestClock.adjust("2 seconds")
+      const exit = yield* Fiber.join(fiber)
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({
+        reason: "Timeout",
+        phase: "body"
+      })
+      yield* settle
+      expect(server.openSockets.length).toBe(0)
+    }).pipe(Effect.provide(agentOn(server, { bodyTimeout: "2 seconds" })))
+  })
+
+  it.effect("an idle connection that receives bytes or a FIN is closed, never read as a response", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* get("http://a.test/")
+      server.sockets[0]!.send("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale")
+      yield* settle
+      expect((yield* Agent.stats).open).toBe(0)
+      expect(yield* get("http://a.test/x")).toBe("GET /x")
+      server.sockets[1]!.end()
+      yield* settle
+      expect((yield* Agent.stats).open).toBe(0)
+      expect(yield* get("http://a.test/y")).toBe("GET /y")
+      expect(server.sockets.length).toBe(3)
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+})

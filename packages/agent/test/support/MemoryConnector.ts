@@ -1,0 +1,139 @@
+import { AgentError } from "@keepalive/agent/AgentError"
+import { Connector } from "@keepalive/agent/Connector"
+import type { Transport, TransportListener } from "@keepalive/agent/Connector"
+import type { Origin } from "@keepalive/agent/Origin"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+/** A request as the in-memory server saw it. */
+export interface SeenRequest {
+  readonly method: string
+  readonly path: string
+  readonly headers: Record<string, string>
+  readonly body: string
+  readonly socket: ServerSocket
+}
+
+/**
+ * The server side of an in-memory connection. Bytes travel through
+ * microtasks, never through timers, so TestClock governs only the Agent.
+ */
+export class ServerSocket implements Transport {
+  listener: TransportListener | undefined = undefined
+  destroyed = false
+  paused = false
+  received = ""
+  #pending: Array<() => void> = []
+  readonly remoteAddress = "memory"
+
+  constructor(readonly origin: Origin, readonly id: number, readonly server: MemoryServer) {}
+
+  // --- the client's view (Transport) ---
+  listen(listener: TransportListener): void {
+    this.listener = listener
+    for (const run of this.#pending) run()
+    this.#pending = []
+  }
+  write(chunk: Uint8Array): boolean {
+    if (this.destroyed) return true
+    this.received += decoder.decode(chunk)
+    this.#parseRequests()
+    return true
+  }
+  pause(): void {
+    this.paused = true
+  }
+  resume(): void {
+    this.paused = false
+  }
+  destroy(): void {
+    if (this.destroyed) return
+    this.destroyed = true
+    this.server.closedIds.push(this.id)
+    queueMicrotask(() => this.listener?.onClose())
+  }
+
+  // --- the server's controls ---
+  #deliver(run: (l: TransportListener) => void): void {
+    queueMicrotask(() => {
+      if (this.listener === undefined) this.#pending.push(() => run(this.listener!))
+      else run(this.listener)
+    })
+  }
+  /** Sends raw response bytes. */
+  send(text: string): void {
+    if (this.destroyed) return
+    const bytes = encoder.encode(text)
+    this.#deliver((l) => l.onData(bytes))
+  }
+  /** Sends a complete 200 response with the body. */
+  respond(body: string, headers: Record<string, string> = {}): void {
+    let head = `HTTP/1.1 200 OK\r\ncontent-length: ${encoder.encode(body).length}\r\n`
+    for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`
+    this.send(head + "\r\n" + body)
+  }
+  /** FIN from the server, then close. */
+  end(): void {
+    if (this.destroyed) return
+    this.destroyed = true
+    this.server.closedIds.push(this.id)
+    this.#deliver((l) => {
+      l.onEnd()
+      l.onClose()
+    })
+  }
+
+  #parseRequests(): void {
+    for (;;) {
+      const end = this.received.indexOf("\r\n\r\n")
+      if (end < 0) return
+      const lines = this.received.slice(0, end).split("\r\n")
+      const [method, path] = lines[0]!.split(" ")
+      const headers: Record<string, string> = {}
+      for (const line of lines.slice(1)) {
+        const i = line.indexOf(":")
+        headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim()
+      }
+      const length = Number(headers["content-length"] ?? 0)
+      if (this.received.length < end + 4 + length) return
+      const body = this.received.slice(end + 4, end + 4 + length)
+      this.received = this.received.slice(end + 4 + length)
+      this.server.requests.push({ method: method!, path: path!, headers, body, socket: this })
+      this.server.onRequest({ method: method!, path: path!, headers, body, socket: this })
+    }
+  }
+}
+
+/** An in-memory server: one handler for every origin, and what it saw. */
+export class MemoryServer {
+  readonly sockets: Array<ServerSocket> = []
+  readonly requests: Array<SeenRequest> = []
+  readonly closedIds: Array<number> = []
+  refuse = false
+
+  constructor(public onRequest: (request: SeenRequest) => void) {}
+
+  /** Sockets not closed yet. */
+  get openSockets(): Array<ServerSocket> {
+    return this.sockets.filter((s) => !s.destroyed)
+  }
+
+  readonly layer: Layer.Layer<Connector> = Layer.succeed(Connector, {
+    connect: (origin) =>
+      Effect.suspend(() => {
+        if (this.refuse) {
+          return Effect.fail(new AgentError({ reason: "Connect", origin: origin.key, detail: "refused" }))
+        }
+        const socket = new ServerSocket(origin, this.sockets.length + 1, this)
+        this.sockets.push(socket)
+        return Effect.succeed(socket)
+      }),
+    yieldToIo: Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+  })
+}
+
+/** A server that answers every request at once with its path. */
+export const echoServer = (): MemoryServer => new MemoryServer((req) => req.socket.respond(`${req.method} ${req.path}`))
