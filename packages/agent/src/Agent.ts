@@ -40,7 +40,7 @@ export interface Config {
   readonly maxHeaderSize?: number | undefined
   /** Most fields in a response head (default 100). */
   readonly maxHeaderCount?: number | undefined
-  /** A connection older than this is closed once it is idle (default 10 minutes). */
+  /** A connection older than this is closed once its current exchange ends (default 5 minutes). */
   readonly maxConnectionAge?: Duration.DurationInput | undefined
 }
 

@@ -33,7 +33,7 @@ export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig =
     bodyTimeout: Duration.decode(config.bodyTimeout ?? "60 seconds"),
     maxHeaderSize: positive("maxHeaderSize", config.maxHeaderSize, 16384),
     maxHeaderCount: positive("maxHeaderCount", config.maxHeaderCount, 100),
-    maxConnectionAge: Duration.decode(config.maxConnectionAge ?? "10 minutes")
+    maxConnectionAge: Duration.decode(config.maxConnectionAge ?? "5 minutes")
   }
 }
 
@@ -45,6 +45,8 @@ const invalidate = (pool: Pool.Pool<Connection, AgentError>, conn: Connection): 
 interface OriginPool {
   readonly origin: Origin
   readonly gate: FifoGate
+  /** Requests of this origin waiting for a connection, at the gate or in the pool. */
+  waiting: number
   pool: Pool.Pool<Connection, AgentError>
 }
 
@@ -58,7 +60,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const runFork = Runtime.runFork(runtime)
     const clock = yield* Effect.clock
     const idleMillis = Duration.toMillis(config.idleTimeout)
-    const timeouts = { headers: config.headersTimeout, body: config.bodyTimeout }
+    const millisOrInfinity = (d: Duration.Duration) => Duration.isFinite(d) ? Duration.toMillis(d) : Infinity
     const parserOptions = { maxHeaderSize: config.maxHeaderSize, maxHeaderCount: config.maxHeaderCount }
 
     // One permit per open connection, held from connect to close.
@@ -151,7 +153,14 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
               })
               : connect
           )
-          const conn = new Connection(owner.origin, transport, idleMillis, parserOptions)
+          const connectionScope = yield* Effect.scope
+          const conn = new Connection(owner.origin, transport, idleMillis, parserOptions, {
+            clock,
+            headersMillis: millisOrInfinity(config.headersTimeout),
+            bodyMillis: millisOrInfinity(config.bodyTimeout),
+            fork: (watchdog) => Effect.asVoid(Effect.forkIn(Effect.interruptible(watchdog), connectionScope)),
+            run: (effect) => void runFork(effect)
+          })
           counters.open++
           counters.opened++
           yield* Effect.addFinalizer(() =>
@@ -177,6 +186,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           const owner: OriginPool = {
             origin,
             gate: new FifoGate(config.maxConnectionsPerOrigin),
+            waiting: 0,
             pool: undefined as unknown as Pool.Pool<Connection, AgentError>
           }
           owner.pool = yield* Pool.makeWithTTL({
@@ -199,14 +209,18 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           // inherit this region's interruptibility.
           const owner = yield* restore(RcMap.get(pools, origin))
           counters.waiting++
-          yield* Effect.ensuring(restore(owner.gate.take), Effect.sync(() => counters.waiting--))
+          owner.waiting++
+          const waited = Effect.sync(() => {
+            counters.waiting--
+            owner.waiting--
+          })
+          yield* Effect.onExit(restore(owner.gate.take), (exit) => Exit.isSuccess(exit) ? Effect.void : waited)
           yield* Effect.addFinalizer(() => Effect.sync(() => owner.gate.release()))
           let conn: Connection
           if (config.persist) {
-            counters.waiting++
-            conn = yield* Effect.ensuring(restore(takePooled(owner)), Effect.sync(() => counters.waiting--))
+            conn = yield* Effect.ensuring(restore(takePooled(owner)), waited)
           } else {
-            conn = yield* restore(openConnection(owner, false))
+            conn = yield* Effect.ensuring(restore(openConnection(owner, false)), waited)
             conn.busy = true
           }
           yield* Effect.addFinalizer(() => checkin(conn, owner))
@@ -240,9 +254,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           conn.destroy()
           return Effect.void
         }
-        // A request elsewhere waits for a global permit and nobody here needs
-        // this connection: close it to make room.
-        if (!reusable || closed || (globalWaiting > 0 && owner.gate.waiting === 0)) {
+        // A request elsewhere waits for a global permit and no request of this
+        // origin waits for a connection: close it to make room.
+        if (!reusable || closed || (globalWaiting > 0 && owner.waiting === 0)) {
           conn.destroy()
           return invalidate(owner.pool, conn)
         }
@@ -260,8 +274,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           Effect.exit(restore(
             Effect.flatMap(Scope.extend(checkout(prepared.origin), scope), (conn) =>
               Effect.map(
-                conn.send(prepared, timeouts),
-                (head) => new AgentResponse(request, head, conn, conn.exchange!, config.bodyTimeout, Effect.void)
+                conn.send(prepared),
+                (head) => new AgentResponse(request, head, conn, conn.exchange!, Effect.void)
               ))
           )),
           (exit) => {

@@ -1,3 +1,4 @@
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -11,10 +12,19 @@ import * as Http1 from "./http1.js"
 /** Response bytes buffered before the transport is paused while a stream reads. */
 const highWaterMark = 256 * 1024
 
-/** @internal */
-export interface Timeouts {
-  readonly headers: Duration.Duration
-  readonly body: Duration.Duration
+/**
+ * Time for a connection: the Clock (so TestClock governs every deadline) and
+ * a way to run its watchdog fiber for as long as the connection lives.
+ *
+ * @internal
+ */
+export interface Timing {
+  readonly clock: Clock.Clock
+  readonly headersMillis: number
+  readonly bodyMillis: number
+  readonly fork: (effect: Effect.Effect<void>) => Effect.Effect<void>
+  /** Runs an effect from outside any fiber (a transport callback). */
+  readonly run: (effect: Effect.Effect<void>) => void
 }
 
 /** @internal */
@@ -59,16 +69,26 @@ export class Connection implements TransportListener {
 
   readonly #transport: Transport
   readonly #parser: Http1.ResponseParser
+  readonly #timing: Timing
   #exchange: Exchange | undefined = undefined
   #paused = false
+  // The watchdog: one fiber per connection that sleeps until the deadline of
+  // the current phase, re-arming itself when the deadline moved. Moving a
+  // deadline on the hot path is an assignment, not a fork.
+  #deadline = Infinity
+  #phase: Phase = "headers"
+  #wakeAt = Infinity
+  #watchdogGeneration = 0
 
   constructor(
     readonly origin: Origin,
     transport: Transport,
     idleTimeoutMillis: number,
-    parserOptions: Http1.ParserOptions
+    parserOptions: Http1.ParserOptions,
+    timing: Timing
   ) {
     this.idleTimeoutMillis = idleTimeoutMillis
+    this.#timing = timing
     this.#transport = transport
     this.#parser = new Http1.ResponseParser(this, parserOptions)
     transport.listen(this)
@@ -83,6 +103,7 @@ export class Connection implements TransportListener {
   onHead(head: ResponseHead): void {
     const ex = this.#exchange!
     ex.head = head
+    this.#armFromCallback("body", this.#timing.bodyMillis)
     ex.wake()
   }
 
@@ -91,8 +112,12 @@ export class Connection implements TransportListener {
     ex.chunks.push(chunk)
     ex.buffered += chunk.length
     if (ex.streaming && ex.buffered > highWaterMark && !this.#paused) {
+      // Paused by us: silence from the server is not its fault.
       this.#paused = true
+      this.#deadline = Infinity
       this.#transport.pause()
+    } else {
+      this.#armFromCallback("body", this.#timing.bodyMillis)
     }
     ex.wake()
   }
@@ -100,6 +125,7 @@ export class Connection implements TransportListener {
   onComplete(_trailers: Record<string, string>): void {
     const ex = this.#exchange!
     ex.complete = true
+    this.#deadline = Infinity
     ex.wake()
   }
 
@@ -180,6 +206,7 @@ export class Connection implements TransportListener {
 
   #fail(ex: Exchange, reason: Reason, detail: string, cause?: unknown, phase?: Phase): void {
     this.broken = true
+    this.#deadline = Infinity
     this.#transport.destroy()
     if (ex.failure === undefined) {
       ex.failure = new AgentError({
@@ -226,12 +253,13 @@ export class Connection implements TransportListener {
    * Sends a request and waits for the response head. The connection must be
    * idle and unbroken.
    */
-  send(request: PreparedRequest, timeouts: Timeouts): Effect.Effect<ResponseHead, AgentError> {
+  send(request: PreparedRequest): Effect.Effect<ResponseHead, AgentError> {
     return Effect.suspend(() => {
       const ex = new Exchange(this.served > 0)
       this.#exchange = ex
       this.busy = true
       this.#parser.expect(request.method)
+      const watchdog = this.#arm("headers", this.#timing.headersMillis)
       const body = request.body
       if (body._tag === "Bytes" && body.bytes.length > 0) {
         if (body.bytes.length <= 16384) {
@@ -246,7 +274,8 @@ export class Connection implements TransportListener {
       } else {
         this.#transport.write(request.head)
       }
-      const head = this.#awaitHead(ex, timeouts.headers)
+      const awaitHead = this.#awaitHead(ex)
+      const head = watchdog === undefined ? awaitHead : Effect.zipRight(watchdog, awaitHead)
       if (body._tag !== "Stream") return head
       ex.requestSent = false
       // Stream the body while waiting for the head: a server may answer early.
@@ -268,7 +297,7 @@ export class Connection implements TransportListener {
     })
   }
 
-  #awaitHead(ex: Exchange, timeout: Duration.Duration): Effect.Effect<ResponseHead, AgentError> {
+  #awaitHead(ex: Exchange): Effect.Effect<ResponseHead, AgentError> {
     const ready = (): Effect.Effect<ResponseHead, AgentError> | undefined => {
       if (ex.head !== undefined) return Effect.succeed(ex.head)
       if (ex.failure !== undefined) return Effect.fail(ex.failure)
@@ -288,16 +317,49 @@ export class Connection implements TransportListener {
         ex.waiter = undefined
       })
     })
-    return Effect.suspend(() => {
-      const now = ready()
-      if (now !== undefined) return now
-      return withTimeout(wait, timeout, () => this.#timeout(ex, "headers"))
-    })
+    return Effect.suspend(() => ready() ?? wait)
   }
 
-  #timeout(ex: Exchange, phase: Phase): AgentError {
-    this.#fail(ex, "Timeout", `no ${phase === "headers" ? "response head" : "body bytes"} within the timeout`, undefined, phase)
-    return ex.failure!
+  /**
+   * Sets the deadline of a phase. Returns the effect that starts a watchdog
+   * when none will wake up in time (the caller runs it), else undefined.
+   */
+  #arm(phase: Phase, millis: number): Effect.Effect<void> | undefined {
+    if (!Number.isFinite(millis)) {
+      this.#deadline = Infinity
+      return undefined
+    }
+    this.#phase = phase
+    this.#deadline = this.#timing.clock.unsafeCurrentTimeMillis() + millis
+    if (this.#wakeAt <= this.#deadline) return undefined
+    const generation = ++this.#watchdogGeneration
+    this.#wakeAt = this.#deadline
+    return this.#timing.fork(this.#watch(generation))
+  }
+
+  #armFromCallback(phase: Phase, millis: number): void {
+    const watchdog = this.#arm(phase, millis)
+    if (watchdog !== undefined) this.#timing.run(watchdog)
+  }
+
+  #watch(generation: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (generation !== this.#watchdogGeneration) return Effect.void
+      const ex = this.#exchange
+      if (this.#deadline === Infinity || ex === undefined || this.closed) {
+        this.#wakeAt = Infinity
+        return Effect.void
+      }
+      const remaining = this.#deadline - this.#timing.clock.unsafeCurrentTimeMillis()
+      if (remaining <= 0) {
+        this.#wakeAt = Infinity
+        const phase = this.#phase
+        this.#fail(ex, "Timeout", `no ${phase === "headers" ? "response head" : "body bytes"} within the timeout`, undefined, phase)
+        return Effect.void
+      }
+      this.#wakeAt = this.#deadline
+      return Effect.zipRight(Effect.sleep(Duration.millis(remaining)), this.#watch(generation))
+    })
   }
 
   #released(): Effect.Effect<never, AgentError> {
@@ -320,7 +382,7 @@ export class Connection implements TransportListener {
   /**
    * Waits for the next body bytes: all buffered chunks, or `None` at the end.
    */
-  pull(ex: Exchange, timeout: Duration.Duration): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> {
+  pull(ex: Exchange): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> {
     return Effect.suspend(() => {
       if (ex !== this.#exchange) return this.#released()
       ex.streaming = true
@@ -332,6 +394,8 @@ export class Connection implements TransportListener {
           if (this.#paused) {
             this.#paused = false
             this.#transport.resume()
+            const watchdog = this.#arm("body", this.#timing.bodyMillis)
+            if (watchdog !== undefined) return Effect.as(watchdog, Option.some(chunks))
           }
           return Effect.succeed(Option.some(chunks))
         }
@@ -353,12 +417,12 @@ export class Connection implements TransportListener {
           ex.waiter = undefined
         })
       })
-      return withTimeout(wait, timeout, () => this.#timeout(ex, "body"))
+      return wait
     })
   }
 
   /** Reads the rest of the body into memory. */
-  readAll(ex: Exchange, timeout: Duration.Duration): Effect.Effect<Array<Uint8Array>, AgentError> {
+  readAll(ex: Exchange): Effect.Effect<Array<Uint8Array>, AgentError> {
     return Effect.suspend(() => {
       if (ex !== this.#exchange) return this.#released()
       if (ex.failure !== undefined) return Effect.fail(ex.failure)
@@ -369,7 +433,7 @@ export class Connection implements TransportListener {
       }
       const all: Array<Uint8Array> = []
       const loop: Effect.Effect<Array<Uint8Array>, AgentError> = Effect.flatMap(
-        this.pull(ex, timeout),
+        this.pull(ex),
         (next) => {
           if (Option.isNone(next)) return Effect.succeed(all)
           for (const chunk of next.value) all.push(chunk)
@@ -391,6 +455,7 @@ export class Connection implements TransportListener {
     ex.waiter = undefined
     ex.drain = undefined
     this.#exchange = undefined
+    this.#deadline = Infinity
     if (this.#paused) {
       this.#paused = false
       this.#transport.resume()
@@ -437,12 +502,3 @@ export class Exchange {
     if (this.waiter !== undefined) this.waiter()
   }
 }
-
-const withTimeout = <A>(
-  effect: Effect.Effect<A, AgentError>,
-  timeout: Duration.Duration,
-  onTimeout: () => AgentError
-): Effect.Effect<A, AgentError> =>
-  Duration.isFinite(timeout)
-    ? Effect.timeoutFail(effect, { duration: timeout, onTimeout })
-    : effect

@@ -5,7 +5,6 @@ import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Headers from "@effect/platform/Headers"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as UrlParams from "@effect/platform/UrlParams"
-import type * as Duration from "effect/Duration"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Inspectable from "effect/Inspectable"
@@ -41,6 +40,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   readonly [HttpIncomingMessage.TypeId]: HttpIncomingMessage.TypeId = HttpIncomingMessage.TypeId
   readonly [HttpClientResponse.TypeId]: HttpClientResponse.TypeId = HttpClientResponse.TypeId
   #body: Effect.Effect<Uint8Array, AgentError> | undefined = undefined
+  #bytes: Uint8Array | undefined = undefined
   #headers: Headers.Headers | undefined = undefined
   #cookies: Cookies.Cookies | undefined = undefined
 
@@ -49,7 +49,6 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     readonly head: ResponseHead,
     readonly connection: Connection,
     readonly exchange: Exchange,
-    readonly bodyTimeout: Duration.Duration,
     /** Runs once the body was read to its end (the HttpClient adapter frees the connection here). */
     public onBodyDone: Effect.Effect<void>
   ) {
@@ -74,14 +73,15 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     return Option.fromNullable(this.connection.remoteAddress)
   }
 
-  /** The whole body as bytes, failing with the Agent's own error. Read once, then cached. */
+  /** The whole body as bytes, failing with the Agent's own error. Read once, then kept. */
   get bytes(): Effect.Effect<Uint8Array, AgentError> {
-    if (this.#body !== undefined) return this.#body
-    const read = Effect.map(
-      Effect.zipLeft(this.connection.readAll(this.exchange, this.bodyTimeout), Effect.suspend(() => this.onBodyDone)),
-      concat
-    )
-    return this.#body = Effect.cached(read).pipe(Effect.runSync)
+    return this.#body ??= Effect.suspend(() => {
+      if (this.#bytes !== undefined) return Effect.succeed(this.#bytes)
+      return Effect.map(
+        Effect.zipLeft(this.connection.readAll(this.exchange), Effect.suspend(() => this.onBodyDone)),
+        (chunks) => this.#bytes = concat(chunks)
+      )
+    })
   }
 
   #decodeError(cause: unknown): HttpClientError.ResponseError {
@@ -94,7 +94,8 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
       onSuccess: (bytes) =>
         bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
           ? bytes.buffer
-          : bytes.slice().buffer as ArrayBuffer
+          // Uint8Array's slice copies; a Node Buffer's would return a view of the whole socket read.
+          : Uint8Array.prototype.slice.call(bytes).buffer as ArrayBuffer
     })
   }
 
@@ -128,7 +129,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
 
   /** The body as a backpressured stream of chunks. */
   get stream(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
-    const pull = Effect.flatMap(this.connection.pull(this.exchange, this.bodyTimeout), (next) =>
+    const pull = Effect.flatMap(this.connection.pull(this.exchange), (next) =>
       Option.isNone(next)
         ? Effect.zipRight(Effect.suspend(() => this.onBodyDone), Effect.fail(Option.none()))
         : Effect.succeed(next.value))
