@@ -1,0 +1,71 @@
+/**
+ * @effect/platform's `HttpClient`, on the two backends @effect/platform-node
+ * ships: `layerUndici` (a fresh undici Agent) and `layer` (node:http with
+ * `new http.Agent()` defaults). Neither takes a connection cap. The keepalive
+ * adapter reuses `httpClientGet` and `effectRunner` so every HttpClient is
+ * driven the same way.
+ */
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Stream from "effect/Stream"
+import type { MeasurementWindow, Runner } from "../closedLoop.js"
+import type { Scenario } from "../scenarios.js"
+
+/** A GET through whatever `HttpClient` is provided, the body read to the end. */
+export const httpClientGet = (read: Scenario["read"]) => (url: string) =>
+  HttpClient.get(url).pipe(
+    Effect.flatMap((response) =>
+      read === "whole"
+        ? Effect.map(response.arrayBuffer, (body) => body.byteLength)
+        : Stream.runFold(response.stream, 0, (size, chunk) => size + chunk.byteLength)
+    ),
+    Effect.scoped
+  )
+
+/** The closed loop as one Effect: the workers are fibers, not promise chains. */
+export const closedLoopEffect = <E, R>(
+  window: MeasurementWindow,
+  urls: ReadonlyArray<string>,
+  once: (url: string) => Effect.Effect<number, E, R>
+): Effect.Effect<void, never, R> =>
+  Effect.forEach(
+    urls,
+    (url) =>
+      Effect.whileLoop({
+        while: () => !window.isOver,
+        body: () =>
+          Effect.matchCause(once(url), {
+            onFailure: (cause) => window.fail(Cause.squash(cause)),
+            onSuccess: (bodySize) => window.succeed(bodySize)
+          }),
+        step: () => {}
+      }),
+    { concurrency: "unbounded", discard: true }
+  )
+
+/**
+ * Builds the layer once, before the window starts, and runs the whole closed
+ * loop as one Effect, so the numbers are the client's and not `runPromise`'s.
+ */
+export const effectRunner = async <Out, LayerError, E, R extends Out>(
+  layer: Layer.Layer<Out, LayerError>,
+  urls: ReadonlyArray<string>,
+  once: (url: string) => Effect.Effect<number, E, R>
+): Promise<Runner> => {
+  const runtime = ManagedRuntime.make(layer)
+  await runtime.runtime()
+  return {
+    run: (window) => runtime.runPromise(closedLoopEffect(window, urls, once)),
+    close: () => runtime.dispose()
+  }
+}
+
+export const effectUndici = (scenario: Scenario, urls: ReadonlyArray<string>): Promise<Runner> =>
+  effectRunner(NodeHttpClient.layerUndici, urls, httpClientGet(scenario.read))
+
+export const effectNode = (scenario: Scenario, urls: ReadonlyArray<string>): Promise<Runner> =>
+  effectRunner(NodeHttpClient.layer, urls, httpClientGet(scenario.read))

@@ -1,0 +1,241 @@
+/**
+ * `pnpm bench`: starts the server, then for each scenario runs every client
+ * in a fresh process, round-robin (A B C … A B C …) for BENCH_ROUNDS rounds,
+ * and prints one table per scenario (or, with `--json`, one JSON document).
+ *
+ *   pnpm bench [--json] [--only a,b] [--clients keepalive,undici-pool,wrk]
+ *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080
+ */
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { parseArgs } from "node:util"
+import type { ClientReport } from "./client.js"
+import { renderTable, summarize } from "./report.js"
+import type { Run, ScenarioResult } from "./report.js"
+import { capSupport, scenarios } from "./scenarios.js"
+import type { ClientName, Scenario } from "./scenarios.js"
+import { nginxVersion, startServer } from "./server.js"
+import type { Server } from "./server.js"
+import { runWrk, wrkVersion } from "./wrk.js"
+
+interface Options {
+  readonly json: boolean
+  readonly scenarios: ReadonlyArray<Scenario>
+  /** Undefined: every client of each scenario, and wrk where it applies. */
+  readonly clients: ReadonlySet<string> | undefined
+  readonly seconds: number
+  readonly rounds: number
+  readonly basePort: number
+  readonly server: "nginx" | "node" | undefined
+}
+
+const positiveInteger = (name: string, fallback: number): number => {
+  const text = process.env[name]
+  if (text === undefined || text === "") return fallback
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got "${text}"`)
+  return value
+}
+
+const readOptions = (): Options => {
+  const { values } = parseArgs({
+    // pnpm forwards a literal "--" when one is typed before the flags.
+    args: process.argv.slice(2).filter((arg) => arg !== "--"),
+    options: {
+      json: { type: "boolean", default: false },
+      only: { type: "string" },
+      clients: { type: "string" }
+    }
+  })
+  const listOf = (text: string | undefined) => (text === undefined ? undefined : new Set(text.split(",").map((s) => s.trim())))
+  const only = listOf(values.only)
+  const selected = scenarios.filter((scenario) => only === undefined || only.has(scenario.id))
+  if (selected.length === 0) throw new Error(`--only matched no scenario (known: ${scenarios.map((s) => s.id).join(", ")})`)
+  const clients = listOf(values.clients)
+  const knownClients = new Set<string>([...Object.keys(capSupport), "wrk"])
+  const unknownClients = [...(clients ?? [])].filter((client) => !knownClients.has(client))
+  if (unknownClients.length > 0) {
+    throw new Error(`--clients: unknown ${unknownClients.join(", ")} (known: ${[...knownClients].join(", ")})`)
+  }
+  const server = process.env["BENCH_SERVER"]
+  if (server !== undefined && server !== "" && server !== "nginx" && server !== "node") {
+    throw new Error(`BENCH_SERVER must be nginx or node, got "${server}"`)
+  }
+  return {
+    json: values.json,
+    scenarios: selected,
+    clients,
+    seconds: positiveInteger("BENCH_SECONDS", 5),
+    rounds: positiveInteger("BENCH_ROUNDS", 3),
+    basePort: positiveInteger("BENCH_PORT", 18080),
+    server: server === "nginx" || server === "node" ? server : undefined
+  }
+}
+
+const log = (line: string) => process.stderr.write(line + "\n")
+const packageDir = path.join(import.meta.dirname, "..")
+const clientScript = path.join(import.meta.dirname, "client.ts")
+
+/** Every client process gets this long past its warm-up and window before it is killed. */
+const clientGraceSeconds = 30
+
+const spawnClient = (args: ReadonlyArray<string>, seconds: number): Promise<ClientReport> =>
+  new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", clientScript, ...args], {
+      cwd: packageDir,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    const killTimer = setTimeout(() => child.kill("SIGKILL"), (1 + seconds + clientGraceSeconds) * 1000)
+    child.on("close", (code, signal) => {
+      clearTimeout(killTimer)
+      const last = stdout.trim().split("\n").at(-1) ?? ""
+      try {
+        resolve(JSON.parse(last) as ClientReport)
+      } catch {
+        const why = signal === "SIGKILL" ? "timed out" : `exit ${code ?? signal}`
+        resolve({ outcome: "failed", reason: `${why}: ${(stderr || stdout).trim().split("\n").slice(0, 3).join(" ")}` })
+      }
+    })
+  })
+
+const measureClient = async (server: Server, scenario: Scenario, client: ClientName, seconds: number): Promise<Run> => {
+  const before = await server.acceptedConnections()
+  const report = await spawnClient([client, scenario.id, String(seconds), String(server.basePort)], seconds)
+  // The second /status request opens a connection of its own.
+  const connectionsOpened = (await server.acceptedConnections()) - before - 1
+  if (report.outcome === "idle") return { outcome: "failed", reason: "the client process did not run a client" }
+  if (report.outcome !== "measured") return report
+  return {
+    outcome: "measured",
+    requestsPerSecond: report.completed / report.seconds,
+    ...(report.completed === 0 ? {} : { cpuSecondsPer10k: (report.cpuSeconds / report.completed) * 10_000 }),
+    peakRssMB: report.maxRssMB,
+    connectionsOpened,
+    errors: report.errors,
+    ...(report.firstError === undefined ? {} : { firstError: report.firstError })
+  }
+}
+
+const measureWrk = async (server: Server, scenario: Scenario, connections: number, seconds: number): Promise<Run> => {
+  const before = await server.acceptedConnections()
+  try {
+    const result = await runWrk(`http://127.0.0.1:${server.basePort}${scenario.path}`, connections, seconds)
+    return {
+      outcome: "measured",
+      requestsPerSecond: result.requestsPerSecond,
+      cpuSecondsPer10k: (result.cpuSeconds / result.requests) * 10_000,
+      connectionsOpened: (await server.acceptedConnections()) - before - 1,
+      errors: 0
+    }
+  } catch (cause) {
+    return { outcome: "failed", reason: cause instanceof Error ? cause.message : String(cause) }
+  }
+}
+
+/** Why a client's numbers are not like-for-like with keepalive's in this scenario. */
+const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string> => {
+  const notes: Array<string> = []
+  const caps = capSupport[client]
+  if (caps === "none") notes.push("no connection cap: concurrency only")
+  if (caps === "per-origin" && scenario.origins > 1) notes.push("per-origin cap only, no global cap")
+  if (client === "effect-node") notes.push("new http.Agent() defaults: keepAlive false")
+  if (client === "fetch") notes.push(`Node's bundled undici ${process.versions.undici}`)
+  if (client.endsWith("-no-persist")) notes.push("persist: false")
+  if (client === "node-http-no-keepalive") notes.push("keepAlive: false")
+  return notes
+}
+
+const runScenario = async (
+  options: Options,
+  server: Server,
+  scenario: Scenario,
+  wrk: boolean
+): Promise<ScenarioResult> => {
+  const { rounds, seconds } = options
+  const clients = scenario.clients.filter((client) => options.clients === undefined || options.clients.has(client))
+  const withWrk = wrk && scenario.wrkConnections !== undefined && (options.clients === undefined || options.clients.has("wrk"))
+  const runsByClient = new Map<string, Array<Run>>([...clients, ...(withWrk ? ["wrk"] : [])].map((c) => [c, []]))
+  const notesByClient = new Map<string, ReadonlyArray<string>>(clients.map((client) => [client, notesFor(scenario, client)]))
+  if (withWrk) notesByClient.set("wrk", [`reference ceiling: wrk -t1 -c${scenario.wrkConnections}`])
+  for (let round = 1; round <= rounds; round++) {
+    for (const client of runsByClient.keys()) {
+      const run = client === "wrk"
+        ? await measureWrk(server, scenario, scenario.wrkConnections!, seconds)
+        : await measureClient(server, scenario, client as ClientName, seconds)
+      runsByClient.get(client)!.push(run)
+      const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
+      log(`[${scenario.id} ${round}/${rounds}] ${client.padEnd(32)} ${shown}`)
+    }
+  }
+  return summarize(scenario, runsByClient, notesByClient)
+}
+
+const baselineRssMB = async (): Promise<number | undefined> => {
+  const report = await spawnClient(["baseline"], 0)
+  return report.outcome === "idle" ? report.maxRssMB : undefined
+}
+
+const main = async () => {
+  const options = readOptions()
+  const { seconds, rounds } = options
+  const nginx = nginxVersion()
+  const serverKind = options.server === "node" || nginx === undefined ? "node" : "nginx"
+  const wrk = wrkVersion()
+  const ports = Math.max(...options.scenarios.map((scenario) => scenario.origins))
+  const server = await startServer({ kind: serverKind, basePort: options.basePort, ports })
+  const stopServer = () => server.stop()
+  const onSignal = () => void stopServer().finally(() => process.exit(130))
+  process.once("SIGINT", onSignal)
+  process.once("SIGTERM", onSignal)
+  try {
+    const serverNote = serverKind === "nginx"
+      ? server.description
+      : `${server.description} (${nginx === undefined ? "nginx not found on PATH" : "BENCH_SERVER=node"})`
+    const meta = {
+      server: serverNote,
+      ports: `127.0.0.1:${server.basePort}–${server.basePort + ports - 1}`,
+      node: process.version,
+      cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "unknown"}`,
+      // Anything else running shares the 2 cores with the client and the server.
+      loadAverageAtStart: os.loadavg()[0]!,
+      undici: (JSON.parse(fs.readFileSync(path.join(packageDir, "node_modules", "undici", "package.json"), "utf8")) as { version: string }).version,
+      wrk: wrk ?? "not installed",
+      seconds,
+      warmupSeconds: 1,
+      rounds,
+      idleClientRssMB: await baselineRssMB()
+    }
+    if (!options.json) {
+      console.log([
+        "## keepalive bench",
+        "",
+        `- server: ${meta.server}, ${meta.ports}`,
+        `- node ${meta.node}, ${meta.cpus} (1-minute load average at start: ${meta.loadAverageAtStart.toFixed(2)}), undici ${meta.undici} (npm), wrk ${meta.wrk}`,
+        `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
+        `- req/s and spread are over rounds; CPU s and peak RSS are the client process's own, medians over rounds`,
+        `- RSS floor: a client process that loads the harness but runs no client peaks at ${meta.idleClientRssMB?.toFixed(0) ?? "?"} MB`,
+        ""
+      ].join("\n"))
+    }
+    const results: Array<ScenarioResult> = []
+    for (const scenario of options.scenarios) {
+      const result = await runScenario(options, server, scenario, wrk !== undefined)
+      results.push(result)
+      if (!options.json) console.log(renderTable(result) + "\n")
+    }
+    if (options.json) console.log(JSON.stringify({ meta, scenarios: results }, null, 2))
+  } finally {
+    await stopServer()
+  }
+}
+
+await main().catch((cause: unknown) => {
+  log(`bench: ${cause instanceof Error ? cause.message : String(cause)}`)
+  process.exit(1)
+})

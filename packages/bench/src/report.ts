@@ -1,0 +1,125 @@
+/**
+ * Turns the rounds of one scenario into rows (median and spread per client,
+ * ratio to keepalive) and renders them as a Markdown table.
+ */
+import type { Scenario } from "./scenarios.js"
+
+/** One client's result in one round. */
+export type Run =
+  | {
+    readonly outcome: "measured"
+    readonly requestsPerSecond: number
+    /** Absent when nothing completed. */
+    readonly cpuSecondsPer10k?: number
+    /** Absent for wrk, whose memory is not the question. */
+    readonly peakRssMB?: number
+    /** Connections the server accepted during the run, warm-up included. */
+    readonly connectionsOpened?: number
+    readonly errors: number
+    readonly firstError?: string
+  }
+  | { readonly outcome: "unavailable" | "failed"; readonly reason: string }
+
+export interface Spread {
+  readonly median: number
+  readonly min: number
+  readonly max: number
+}
+
+export interface Row {
+  readonly client: string
+  readonly requestsPerSecond?: Spread
+  /** Median req/s over keepalive's median req/s in the same scenario. */
+  readonly ratioToKeepalive?: number
+  readonly cpuSecondsPer10k?: number
+  readonly peakRssMB?: number
+  readonly connectionsOpened?: number
+  readonly errors: number
+  readonly notes: ReadonlyArray<string>
+  readonly runs: ReadonlyArray<Run>
+}
+
+export interface ScenarioResult {
+  readonly id: string
+  readonly title: string
+  readonly rows: ReadonlyArray<Row>
+}
+
+const median = (values: ReadonlyArray<number>): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+const medianOf = (values: ReadonlyArray<number | undefined>): number | undefined => {
+  const present = values.filter((value): value is number => value !== undefined)
+  return present.length === 0 ? undefined : median(present)
+}
+
+export const summarize = (
+  scenario: Scenario,
+  runsByClient: ReadonlyMap<string, ReadonlyArray<Run>>,
+  notesByClient: ReadonlyMap<string, ReadonlyArray<string>>
+): ScenarioResult => {
+  const rows = [...runsByClient].map(([client, runs]): Row => {
+    const measured = runs.flatMap((run) => (run.outcome === "measured" ? [run] : []))
+    const problems = runs.flatMap((run) => (run.outcome === "measured" ? [] : [run]))
+    const errors = measured.reduce((sum, run) => sum + run.errors, 0)
+    const firstError = measured.find((run) => run.firstError !== undefined)?.firstError
+    const notes = [
+      ...(notesByClient.get(client) ?? []),
+      ...(problems.length > 0 ? [`${problems.length} of ${runs.length} runs ${problems[0]!.outcome}: ${problems[0]!.reason}`] : []),
+      ...(errors > 0 ? [`${errors} failed requests (first: ${firstError})`] : [])
+    ]
+    const rates = measured.map((run) => run.requestsPerSecond)
+    const cpu = medianOf(measured.map((run) => run.cpuSecondsPer10k))
+    const rss = medianOf(measured.map((run) => run.peakRssMB))
+    const connections = medianOf(measured.map((run) => run.connectionsOpened))
+    return {
+      client,
+      ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
+      ...(cpu === undefined ? {} : { cpuSecondsPer10k: cpu }),
+      ...(rss === undefined ? {} : { peakRssMB: rss }),
+      ...(connections === undefined ? {} : { connectionsOpened: connections }),
+      errors,
+      notes,
+      runs
+    }
+  })
+  const keepalive = rows.find((row) => row.client === "keepalive")?.requestsPerSecond?.median
+  const baseline = keepalive !== undefined && keepalive > 0 ? keepalive : undefined
+  return {
+    id: scenario.id,
+    title: scenario.title,
+    rows: rows.map((row) =>
+      baseline === undefined || row.requestsPerSecond === undefined
+        ? row
+        : { ...row, ratioToKeepalive: row.requestsPerSecond.median / baseline }
+    )
+  }
+}
+
+const integer = (value: number) => Math.round(value).toLocaleString("en-US")
+
+export const renderTable = (result: ScenarioResult): string => {
+  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU s / 10k req", "peak RSS MB", "conns opened", "notes"]
+  const lines = result.rows.map((row) => {
+    const rate = row.requestsPerSecond
+    return [
+      row.client,
+      rate === undefined ? (row.runs.some((run) => run.outcome === "unavailable") ? "not available yet" : "failed") : integer(rate.median),
+      rate === undefined ? "—" : `${integer(rate.min)}–${integer(rate.max)}`,
+      row.ratioToKeepalive === undefined ? "—" : row.ratioToKeepalive.toFixed(2),
+      row.cpuSecondsPer10k === undefined ? "—" : row.cpuSecondsPer10k.toFixed(3),
+      row.peakRssMB === undefined ? "—" : row.peakRssMB.toFixed(0),
+      row.connectionsOpened === undefined ? "—" : integer(row.connectionsOpened),
+      row.notes.join("; ")
+    ]
+  })
+  const widths = header.map((title, column) => Math.max(title.length, ...lines.map((line) => line[column]!.length)))
+  const numeric = new Set([1, 2, 3, 4, 5, 6])
+  const render = (cells: ReadonlyArray<string>) =>
+    `| ${cells.map((cell, column) => (numeric.has(column) ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join(" | ")} |`
+  const rule = `|${widths.map((width, column) => (numeric.has(column) ? `${"-".repeat(width + 1)}:` : "-".repeat(width + 2))).join("|")}|`
+  return [`### ${result.id}) ${result.title}`, "", render(header), rule, ...lines.map(render)].join("\n")
+}

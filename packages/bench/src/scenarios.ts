@@ -1,0 +1,173 @@
+/**
+ * The workloads every client runs. A scenario fixes the origins, how many
+ * requests are in flight per origin, the connection caps a client is asked to
+ * honour, and how the body is read. The parent process and every client
+ * process read the same table, so a client is told only a scenario id.
+ */
+
+/** The body `/small` serves: 13 bytes. */
+export const smallBody = "hello, world\n"
+
+/** The size of the body `/big` serves. */
+export const bigBodySize = 64 * 1024
+
+export type ClientName =
+  | "keepalive"
+  | "keepalive-httpclient"
+  | "keepalive-no-persist"
+  | "keepalive-httpclient-no-persist"
+  | "undici-pool"
+  | "undici-request"
+  | "node-http"
+  | "node-http-no-keepalive"
+  | "fetch"
+  | "effect-undici"
+  | "effect-node"
+
+/** The clients compared in the throughput scenarios (a–e). */
+const throughputClients: ReadonlyArray<ClientName> = [
+  "keepalive",
+  "keepalive-httpclient",
+  "undici-pool",
+  "undici-request",
+  "node-http",
+  "fetch",
+  "effect-undici",
+  "effect-node"
+]
+
+/** Scenario f compares persistent connections with a connection per request. */
+const persistClients: ReadonlyArray<ClientName> = [
+  "keepalive",
+  "keepalive-no-persist",
+  "keepalive-httpclient",
+  "keepalive-httpclient-no-persist",
+  "node-http",
+  "node-http-no-keepalive"
+]
+
+export interface Scenario {
+  readonly id: string
+  readonly title: string
+  /** Distinct origins, served on consecutive ports from the base port. */
+  readonly origins: number
+  /** Closed-loop workers per origin: each keeps exactly one request in flight. */
+  readonly inFlightPerOrigin: number
+  /** The per-origin connection cap handed to clients that have one. */
+  readonly connectionsPerOrigin: number
+  /** The global connection cap handed to clients that have one. */
+  readonly maxConnections: number
+  readonly path: "/small" | "/big"
+  /** `whole`: read the body into one buffer; `stream`: consume it chunk by chunk. */
+  readonly read: "whole" | "stream"
+  readonly clients: ReadonlyArray<ClientName>
+  /** Connections for the `wrk` reference run; absent where wrk is not a fair ceiling. */
+  readonly wrkConnections?: number
+}
+
+export const scenarios: ReadonlyArray<Scenario> = [
+  {
+    id: "a",
+    title: "1 origin, 1 request in flight, 1 connection",
+    origins: 1,
+    inFlightPerOrigin: 1,
+    connectionsPerOrigin: 1,
+    maxConnections: 1,
+    path: "/small",
+    read: "whole",
+    clients: throughputClients,
+    wrkConnections: 1
+  },
+  {
+    id: "b",
+    title: "1 origin, 16 in flight over 2 connections",
+    origins: 1,
+    inFlightPerOrigin: 16,
+    connectionsPerOrigin: 2,
+    maxConnections: 2,
+    path: "/small",
+    read: "whole",
+    clients: throughputClients,
+    wrkConnections: 2
+  },
+  {
+    id: "c",
+    title: "1 origin, 128 in flight over 128 connections",
+    origins: 1,
+    inFlightPerOrigin: 128,
+    connectionsPerOrigin: 128,
+    maxConnections: 128,
+    path: "/small",
+    read: "whole",
+    clients: throughputClients,
+    wrkConnections: 128
+  },
+  {
+    id: "d",
+    title: "50 origins, 8 in flight each (400 in all), 8 connections per origin, 64 connections in all",
+    origins: 50,
+    inFlightPerOrigin: 8,
+    connectionsPerOrigin: 8,
+    maxConnections: 64,
+    path: "/small",
+    read: "whole",
+    clients: throughputClients
+  },
+  {
+    id: "e",
+    title: "64 KiB bodies streamed, 1 origin, 16 in flight over 2 connections",
+    origins: 1,
+    inFlightPerOrigin: 16,
+    connectionsPerOrigin: 2,
+    maxConnections: 2,
+    path: "/big",
+    read: "stream",
+    clients: throughputClients
+  },
+  {
+    id: "f",
+    title: "persistent vs a connection per request, 1 origin, 4 in flight, 4 connections",
+    origins: 1,
+    inFlightPerOrigin: 4,
+    connectionsPerOrigin: 4,
+    maxConnections: 4,
+    path: "/small",
+    read: "whole",
+    clients: persistClients
+  }
+]
+
+export const findScenario = (id: string): Scenario => {
+  const scenario = scenarios.find((s) => s.id === id)
+  if (scenario === undefined) {
+    throw new Error(`unknown scenario "${id}" (known: ${scenarios.map((s) => s.id).join(", ")})`)
+  }
+  return scenario
+}
+
+/** One URL per closed-loop worker: `inFlightPerOrigin` workers for each origin. */
+export const workerUrls = (scenario: Scenario, basePort: number): ReadonlyArray<string> =>
+  Array.from(
+    { length: scenario.origins * scenario.inFlightPerOrigin },
+    (_, worker) => `http://127.0.0.1:${basePort + (worker % scenario.origins)}${scenario.path}`
+  )
+
+export const expectedBodySize = (scenario: Scenario): number =>
+  scenario.path === "/big" ? bigBodySize : Buffer.byteLength(smallBody)
+
+/** Which of a scenario's connection caps a client can be told about. */
+export type CapSupport = "per-origin and global" | "per-origin" | "none"
+
+export const capSupport: Record<ClientName, CapSupport> = {
+  "keepalive": "per-origin and global",
+  "keepalive-httpclient": "per-origin and global",
+  "keepalive-no-persist": "per-origin and global",
+  "keepalive-httpclient-no-persist": "per-origin and global",
+  "undici-pool": "per-origin",
+  "undici-request": "none",
+  "node-http": "per-origin and global",
+  "node-http-no-keepalive": "per-origin and global",
+  "fetch": "none",
+  "effect-undici": "none",
+  "effect-node": "none"
+}

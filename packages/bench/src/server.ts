@@ -1,0 +1,172 @@
+/**
+ * The server every client talks to, in a process of its own: nginx when it
+ * is on PATH (a private prefix and config in a temp dir), else the node:http
+ * server in `nodeServer.ts`. Both listen on 127.0.0.1 only, on `ports`
+ * consecutive ports, and answer `/small`, `/big` and `/status`.
+ */
+import { spawn, spawnSync } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { bigBodySize, smallBody } from "./scenarios.js"
+
+export interface Server {
+  /** What served the run, as the report prints it. */
+  readonly description: string
+  readonly basePort: number
+  /** Connections the server has accepted so far (nginx's stub_status "accepts"). */
+  readonly acceptedConnections: () => Promise<number>
+  readonly stop: () => Promise<void>
+}
+
+export const nginxVersion = (): string | undefined => {
+  const result = spawnSync("nginx", ["-v"], { encoding: "utf8" })
+  if (result.error !== undefined) return undefined
+  return /nginx\/(\S+)/.exec(result.stderr)?.[1] ?? "unknown version"
+}
+
+export const startServer = async (options: {
+  readonly kind: "nginx" | "node"
+  readonly basePort: number
+  readonly ports: number
+}): Promise<Server> => {
+  const basePort = await findFreePorts(options.basePort, options.ports)
+  return options.kind === "nginx" ? startNginx(basePort, options.ports) : startNodeServer(basePort, options.ports)
+}
+
+const startNginx = async (basePort: number, ports: number): Promise<Server> => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-bench-nginx-"))
+  // nginx drops its worker to an unprivileged user when started as root; it must still read /big.
+  fs.chmodSync(dir, 0o755)
+  fs.mkdirSync(path.join(dir, "www"), { mode: 0o755 })
+  fs.mkdirSync(path.join(dir, "tmp"))
+  fs.writeFileSync(path.join(dir, "www", "big"), Buffer.alloc(bigBodySize, "0123456789abcdef"), { mode: 0o644 })
+  const config = path.join(dir, "nginx.conf")
+  fs.writeFileSync(config, nginxConfig(dir, basePort, ports))
+  const child = spawn("nginx", ["-p", dir, "-c", config, "-e", path.join(dir, "error.log")], {
+    stdio: ["ignore", "ignore", "pipe"]
+  })
+  const version = nginxVersion()
+  const server: Server = {
+    description: `nginx ${version} (1 worker, keepalive_requests 1000000, keepalive_timeout 75s, access_log off)`,
+    basePort,
+    acceptedConnections: () => acceptedConnections(basePort),
+    stop: async () => {
+      await stopChild(child)
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }
+  await waitUntilServing(child, basePort, () => fs.readFileSync(path.join(dir, "error.log"), "utf8"))
+  return server
+}
+
+const nginxConfig = (dir: string, basePort: number, ports: number): string => {
+  const listens = Array.from({ length: ports }, (_, i) => `    listen 127.0.0.1:${basePort + i} backlog=4096;`)
+  const temp = (name: string) => path.join(dir, "tmp", name)
+  return `worker_processes 1;
+daemon off;
+pid ${path.join(dir, "nginx.pid")};
+error_log ${path.join(dir, "error.log")} warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path ${temp("body")};
+  proxy_temp_path ${temp("proxy")};
+  fastcgi_temp_path ${temp("fastcgi")};
+  uwsgi_temp_path ${temp("uwsgi")};
+  scgi_temp_path ${temp("scgi")};
+  server {
+${listens.join("\n")}
+    location = /small { default_type text/plain; return 200 "${smallBody.replace("\n", "\\n")}"; }
+    location = /big { default_type application/octet-stream; root ${path.join(dir, "www")}; }
+    location = /status { stub_status; }
+  }
+}
+`
+}
+
+const startNodeServer = async (basePort: number, ports: number): Promise<Server> => {
+  const script = path.join(import.meta.dirname, "nodeServer.ts")
+  const child = spawn(process.execPath, ["--import", "tsx", script, String(basePort), String(ports)], {
+    stdio: ["pipe", "ignore", "pipe"]
+  })
+  let stderr = ""
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+  const server: Server = {
+    description: `node:http ${process.version} in its own process`,
+    basePort,
+    acceptedConnections: () => acceptedConnections(basePort),
+    stop: async () => {
+      child.stdin!.end()
+      await stopChild(child)
+    }
+  }
+  await waitUntilServing(child, basePort, () => stderr)
+  return server
+}
+
+/** Reads `/status` on a connection of its own, which the caller must discount. */
+const acceptedConnections = (port: number): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const request = http.get({ host: "127.0.0.1", port, path: "/status", agent: false, timeout: 5000 }, (response) => {
+      let text = ""
+      response.setEncoding("utf8")
+      response.on("data", (chunk: string) => (text += chunk))
+      response.on("end", () => {
+        const accepts = /server accepts handled requests\s+(\d+)/.exec(text)?.[1]
+        if (accepts === undefined) reject(new Error(`unexpected /status answer: ${text}`))
+        else resolve(Number(accepts))
+      })
+    })
+    request.on("timeout", () => request.destroy(new Error("/status timed out")))
+    request.on("error", reject)
+  })
+
+const waitUntilServing = async (child: ChildProcess, port: number, log: () => string): Promise<void> => {
+  const deadline = Date.now() + 10_000
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`server exited before serving: ${log()}`)
+    }
+    try {
+      await acceptedConnections(port)
+      return
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  await stopChild(child)
+  throw new Error(`server did not answer on 127.0.0.1:${port} within 10 s: ${log()}`)
+}
+
+const stopChild = async (child: ChildProcess): Promise<void> => {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise((resolve) => child.once("exit", resolve))
+  child.kill("SIGTERM")
+  const killTimer = setTimeout(() => child.kill("SIGKILL"), 3000)
+  await exited
+  clearTimeout(killTimer)
+}
+
+/** The first block of `count` free ports at `from` or above, in steps of 100. */
+const findFreePorts = async (from: number, count: number): Promise<number> => {
+  for (let base = from; base + count <= 32_000; base += 100) {
+    const free = await Promise.all(Array.from({ length: count }, (_, i) => isFree(base + i)))
+    if (free.every(Boolean)) return base
+  }
+  throw new Error(`no ${count} consecutive free ports between ${from} and 32000`)
+}
+
+const isFree = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const probe = net.createServer()
+    probe.once("error", () => resolve(false))
+    probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)))
+  })
