@@ -201,8 +201,11 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       idleTimeToLive: config.idleTimeout
     })
 
-    /** Takes a connection: FIFO per origin, then the pool. */
-    const checkout = (origin: Origin): Effect.Effect<Connection, AgentError, Scope.Scope> =>
+    // Finalizers go straight onto the request's scope: Effect.addFinalizer
+    // diffs and patches all FiberRefs on each call, which costs ~10 µs here.
+
+    /** Takes a connection: FIFO per origin, then the pool. Everything it holds is released by `scope`. */
+    const checkout = (origin: Origin, scope: Scope.Scope): Effect.Effect<Connection, AgentError, Scope.Scope> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           // Interruptible: the lookup builds the origin's Pool, whose fibers
@@ -215,7 +218,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             owner.waiting--
           })
           yield* Effect.onExit(restore(owner.gate.take), (exit) => Exit.isSuccess(exit) ? Effect.void : waited)
-          yield* Effect.addFinalizer(() => Effect.sync(() => owner.gate.release()))
+          yield* Scope.addFinalizer(scope, Effect.sync(() => owner.gate.release()))
           let conn: Connection
           if (config.persist) {
             conn = yield* Effect.ensuring(restore(takePooled(owner)), waited)
@@ -223,7 +226,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             conn = yield* Effect.ensuring(restore(openConnection(owner, false)), waited)
             conn.busy = true
           }
-          yield* Effect.addFinalizer(() => checkin(conn, owner))
+          yield* Scope.addFinalizer(scope, checkin(conn, owner))
           return conn
         })
       )
@@ -272,7 +275,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(
           Effect.exit(restore(
-            Effect.flatMap(Scope.extend(checkout(prepared.origin), scope), (conn) =>
+            Effect.flatMap(Scope.extend(checkout(prepared.origin, scope), scope), (conn) =>
               Effect.map(
                 conn.send(prepared),
                 (head) => new AgentResponse(request, head, conn, conn.exchange!, Effect.void)
@@ -281,7 +284,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           (exit) => {
             if (Exit.isSuccess(exit)) {
               if (exit.value.connection.served > 0) counters.reused++
-              return Effect.as(Effect.addFinalizer((end) => Scope.close(scope, end)), exit.value)
+              return Effect.flatMap(Effect.scope, (outer) =>
+                Effect.as(Scope.addFinalizerExit(outer, (end) => Scope.close(scope, end)), exit.value))
             }
             return Effect.zipRight(
               Scope.close(scope, exit),
