@@ -37,6 +37,9 @@ export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig =
   }
 }
 
+/** Idle time after which a connection gets one I/O turn before reuse. */
+const yieldAfterIdleMillis = 100
+
 // Pool.invalidate is typed as needing a Scope it does not use.
 const invalidate = (pool: Pool.Pool<Connection, AgentError>, conn: Connection): Effect.Effect<void> =>
   Effect.scoped(Pool.invalidate(pool, conn))
@@ -237,8 +240,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         if (conn.broken) return Effect.zipRight(invalidate(owner.pool, conn), takePooled(owner))
         conn.busy = true
         // A connection idle for a while may have a FIN or stray bytes waiting:
-        // let pending I/O run before trusting it (undici's check).
-        if (conn.served > 0 && clock.unsafeCurrentTimeMillis() - conn.idleSince >= 1) {
+        // let pending I/O run before trusting it (undici's check). Servers close
+        // idle connections after seconds, not microseconds: a connection
+        // released moments ago skips the extra event-loop turn.
+        if (conn.served > 0 && clock.unsafeCurrentTimeMillis() - conn.idleSince >= yieldAfterIdleMillis) {
           return Effect.flatMap(connector.yieldToIo, () => {
             if (!conn.broken) return Effect.succeed(conn)
             return Effect.zipRight(invalidate(owner.pool, conn), takePooled(owner))

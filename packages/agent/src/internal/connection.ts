@@ -127,6 +127,7 @@ export class Connection implements TransportListener {
     ex.complete = true
     this.#deadline = Infinity
     ex.wake()
+    ex.settle()
   }
 
   // --- transport events ----------------------------------------------------
@@ -218,6 +219,7 @@ export class Connection implements TransportListener {
       })
     }
     ex.wake()
+    ex.settle()
   }
 
   // --- the exchange ----------------------------------------------------------
@@ -384,7 +386,6 @@ export class Connection implements TransportListener {
    */
   pull(ex: Exchange): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> {
     return Effect.suspend(() => {
-      if (ex !== this.#exchange) return this.#released()
       ex.streaming = true
       const take = (): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> | undefined => {
         if (ex.chunks.length > 0) {
@@ -405,6 +406,8 @@ export class Connection implements TransportListener {
       }
       const now = take()
       if (now !== undefined) return now
+      // What a settled exchange buffered stays readable after its connection moved on.
+      if (ex !== this.#exchange) return this.#released()
       const wait = Effect.async<Option.Option<Array<Uint8Array>>, AgentError>((resume) => {
         ex.waiter = () => {
           const next = take()
@@ -424,7 +427,6 @@ export class Connection implements TransportListener {
   /** Reads the rest of the body into memory. */
   readAll(ex: Exchange): Effect.Effect<Array<Uint8Array>, AgentError> {
     return Effect.suspend(() => {
-      if (ex !== this.#exchange) return this.#released()
       if (ex.failure !== undefined) return Effect.fail(ex.failure)
       if (ex.complete) {
         const chunks = ex.chunks
@@ -497,8 +499,18 @@ export class Exchange {
   requestSent = true
   waiter: (() => void) | undefined = undefined
   drain: (() => void) | undefined = undefined
+  /** Called once when the response completed or failed (the HttpClient adapter frees the connection there). */
+  onSettled: (() => void) | undefined = undefined
   constructor(readonly reused: boolean) {}
   wake(): void {
     if (this.waiter !== undefined) this.waiter()
+  }
+  settle(): void {
+    const onSettled = this.onSettled
+    if (onSettled !== undefined) {
+      this.onSettled = undefined
+      // Not from inside the parser's callback: the connection may be checked in.
+      queueMicrotask(onSettled)
+    }
   }
 }

@@ -36,10 +36,17 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient =>
         }
         const release = Scope.close(scope, Exit.void)
         response.onBodyDone = release
-        // Aborted after a stream was read (harmless), or when the response is
-        // garbage collected unread: closing the scope then closes the connection.
         return Effect.map(Effect.runtime<never>(), (runtime) => {
-          signal.addEventListener("abort", () => Runtime.runFork(runtime)(release), { once: true })
+          const runRelease = () => void Runtime.runFork(runtime)(release)
+          // Unless the caller streams it, the body is buffered as it arrives:
+          // once complete, the connection is free for others even if nobody
+          // reads the response (a caller that only looks at the status).
+          response.exchange.onSettled = () => {
+            if (!response.exchange.streaming) runRelease()
+          }
+          // Aborted after a stream was read (harmless), or when the response is
+          // garbage collected unread: closing the scope then closes the connection.
+          signal.addEventListener("abort", runRelease, { once: true })
           return response
         })
       })
