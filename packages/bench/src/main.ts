@@ -83,7 +83,7 @@ const clientGraceSeconds = 30
 
 const spawnClient = (args: ReadonlyArray<string>, seconds: number): Promise<ClientReport> =>
   new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", clientScript, ...args], {
+    const child = spawn(process.execPath, ["--conditions=keepalive-dist", "--import", "tsx", clientScript, ...args], {
       cwd: packageDir,
       stdio: ["ignore", "pipe", "pipe"]
     })
