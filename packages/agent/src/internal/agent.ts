@@ -37,8 +37,18 @@ export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig =
   }
 }
 
-/** Idle time after which a connection gets one I/O turn before reuse. */
-const yieldAfterIdleMillis = 100
+/** Idle time (ns) after which a connection gets one I/O turn before reuse. */
+const yieldAfterIdleNanos = 1_000_000n
+
+/**
+ * A pooled connection turned out closed at checkout: the attempt starts over
+ * (it is no retry: nothing was sent). Retrying inside the same scope would
+ * still hold the dead connection and make the pool open two.
+ */
+class BrokenAtCheckout {
+  readonly _tag = "BrokenAtCheckout"
+}
+const brokenAtCheckout = new BrokenAtCheckout()
 
 // Pool.invalidate is typed as needing a Scope it does not use.
 const invalidate = (pool: Pool.Pool<Connection, AgentError>, conn: Connection): Effect.Effect<void> =>
@@ -127,6 +137,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const markIdle = (conn: Connection, owner: OriginPool): Effect.Effect<void> =>
       Effect.suspend(() => {
         conn.idleSince = clock.unsafeCurrentTimeMillis()
+        conn.releasedAtNanos = clock.unsafeCurrentTimeNanos()
         idle.set(conn, owner)
         if (conn.timerWakeAt <= conn.idleSince + conn.idleTimeoutMillis) return Effect.void
         const generation = ++conn.timerGeneration
@@ -208,7 +219,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     // diffs and patches all FiberRefs on each call, which costs ~10 µs here.
 
     /** Takes a connection: FIFO per origin, then the pool. Everything it holds is released by `scope`. */
-    const checkout = (origin: Origin, scope: Scope.Scope): Effect.Effect<Connection, AgentError, Scope.Scope> =>
+    const checkout = (
+      origin: Origin,
+      scope: Scope.Scope
+    ): Effect.Effect<Connection, AgentError | BrokenAtCheckout, Scope.Scope> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           // Interruptible: the lookup builds the origin's Pool, whose fibers
@@ -234,19 +248,18 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         })
       )
 
-    const takePooled = (owner: OriginPool): Effect.Effect<Connection, AgentError, Scope.Scope> =>
+    const takePooled = (owner: OriginPool): Effect.Effect<Connection, AgentError | BrokenAtCheckout, Scope.Scope> =>
       Effect.flatMap(Pool.get(owner.pool), (conn) => {
         idle.delete(conn)
-        if (conn.broken) return Effect.zipRight(invalidate(owner.pool, conn), takePooled(owner))
         conn.busy = true
-        // A connection idle for a while may have a FIN or stray bytes waiting:
-        // let pending I/O run before trusting it (undici's check). Servers close
-        // idle connections after seconds, not microseconds: a connection
-        // released moments ago skips the extra event-loop turn.
-        if (conn.served > 0 && clock.unsafeCurrentTimeMillis() - conn.idleSince >= yieldAfterIdleMillis) {
+        if (conn.broken) return Effect.zipRight(invalidate(owner.pool, conn), Effect.fail(brokenAtCheckout))
+        // A connection idle since an earlier event-loop turn may have a FIN or
+        // stray bytes waiting: let pending I/O run before trusting it (undici's
+        // check). One released within the last millisecond skips the turn.
+        if (clock.unsafeCurrentTimeNanos() - conn.releasedAtNanos >= yieldAfterIdleNanos) {
           return Effect.flatMap(connector.yieldToIo, () => {
             if (!conn.broken) return Effect.succeed(conn)
-            return Effect.zipRight(invalidate(owner.pool, conn), takePooled(owner))
+            return Effect.zipRight(invalidate(owner.pool, conn), Effect.fail(brokenAtCheckout))
           })
         }
         return Effect.succeed(conn)
@@ -303,16 +316,25 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       request: HttpClientRequest.HttpClientRequest,
       prepared: Request.Prepared,
       retried: boolean,
-      exit: Exit.Exit<AgentResponse, AgentError>
+      exit: Exit.Exit<AgentResponse, AgentError | BrokenAtCheckout>
     ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => {
-      if (
-        !retried && prepared.retryable && Exit.isFailure(exit) && exit.cause._tag === "Fail" &&
-        exit.cause.error.reason === "Stale"
-      ) {
-        return attempt(request, prepared, true)
+      if (Exit.isSuccess(exit) || exit.cause._tag !== "Fail") return exit as Exit.Exit<never, AgentError>
+      const error = exit.cause.error
+      if (error instanceof BrokenAtCheckout) return attempt(request, prepared, retried)
+      if (!retried && prepared.retryable && error.reason === "Stale") {
+        // The server closed an idle connection: its other idle connections of
+        // that age are likely dead too. The one retry goes to a fresh one.
+        return Effect.zipRight(evictIdleOf(prepared.origin), attempt(request, prepared, true))
       }
-      return exit as Exit.Exit<never, AgentError>
+      return Effect.fail(error)
     }
+
+    const evictIdleOf = (origin: Origin): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const stale: Array<Connection> = []
+        for (const conn of idle.keys()) if (conn.origin.key === origin.key) stale.push(conn)
+        return Effect.forEach(stale, evict, { discard: true })
+      })
 
     const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
       Effect.suspend(() => {

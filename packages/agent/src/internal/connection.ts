@@ -54,6 +54,8 @@ export class Connection implements TransportListener {
   served = 0
   /** Clock millis when it last became idle. */
   idleSince = 0
+  /** Clock nanos when it was last released: decides the I/O turn before reuse. */
+  releasedAtNanos = 0n
   /** Effective idle timeout, shortened by a server's Keep-Alive hint. */
   idleTimeoutMillis: number
   /** Set once anything odd was seen: never reuse. */
