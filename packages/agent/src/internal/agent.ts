@@ -60,6 +60,10 @@ interface OriginPool {
   readonly gate: FifoGate
   /** Requests of this origin waiting for a connection, at the gate or in the pool. */
   waiting: number
+  /** Requests in flight and open connections that hold this origin's lease. */
+  users: number
+  /** Holds one RcMap reference while `users` > 0. */
+  lease: Scope.CloseableScope | undefined
   pool: Pool.Pool<Connection, AgentError>
 }
 
@@ -177,12 +181,16 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           })
           counters.open++
           counters.opened++
+          owner.users++
           yield* Effect.addFinalizer(() =>
-            Effect.sync(() => {
-              counters.open--
-              idle.delete(conn)
-              conn.destroy()
-            })
+            Effect.zipRight(
+              Effect.sync(() => {
+                counters.open--
+                idle.delete(conn)
+                conn.destroy()
+              }),
+              leaveOrigin(owner)
+            )
           )
           if (pooled) {
             conn.onIdleBreak = () => runFork(evict(conn))
@@ -201,6 +209,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             origin,
             gate: new FifoGate(config.maxConnectionsPerOrigin),
             waiting: 0,
+            users: 0,
+            lease: undefined,
             pool: undefined as unknown as Pool.Pool<Connection, AgentError>
           }
           owner.pool = yield* Pool.makeWithTTL({
@@ -215,6 +225,44 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       idleTimeToLive: config.idleTimeout
     })
 
+    // The RcMap owns each origin's pool; the Agent holds one reference per
+    // origin for as long as a request or an open connection uses it, so that a
+    // request finds its pool with a Map lookup rather than an RcMap.get. The
+    // RcMap's idle time-to-live starts when the last user leaves.
+    const leases = new Map<string, OriginPool>()
+
+    const enterOrigin = (origin: Origin): Effect.Effect<OriginPool> =>
+      Effect.suspend(() => {
+        const known = leases.get(origin.key)
+        if (known !== undefined) {
+          known.users++
+          return Effect.succeed(known)
+        }
+        return Effect.flatMap(Scope.make(), (lease) =>
+          Effect.map(Scope.extend(RcMap.get(pools, origin), lease), (owner) => {
+            const raced = leases.get(origin.key)
+            if (raced !== undefined) {
+              // Another request leased it meanwhile: keep theirs.
+              runFork(Scope.close(lease, Exit.void))
+              raced.users++
+              return raced
+            }
+            owner.lease = lease
+            owner.users++
+            leases.set(origin.key, owner)
+            return owner
+          }))
+      })
+
+    const leaveOrigin = (owner: OriginPool): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (--owner.users > 0 || owner.lease === undefined) return Effect.void
+        const lease = owner.lease
+        owner.lease = undefined
+        if (leases.get(owner.origin.key) === owner) leases.delete(owner.origin.key)
+        return Scope.close(lease, Exit.void)
+      })
+
     // Finalizers go straight onto the request's scope: Effect.addFinalizer
     // diffs and patches all FiberRefs on each call, which costs ~10 µs here.
 
@@ -223,29 +271,43 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       origin: Origin,
       scope: Scope.Scope
     ): Effect.Effect<Connection, AgentError | BrokenAtCheckout, Scope.Scope> =>
+      // A chain of flatMaps, not Effect.gen: this runs once per request and a
+      // generator per call showed up in profiles.
       Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          // Interruptible: the lookup builds the origin's Pool, whose fibers
-          // inherit this region's interruptibility.
-          const owner = yield* restore(RcMap.get(pools, origin))
-          counters.waiting++
-          owner.waiting++
-          const waited = Effect.sync(() => {
-            counters.waiting--
-            owner.waiting--
-          })
-          yield* Effect.onExit(restore(owner.gate.take), (exit) => Exit.isSuccess(exit) ? Effect.void : waited)
-          yield* Scope.addFinalizer(scope, Effect.sync(() => owner.gate.release()))
-          let conn: Connection
-          if (config.persist) {
-            conn = yield* Effect.ensuring(restore(takePooled(owner)), waited)
-          } else {
-            conn = yield* Effect.ensuring(restore(openConnection(owner, false)), waited)
-            conn.busy = true
+        Effect.flatMap(
+          // Uninterruptible, so that a lease taken is a lease recorded; the
+          // RcMap lookup makes its Pool's fibers interruptible itself.
+          enterOrigin(origin),
+          (owner) => {
+            counters.waiting++
+            owner.waiting++
+            const waited = Effect.sync(() => {
+              counters.waiting--
+              owner.waiting--
+            })
+            const connect = config.persist
+              ? takePooled(owner)
+              : Effect.map(openConnection(owner, false), (conn) => {
+                conn.busy = true
+                return conn
+              })
+            return Effect.flatMap(
+              Effect.zipRight(
+                Scope.addFinalizer(scope, leaveOrigin(owner)),
+                Effect.onInterrupt(restore(owner.gate.take), () => waited)
+              ),
+              () =>
+                Effect.flatMap(
+                  Scope.addFinalizer(scope, Effect.sync(() => owner.gate.release())),
+                  () =>
+                    Effect.flatMap(
+                      Effect.ensuring(restore(connect), waited),
+                      (conn) => Effect.as(Scope.addFinalizer(scope, checkin(conn, owner)), conn)
+                    )
+                )
+            )
           }
-          yield* Scope.addFinalizer(scope, checkin(conn, owner))
-          return conn
-        })
+        )
       )
 
     const takePooled = (owner: OriginPool): Effect.Effect<Connection, AgentError | BrokenAtCheckout, Scope.Scope> =>

@@ -25,13 +25,7 @@ export class FifoGate {
     return this.#waiters.size
   }
 
-  /** Takes one permit, waiting in line when there is none. */
-  readonly take: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.#free > 0 && this.#waiters.size === 0) {
-      this.#free--
-      resume(Effect.void)
-      return
-    }
+  readonly #wait: Effect.Effect<void> = Effect.async<void>((resume) => {
     const waiter: Waiter = { granted: false, resume }
     this.#waiters.add(waiter)
     return Effect.sync(() => {
@@ -39,6 +33,15 @@ export class FifoGate {
       if (waiter.granted) this.release()
       else this.#waiters.delete(waiter)
     })
+  })
+
+  /** Takes one permit, waiting in line when there is none. */
+  readonly take: Effect.Effect<void> = Effect.suspend(() => {
+    if (this.#free > 0 && this.#waiters.size === 0) {
+      this.#free--
+      return Effect.void
+    }
+    return this.#wait
   })
 
   /** Returns one permit, handing it to the longest waiter if any. */
