@@ -13,7 +13,8 @@ import * as Data from "effect/Data"
  * - `HeadersTooLarge`: the response head exceeded `maxHeaderSize` or the field count.
  * - `Truncated`: the peer closed before the response was complete.
  * - `Timeout`: a phase took longer than its timeout (see `phase`).
- * - `InvalidRequest`: the request was refused before a byte was written.
+ * - `InvalidRequest`: the request was refused before a byte was written, or its
+ *   streamed body contradicted its declared length (the connection is then closed).
  * - `Transport`: the socket failed mid-exchange.
  * - `Closed`: the Agent was shut down, or a response was read after it was released.
  *

@@ -67,6 +67,10 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
   let sent = 0
   const body = Stream.runForEach(stream, (chunk) => {
     if (chunk.length === 0) return Effect.void
+    if (!chunked && sent + chunk.length > length!) {
+      // Bytes past the declared length would be read as the next request.
+      return Effect.fail(refuse(conn.origin.key, `the request body stream exceeds its declared ${length} bytes`))
+    }
     sent += chunk.length
     return conn.write(chunked ? Http1.encodeChunk(chunk) : chunk)
   }).pipe(
