@@ -1,0 +1,40 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as Agent from "@keepalive/agent/Agent"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
+import { MemoryServer } from "./support/MemoryConnector.js"
+
+v8.setFlagsFromString("--expose-gc")
+const gc = vm.runInNewContext("gc") as () => void
+
+const heapMB = () => {
+  gc()
+  gc()
+  return process.memoryUsage().heapUsed / 1e6
+}
+
+describe("origins left idle", () => {
+  // Each origin gets a Pool in the RcMap, fibers and a connection: ~20-40 KB
+  // while in use. Once idle past the timeout all of it must go, or a client
+  // visiting many hosts grows without bound.
+  it.live("3,000 origins visited once leave the heap where it was once they expire", () => {
+    const server = new MemoryServer((req) => req.socket.respond("ok"))
+    return Effect.gen(function*() {
+      yield* Agent.requestString("http://warm.test/")
+      yield* Effect.sleep("200 millis")
+      const before = heapMB()
+      for (let i = 0; i < 3000; i++) {
+        yield* Agent.requestString(`http://origin-${i}.test/`)
+        if (i % 500 === 499) server.sockets.length = server.requests.length = server.closedIds.length = 0
+      }
+      yield* Effect.sleep("400 millis")
+      const stats = yield* Agent.stats
+      expect(stats).toMatchObject({ open: 0, idle: 0, busy: 0, waiting: 0, opened: 3001, requests: 3001 })
+      const grown = heapMB() - before
+      // 3,000 retained origins would be 60 MB and more.
+      expect(grown).toBeLessThan(10)
+    }).pipe(Effect.provide(Agent.layer({ idleTimeout: "50 millis" }).pipe(Layer.provide(server.layer))))
+  }, 30_000)
+})
