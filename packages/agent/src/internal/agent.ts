@@ -54,6 +54,20 @@ const brokenAtCheckout = new BrokenAtCheckout()
 const invalidate = (pool: Pool.Pool<Connection, AgentError>, conn: Connection): Effect.Effect<void> =>
   Effect.scoped(Pool.invalidate(pool, conn))
 
+/** A response and the scope that holds its connection until it is closed. @internal */
+export interface Held {
+  readonly response: AgentResponse
+  readonly scope: Scope.CloseableScope
+}
+
+/** The service with the entry point the HttpClient adapter uses. @internal */
+export interface InternalService extends Agent.Service {
+  readonly execute: (request: HttpClientRequest.HttpClientRequest, url: URL) => Effect.Effect<Held, AgentError>
+}
+
+/** @internal */
+export const isInternalService = (agent: Agent.Service): agent is InternalService => "execute" in agent
+
 /** Connections and waiters of one origin: lives in the RcMap while in use. */
 interface OriginPool {
   readonly origin: Origin
@@ -346,11 +360,12 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return markIdle(conn, owner)
       })
 
+    /** One try: the response and the scope that holds its connection. */
     const attempt = (
       request: HttpClientRequest.HttpClientRequest,
       prepared: Request.Prepared,
       retried: boolean
-    ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+    ): Effect.Effect<Held, AgentError> =>
       Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(
@@ -364,8 +379,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           (exit) => {
             if (Exit.isSuccess(exit)) {
               if (exit.value.connection.served > 0) counters.reused++
-              return Effect.flatMap(Effect.scope, (outer) =>
-                Effect.as(Scope.addFinalizerExit(outer, (end) => Scope.close(scope, end)), exit.value))
+              return Effect.succeed<Held>({ response: exit.value, scope })
             }
             return Effect.zipRight(
               Scope.close(scope, exit),
@@ -379,7 +393,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       prepared: Request.Prepared,
       retried: boolean,
       exit: Exit.Exit<AgentResponse, AgentError | BrokenAtCheckout>
-    ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => {
+    ): Effect.Effect<Held, AgentError> => {
       if (Exit.isSuccess(exit) || exit.cause._tag !== "Fail") return exit as Exit.Exit<never, AgentError>
       const error = exit.cause.error
       if (error instanceof BrokenAtCheckout) return attempt(request, prepared, retried)
@@ -398,14 +412,24 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return Effect.forEach(stale, evict, { discard: true })
       })
 
-    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+    const execute = (request: HttpClientRequest.HttpClientRequest, url: URL): Effect.Effect<Held, AgentError> =>
       Effect.suspend(() => {
         if (closed) {
           return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
         }
+        return Effect.flatMap(Request.prepare(request, url, config.persist), (prepared) => attempt(request, prepared, false))
+      })
+
+    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+      Effect.suspend(() => {
         const url = Request.resolveUrl(request)
         if (url instanceof AgentError) return Effect.fail(url)
-        return Effect.flatMap(Request.prepare(request, url, config.persist), (prepared) => attempt(request, prepared, false))
+        // The connection is held until the caller's scope closes.
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(restore(execute(request, url)), (held) =>
+            Effect.flatMap(Effect.scope, (outer) =>
+              Effect.as(Scope.addFinalizerExit(outer, (end) => Scope.close(held.scope, end)), held.response)))
+        )
       })
 
     yield* Effect.addFinalizer(() =>
@@ -424,7 +448,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       requests: counters.requests
     }))
 
-    return { config, request, stats } satisfies Agent.Service
+    return { config, request, stats, execute } satisfies InternalService
   })
 
 

@@ -43,6 +43,8 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   #bytes: Uint8Array | undefined = undefined
   #headers: Headers.Headers | undefined = undefined
   #cookies: Cookies.Cookies | undefined = undefined
+  /** What the HttpClient adapter runs when @effect/platform aborts the request. */
+  onAbort: (() => void) | undefined = undefined
 
   constructor(
     readonly request: HttpClientRequest.HttpClientRequest,
