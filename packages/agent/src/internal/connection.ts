@@ -307,21 +307,7 @@ export class Connection implements TransportListener {
       if (ex.failure !== undefined) return Effect.fail(ex.failure)
       return undefined
     }
-    const wait = Effect.async<ResponseHead, AgentError>((resume) => {
-      const now = ready()
-      if (now !== undefined) return resume(now)
-      ex.waiter = () => {
-        const next = ready()
-        if (next !== undefined) {
-          ex.waiter = undefined
-          resume(next)
-        }
-      }
-      return Effect.sync(() => {
-        ex.waiter = undefined
-      })
-    })
-    return Effect.suspend(() => ready() ?? wait)
+    return Effect.suspend(() => ready() ?? waitFor(ex, ready))
   }
 
   /**
@@ -410,19 +396,7 @@ export class Connection implements TransportListener {
       if (now !== undefined) return now
       // What a settled exchange buffered stays readable after its connection moved on.
       if (ex !== this.#exchange) return this.#released()
-      const wait = Effect.async<Option.Option<Array<Uint8Array>>, AgentError>((resume) => {
-        ex.waiter = () => {
-          const next = take()
-          if (next !== undefined) {
-            ex.waiter = undefined
-            resume(next)
-          }
-        }
-        return Effect.sync(() => {
-          ex.waiter = undefined
-        })
-      })
-      return wait
+      return waitFor(ex, take)
     })
   }
 
@@ -516,3 +490,23 @@ export class Exchange {
     }
   }
 }
+
+/** Waits until `ready` has an answer, re-asked on every event of the exchange. */
+const waitFor = <A>(
+  ex: Exchange,
+  ready: () => Effect.Effect<A, AgentError> | undefined
+): Effect.Effect<A, AgentError> =>
+  Effect.async<A, AgentError>((resume) => {
+    const now = ready()
+    if (now !== undefined) return resume(now)
+    ex.waiter = () => {
+      const next = ready()
+      if (next !== undefined) {
+        ex.waiter = undefined
+        resume(next)
+      }
+    }
+    return Effect.sync(() => {
+      ex.waiter = undefined
+    })
+  })
