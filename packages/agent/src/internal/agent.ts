@@ -3,6 +3,7 @@ import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Pool from "effect/Pool"
 import * as RcMap from "effect/RcMap"
 import * as Runtime from "effect/Runtime"
@@ -62,7 +63,11 @@ export interface Held {
 
 /** The service with the entry point the HttpClient adapter uses. @internal */
 export interface InternalService extends Agent.Service {
-  readonly execute: (request: HttpClientRequest.HttpClientRequest, url: URL) => Effect.Effect<Held, AgentError>
+  readonly execute: <A, R>(
+    request: HttpClientRequest.HttpClientRequest,
+    url: URL,
+    keep: (held: Held) => Effect.Effect<A, never, R>
+  ) => Effect.Effect<A, AgentError, R>
 }
 
 /** @internal */
@@ -74,6 +79,10 @@ interface OriginPool {
   readonly gate: FifoGate
   /** Requests of this origin waiting for a connection, at the gate or in the pool. */
   waiting: number
+  /** Its connections in the Agent's idle set. */
+  idleCount: number
+  /** Its connection openings waiting for a global permit. */
+  permitWaiting: number
   /** Requests in flight and open connections that hold this origin's lease. */
   users: number
   /** Holds one RcMap reference while `users` > 0. */
@@ -103,27 +112,43 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const counters = { open: 0, waiting: 0, opened: 0, reused: 0, requests: 0 }
     let closed = false
 
+    const setIdle = (conn: Connection, owner: OriginPool): void => {
+      if (idle.has(conn)) idle.delete(conn) // to the end: most recently used
+      else owner.idleCount++
+      idle.set(conn, owner)
+    }
+    const clearIdle = (conn: Connection): void => {
+      const owner = idle.get(conn)
+      if (owner === undefined) return
+      owner.idleCount--
+      idle.delete(conn)
+    }
+
     const evict = (conn: Connection): Effect.Effect<void> =>
       Effect.suspend(() => {
         const owner = idle.get(conn)
         if (owner === undefined) return Effect.void
-        idle.delete(conn)
+        clearIdle(conn)
         conn.destroy()
         return invalidate(owner.pool, conn)
       })
 
-    const acquirePermit: Effect.Effect<void> = Effect.suspend(() => {
+    const acquirePermit = (owner: OriginPool): Effect.Effect<void> => Effect.suspend(() => {
       if (permitsHeld < config.maxConnections) {
         permitsHeld++
         return permits.take(1)
       }
       // At the cap: the least recently used idle connection makes room.
-      for (const conn of idle.keys()) return Effect.zipRight(evict(conn), acquirePermit)
+      for (const conn of idle.keys()) return Effect.zipRight(evict(conn), acquirePermit(owner))
       globalWaiting++
+      owner.permitWaiting++
       return Effect.uninterruptibleMask((restore) =>
         Effect.ensuring(
           Effect.zipRight(restore(permits.take(1)), Effect.sync(() => permitsHeld++)),
-          Effect.sync(() => globalWaiting--)
+          Effect.sync(() => {
+            globalWaiting--
+            owner.permitWaiting--
+          })
         )
       )
     })
@@ -154,9 +179,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
 
     const markIdle = (conn: Connection, owner: OriginPool): Effect.Effect<void> =>
       Effect.suspend(() => {
+        conn.busy = false
         conn.idleSince = clock.unsafeCurrentTimeMillis()
         conn.releasedAtNanos = clock.unsafeCurrentTimeNanos()
-        idle.set(conn, owner)
+        setIdle(conn, owner)
         if (conn.timerWakeAt <= conn.idleSince + conn.idleTimeoutMillis) return Effect.void
         const generation = ++conn.timerGeneration
         conn.timerWakeAt = conn.idleSince + conn.idleTimeoutMillis
@@ -168,7 +194,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const openConnection = (owner: OriginPool, pooled: boolean): Effect.Effect<Connection, AgentError, Scope.Scope> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
-          yield* restore(acquirePermit)
+          yield* restore(acquirePermit(owner))
           yield* Effect.addFinalizer(() => releasePermit)
           const connect = connector.connect(owner.origin, {})
           const transport = yield* restore(
@@ -200,7 +226,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             Effect.zipRight(
               Effect.sync(() => {
                 counters.open--
-                idle.delete(conn)
+                clearIdle(conn)
                 conn.destroy()
               }),
               leaveOrigin(owner)
@@ -224,6 +250,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             gate: new FifoGate(config.maxConnectionsPerOrigin),
             waiting: 0,
             users: 0,
+            idleCount: 0,
+            permitWaiting: 0,
             lease: undefined,
             pool: undefined as unknown as Pool.Pool<Connection, AgentError>
           }
@@ -324,19 +352,33 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         )
       )
 
+    // Pool.get waits for a connection being opened without letting itself be
+    // interrupted (until the connect ends, or a global permit frees up). With
+    // no idle connection to take, it runs in a fiber of its own and the request
+    // waits for that fiber, interruptibly; a connection it gets after the
+    // request gave up goes straight back to the pool (its scope is closed).
+    const poolGet = (owner: OriginPool): Effect.Effect<Connection, AgentError, Scope.Scope> =>
+      owner.idleCount > 0
+        ? Pool.get(owner.pool)
+        : Effect.flatMap(Effect.forkDaemon(Pool.get(owner.pool)), Fiber.join)
+
     const takePooled = (owner: OriginPool): Effect.Effect<Connection, AgentError | BrokenAtCheckout, Scope.Scope> =>
-      Effect.flatMap(Pool.get(owner.pool), (conn) => {
-        idle.delete(conn)
+      Effect.flatMap(poolGet(owner), (conn) => {
+        clearIdle(conn)
         conn.busy = true
         if (conn.broken) return Effect.zipRight(invalidate(owner.pool, conn), Effect.fail(brokenAtCheckout))
         // A connection idle since an earlier event-loop turn may have a FIN or
         // stray bytes waiting: let pending I/O run before trusting it (undici's
         // check). One released within the last millisecond skips the turn.
         if (clock.unsafeCurrentTimeNanos() - conn.releasedAtNanos >= yieldAfterIdleNanos) {
-          return Effect.flatMap(connector.yieldToIo, () => {
-            if (!conn.broken) return Effect.succeed(conn)
-            return Effect.zipRight(invalidate(owner.pool, conn), Effect.fail(brokenAtCheckout))
-          })
+          return Effect.flatMap(
+            // Interrupted here, the connection goes back as it came: idle.
+            Effect.onInterrupt(connector.yieldToIo, () => markIdle(conn, owner)),
+            () => {
+              if (!conn.broken) return Effect.succeed(conn)
+              return Effect.zipRight(invalidate(owner.pool, conn), Effect.fail(brokenAtCheckout))
+            }
+          )
         }
         return Effect.succeed(conn)
       })
@@ -351,21 +393,32 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           conn.destroy()
           return Effect.void
         }
-        // A request elsewhere waits for a global permit and no request of this
-        // origin waits for a connection: close it to make room.
-        if (!reusable || closed || (globalWaiting > 0 && owner.waiting === 0)) {
+        if (
+          !reusable || closed ||
+          // A request elsewhere waits for a global permit and no request of
+          // this origin waits for a connection: close it to make room. Also
+          // when this origin's own opening waits for a permit: the Pool does
+          // not hand a returned connection to a request that waits for that
+          // opening, so the permit is what frees it.
+          (globalWaiting > 0 && (owner.waiting === 0 || owner.permitWaiting > 0))
+        ) {
           conn.destroy()
           return invalidate(owner.pool, conn)
         }
         return markIdle(conn, owner)
       })
 
-    /** One try: the response and the scope that holds its connection. */
-    const attempt = (
+    /**
+     * One try. On success `keep` takes charge of the response and the scope
+     * that holds its connection, still inside the uninterruptible region: an
+     * interruption arriving just then cannot drop them.
+     */
+    const attempt = <A, R>(
       request: HttpClientRequest.HttpClientRequest,
       prepared: Request.Prepared,
-      retried: boolean
-    ): Effect.Effect<Held, AgentError> =>
+      retried: boolean,
+      keep: (held: Held) => Effect.Effect<A, never, R>
+    ): Effect.Effect<A, AgentError, R> =>
       Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(
@@ -379,28 +432,29 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           (exit) => {
             if (Exit.isSuccess(exit)) {
               if (exit.value.connection.served > 0) counters.reused++
-              return Effect.succeed<Held>({ response: exit.value, scope })
+              return keep({ response: exit.value, scope })
             }
             return Effect.zipRight(
               Scope.close(scope, exit),
-              restore(retryOrFail(request, prepared, retried, exit))
+              restore(retryOrFail(request, prepared, retried, exit, keep))
             )
           }
         )))
 
-    const retryOrFail = (
+    const retryOrFail = <A, R>(
       request: HttpClientRequest.HttpClientRequest,
       prepared: Request.Prepared,
       retried: boolean,
-      exit: Exit.Exit<AgentResponse, AgentError | BrokenAtCheckout>
-    ): Effect.Effect<Held, AgentError> => {
+      exit: Exit.Exit<AgentResponse, AgentError | BrokenAtCheckout>,
+      keep: (held: Held) => Effect.Effect<A, never, R>
+    ): Effect.Effect<A, AgentError, R> => {
       if (Exit.isSuccess(exit) || exit.cause._tag !== "Fail") return exit as Exit.Exit<never, AgentError>
       const error = exit.cause.error
-      if (error instanceof BrokenAtCheckout) return attempt(request, prepared, retried)
+      if (error instanceof BrokenAtCheckout) return attempt(request, prepared, retried, keep)
       if (!retried && prepared.retryable && error.reason === "Stale") {
         // The server closed an idle connection: its other idle connections of
         // that age are likely dead too. The one retry goes to a fresh one.
-        return Effect.zipRight(evictIdleOf(prepared.origin), attempt(request, prepared, true))
+        return Effect.zipRight(evictIdleOf(prepared.origin), attempt(request, prepared, true, keep))
       }
       return Effect.fail(error)
     }
@@ -412,24 +466,31 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return Effect.forEach(stale, evict, { discard: true })
       })
 
-    const execute = (request: HttpClientRequest.HttpClientRequest, url: URL): Effect.Effect<Held, AgentError> =>
+    const execute = <A, R>(
+      request: HttpClientRequest.HttpClientRequest,
+      url: URL,
+      keep: (held: Held) => Effect.Effect<A, never, R>
+    ): Effect.Effect<A, AgentError, R> =>
       Effect.suspend(() => {
         if (closed) {
           return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
         }
-        return Effect.flatMap(Request.prepare(request, url, config.persist), (prepared) => attempt(request, prepared, false))
+        return Effect.flatMap(
+          Request.prepare(request, url, config.persist),
+          (prepared) => attempt(request, prepared, false, keep)
+        )
       })
+
+    // The connection is held until the caller's scope closes.
+    const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> =>
+      Effect.flatMap(Effect.scope, (outer) =>
+        Effect.as(Scope.addFinalizerExit(outer, (end) => Scope.close(held.scope, end)), held.response))
 
     const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
       Effect.suspend(() => {
         const url = Request.resolveUrl(request)
         if (url instanceof AgentError) return Effect.fail(url)
-        // The connection is held until the caller's scope closes.
-        return Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(restore(execute(request, url)), (held) =>
-            Effect.flatMap(Effect.scope, (outer) =>
-              Effect.as(Scope.addFinalizerExit(outer, (end) => Scope.close(held.scope, end)), held.response)))
-        )
+        return execute(request, url, keepInCallerScope)
       })
 
     yield* Effect.addFinalizer(() =>

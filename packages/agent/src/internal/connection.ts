@@ -400,25 +400,32 @@ export class Connection implements TransportListener {
     })
   }
 
-  /** Reads the rest of the body into memory. */
+  /**
+   * Reads the rest of the body into memory: everything or nothing. Chunks stay
+   * with the exchange until it completes, so an interrupted read loses none.
+   */
   readAll(ex: Exchange): Effect.Effect<Array<Uint8Array>, AgentError> {
     return Effect.suspend(() => {
-      if (ex.failure !== undefined) return Effect.fail(ex.failure)
-      if (ex.complete) {
+      const ready = (): Effect.Effect<Array<Uint8Array>, AgentError> | undefined => {
+        if (ex.failure !== undefined) return Effect.fail(ex.failure)
+        if (!ex.complete) return undefined
         const chunks = ex.chunks
         ex.chunks = []
+        ex.buffered = 0
         return Effect.succeed(chunks)
       }
-      const all: Array<Uint8Array> = []
-      const loop: Effect.Effect<Array<Uint8Array>, AgentError> = Effect.flatMap(
-        this.pull(ex),
-        (next) => {
-          if (Option.isNone(next)) return Effect.succeed(all)
-          for (const chunk of next.value) all.push(chunk)
-          return loop
-        }
-      )
-      return loop
+      const now = ready()
+      if (now !== undefined) return now
+      if (ex !== this.#exchange) return this.#released()
+      // Collecting, not streaming: no backpressure pause from here on.
+      ex.streaming = false
+      if (this.#paused) {
+        this.#paused = false
+        this.#transport.resume()
+        const watchdog = this.#arm("body", this.#timing.bodyMillis)
+        if (watchdog !== undefined) return Effect.zipRight(watchdog, waitFor(ex, ready))
+      }
+      return waitFor(ex, ready)
     })
   }
 
@@ -475,6 +482,10 @@ export class Exchange {
   requestSent = true
   waiter: (() => void) | undefined = undefined
   drain: (() => void) | undefined = undefined
+  /** True once the response completed or failed. */
+  get settled(): boolean {
+    return this.complete || this.failure !== undefined
+  }
   /** Called once when the response completed or failed (the HttpClient adapter frees the connection there). */
   onSettled: (() => void) | undefined = undefined
   constructor(readonly reused: boolean) {}

@@ -21,9 +21,9 @@ const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: Age
 const respond = (held: Held): Effect.Effect<AgentResponse> => {
   const { response, scope } = held
   const release = Scope.close(scope, Exit.void)
-  if (response.connection.responseComplete) {
-    // The whole response is here already: keep its bytes and free the
-    // connection now rather than when the caller reads the body.
+  if (response.exchange.settled) {
+    // The whole response (or its failure) is here already: keep its bytes and
+    // free the connection now rather than when the caller reads the body.
     return Effect.as(Effect.zipRight(Effect.ignore(response.bytes), release), response)
   }
   response.onBodyDone = release
@@ -35,8 +35,6 @@ const respond = (held: Held): Effect.Effect<AgentResponse> => {
     response.exchange.onSettled = () => {
       if (!response.exchange.streaming) runRelease()
     }
-    // Aborted after a stream was read (harmless), or when the response is
-    // garbage collected unread: closing the scope then closes the connection.
     response.onAbort = runRelease
     return response
   })
@@ -45,22 +43,27 @@ const respond = (held: Held): Effect.Effect<AgentResponse> => {
 /** @internal */
 export const make = (agent: Agent.Service): HttpClient.HttpClient => {
   const execute = isInternalService(agent)
-    ? agent.execute
+    ? (request: HttpClientRequest.HttpClientRequest, url: URL) => agent.execute(request, url, respond)
     : (request: HttpClientRequest.HttpClientRequest) =>
-      Effect.flatMap(Scope.make(), (scope) =>
-        Effect.map(Scope.extend(agent.request(request), scope), (response) => ({
-          response: response as AgentResponse,
-          scope
-        })))
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Scope.make(), (scope) =>
+          Effect.flatMap(
+            Effect.exit(restore(Scope.extend(agent.request(request), scope))),
+            (exit) =>
+              Exit.isSuccess(exit)
+                ? respond({ response: exit.value as AgentResponse, scope })
+                : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
+          ))
+      )
   return HttpClient.make((request, url, signal) =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.matchEffect(restore(execute(request, url)), {
-        onFailure: (error) => Effect.fail(toRequestError(request, error)),
-        onSuccess: (held) =>
-          Effect.tap(respond(held), (response) => {
-            if (response.onAbort !== undefined) signal.addEventListener("abort", response.onAbort, { once: true })
-          })
-      })
-    )
+    Effect.matchEffect(execute(request, url), {
+      onFailure: (error) => Effect.fail(toRequestError(request, error)),
+      onSuccess: (response) => {
+        // Aborted after a stream was read (harmless), or when the response is
+        // garbage collected unread: closing the scope then closes the connection.
+        if (response.onAbort !== undefined) signal.addEventListener("abort", response.onAbort, { once: true })
+        return Effect.succeed(response)
+      }
+    })
   )
 }
