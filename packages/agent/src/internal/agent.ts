@@ -373,7 +373,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         if (clock.unsafeCurrentTimeNanos() - conn.releasedAtNanos >= yieldAfterIdleNanos) {
           return Effect.flatMap(
             // Interrupted here, the connection goes back as it came: idle.
-            Effect.onInterrupt(connector.yieldToIo, () => markIdle(conn, owner)),
+            Effect.onInterrupt(
+              connector.yieldToIo,
+              () => conn.broken ? invalidate(owner.pool, conn) : markIdle(conn, owner)
+            ),
             () => {
               if (!conn.broken) return Effect.succeed(conn)
               return Effect.zipRight(invalidate(owner.pool, conn), Effect.fail(brokenAtCheckout))

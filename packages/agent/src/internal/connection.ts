@@ -118,7 +118,7 @@ export class Connection implements TransportListener {
       this.#paused = true
       this.#deadline = Infinity
       this.#transport.pause()
-    } else {
+    } else if (!this.#paused) {
       this.#armFromCallback("body", this.#timing.bodyMillis)
     }
     ex.wake()
@@ -136,8 +136,9 @@ export class Connection implements TransportListener {
 
   onData(chunk: Uint8Array): void {
     const ex = this.#exchange
-    if (ex === undefined || ex.failure !== undefined) {
-      // Bytes with no request in flight are never read as the next response.
+    if (ex === undefined || ex.complete || ex.failure !== undefined) {
+      // Bytes with no request in flight are never read as the next response;
+      // a response that was complete stays good, its connection does not.
       this.#breakIdle()
       return
     }
