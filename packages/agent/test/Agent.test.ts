@@ -216,6 +216,28 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server, { headersTimeout: "5 seconds" })))
   })
 
+  it.effect("connectTimeout fails with reason Timeout, phase connect, and gives the permit back", () => {
+    const server = echoServer()
+    server.hang = true
+    return Effect.gen(function*() {
+      const fiber = yield* Effect.fork(Effect.exit(get("http://a.test/")))
+      yield* settle
+      yield* TestClock.adjust("2999 millis")
+      yield* settle
+      expect(fiber.unsafePoll()).toBe(null)
+      yield* TestClock.adjust("1 millis")
+      const exit = yield* Fiber.join(fiber)
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({
+        reason: "Timeout",
+        phase: "connect"
+      })
+      expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0, waiting: 0 })
+      // The only global permit is free again.
+      server.hang = false
+      expect(yield* get("http://b.test/")).toBe("GET /")
+    }).pipe(Effect.provide(agentOn(server, { connectTimeout: "3 seconds", maxConnections: 1 })))
+  })
+
   it.effect("bodyTimeout cuts off a server that stalls mid-body", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
     return Effect.gen(function*() {

@@ -113,6 +113,8 @@ export class MemoryServer {
   readonly requests: Array<SeenRequest> = []
   readonly closedIds: Array<number> = []
   refuse = false
+  /** Connects never complete (until interrupted). */
+  hang = false
 
   constructor(public onRequest: (request: SeenRequest) => void) {}
 
@@ -124,6 +126,7 @@ export class MemoryServer {
   readonly layer: Layer.Layer<Connector> = Layer.succeed(Connector, {
     connect: (origin) =>
       Effect.suspend(() => {
+        if (this.hang) return Effect.never
         if (this.refuse) {
           return Effect.fail(new AgentError({ reason: "Connect", origin: origin.key, detail: "refused" }))
         }
