@@ -81,8 +81,14 @@ interface OriginPool {
   waiting: number
   /** Its connections in the Agent's idle set. */
   idleCount: number
-  /** Its connection openings waiting for a global permit. */
+  /** Its connection openings waiting for a global permit (ones the Pool starts on its own). */
   permitWaiting: number
+  /** Global permits its requests took for openings the Pool has not started yet. */
+  reserved: number
+  /** Its connection openings under way. */
+  opening: number
+  /** Its open connections. */
+  openCount: number
   /** Requests in flight and open connections that hold this origin's lease. */
   users: number
   /** Holds one RcMap reference while `users` > 0. */
@@ -133,13 +139,28 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return invalidate(owner.pool, conn)
       })
 
+    /**
+     * The least recently used idle connection that no request of its origin
+     * is waiting for (one that is, was just promised to that request).
+     */
+    const evictable = (): Connection | undefined => {
+      for (const [conn, owner] of idle) if (owner.waiting === 0) return conn
+      return undefined
+    }
+
     const acquirePermit = (owner: OriginPool): Effect.Effect<void> => Effect.suspend(() => {
+      if (owner.reserved > 0) {
+        // A request of this origin took the permit before asking the Pool.
+        owner.reserved--
+        return Effect.void
+      }
       if (permitsHeld < config.maxConnections) {
         permitsHeld++
         return permits.take(1)
       }
       // At the cap: the least recently used idle connection makes room.
-      for (const conn of idle.keys()) return Effect.zipRight(evict(conn), acquirePermit(owner))
+      const victim = evictable()
+      if (victim !== undefined) return Effect.zipRight(evict(victim), acquirePermit(owner))
       globalWaiting++
       owner.permitWaiting++
       return Effect.uninterruptibleMask((restore) =>
@@ -154,8 +175,73 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     })
     const releasePermit = Effect.suspend(() => {
       permitsHeld--
-      return permits.release(1)
+      return Effect.zipRight(permits.release(1), Effect.sync(wakeForPermit))
     })
+
+    // Requests that need a new connection while the global cap is reached wait
+    // here, oldest first, for a permit or for an idle connection of their
+    // origin. They wait here and not inside Pool.get, whose wait for an
+    // opening cannot be interrupted and is not woken by a returned connection.
+    interface CapWaiter {
+      readonly owner: OriginPool
+      resume: (() => void) | undefined
+      /** A connection is being closed to free a permit for it. */
+      promised: boolean
+    }
+    const capWaiters = new Set<CapWaiter>()
+
+    const wake = (waiter: CapWaiter): boolean => {
+      const resume = waiter.resume
+      if (resume === undefined) return false
+      waiter.resume = undefined
+      resume()
+      return true
+    }
+    /** The oldest waiter of an origin with no connection at all, not yet helped: it goes first. */
+    const starving = (): CapWaiter | undefined => {
+      for (const waiter of capWaiters) {
+        if (!waiter.promised && waiter.owner.openCount === 0 && waiter.owner.opening === 0) return waiter
+      }
+      return undefined
+    }
+    const wakeForPermit = (): void => {
+      const first = starving()
+      if (first !== undefined && wake(first)) return
+      for (const waiter of capWaiters) if (wake(waiter)) return
+    }
+    const wakeForIdle = (owner: OriginPool): void => {
+      for (const waiter of capWaiters) if (waiter.owner === owner && wake(waiter)) return
+    }
+    const waitAtCap = (waiter: CapWaiter): Effect.Effect<void> =>
+      Effect.async<void>((resume) => {
+        waiter.resume = () => resume(Effect.void)
+        return Effect.sync(() => {
+          waiter.resume = undefined
+        })
+      })
+
+    /** Takes a global permit for an opening the Pool is about to start, if one is free or can be freed. */
+    const reserve = (owner: OriginPool): Effect.Effect<boolean> =>
+      Effect.suspend(() => {
+        if (permitsHeld < config.maxConnections) {
+          permitsHeld++
+          owner.reserved++
+          return Effect.as(permits.take(1), true)
+        }
+        const victim = evictable()
+        if (victim !== undefined) return Effect.zipRight(evict(victim), reserve(owner))
+        return Effect.succeed(false)
+      })
+
+    /** Gives back reservations no opening will use (the Pool handed over a returned connection instead). */
+    const unreserve = (owner: OriginPool): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (owner.reserved === 0 || owner.opening > 0) return Effect.void
+        const unused = owner.reserved
+        owner.reserved = 0
+        permitsHeld -= unused
+        return Effect.zipRight(permits.release(unused), Effect.sync(wakeForPermit))
+      })
 
     // One timer fiber per idle stretch, not per request: it sleeps until the
     // deadline and re-arms itself if the connection was used meanwhile. A
@@ -194,6 +280,15 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const openConnection = (owner: OriginPool, pooled: boolean): Effect.Effect<Connection, AgentError, Scope.Scope> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
+          owner.opening++
+          let opening = true
+          const opened = () => {
+            if (opening) {
+              opening = false
+              owner.opening--
+            }
+          }
+          yield* Effect.addFinalizer(() => Effect.sync(opened))
           yield* restore(acquirePermit(owner))
           yield* Effect.addFinalizer(() => releasePermit)
           const connect = connector.connect(owner.origin, {})
@@ -219,6 +314,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             fork: (watchdog) => Effect.asVoid(Effect.forkIn(Effect.interruptible(watchdog), connectionScope)),
             run: (effect) => void runFork(effect)
           })
+          opened()
+          owner.openCount++
           counters.open++
           counters.opened++
           owner.users++
@@ -226,6 +323,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             Effect.zipRight(
               Effect.sync(() => {
                 counters.open--
+                owner.openCount--
                 clearIdle(conn)
                 conn.destroy()
               }),
@@ -252,6 +350,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             users: 0,
             idleCount: 0,
             permitWaiting: 0,
+            reserved: 0,
+            opening: 0,
+            openCount: 0,
             lease: undefined,
             pool: undefined as unknown as Pool.Pool<Connection, AgentError>
           }
@@ -357,10 +458,40 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     // no idle connection to take, it runs in a fiber of its own and the request
     // waits for that fiber, interruptibly; a connection it gets after the
     // request gave up goes straight back to the pool (its scope is closed).
+    //
+    // An opening needs a global permit: the request takes it first (or waits
+    // for one at the cap), so that the opening the Pool starts never waits.
     const poolGet = (owner: OriginPool): Effect.Effect<Connection, AgentError, Scope.Scope> =>
-      owner.idleCount > 0
-        ? Pool.get(owner.pool)
-        : Effect.flatMap(Effect.forkDaemon(Pool.get(owner.pool)), Fiber.join)
+      Effect.suspend(() => {
+        if (owner.idleCount > 0) return Pool.get(owner.pool)
+        let waiter: CapWaiter | undefined = undefined
+        const loop: Effect.Effect<Connection, AgentError, Scope.Scope> = Effect.suspend(() => {
+          if (owner.idleCount > 0) return Pool.get(owner.pool)
+          if (waiter !== undefined) waiter.promised = false
+          // No barging: with requests already waiting at the cap, a newcomer
+          // queues behind them.
+          const mayReserve = waiter !== undefined || capWaiters.size === 0
+          return Effect.flatMap(mayReserve ? reserve(owner) : Effect.succeed(false), (reserved) => {
+            if (reserved) {
+              return Effect.ensuring(
+                Effect.flatMap(Effect.forkDaemon(Pool.get(owner.pool)), Fiber.join),
+                unreserve(owner)
+              )
+            }
+            if (waiter === undefined) {
+              waiter = { owner, resume: undefined, promised: false }
+              capWaiters.add(waiter)
+            }
+            return Effect.zipRight(waitAtCap(waiter), loop)
+          })
+        })
+        return Effect.ensuring(
+          loop,
+          Effect.sync(() => {
+            if (waiter !== undefined) capWaiters.delete(waiter)
+          })
+        )
+      })
 
     const takePooled = (owner: OriginPool): Effect.Effect<Connection, AgentError | BrokenAtCheckout, Scope.Scope> =>
       Effect.flatMap(poolGet(owner), (conn) => {
@@ -386,6 +517,29 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return Effect.succeed(conn)
       })
 
+    /**
+     * At the global cap, whether a connection this origin releases should be
+     * closed to give its permit away: to an origin that has no connection at
+     * all (so none starves) when this one has another, or to anyone waiting
+     * when no request of this origin wants it. An origin's own waiters keep its connections otherwise:
+     * closing and reopening at every release would churn.
+     */
+    const mustMakeRoom = (owner: OriginPool): boolean => {
+      if (capWaiters.size === 0 && globalWaiting === 0) return false
+      // Only an origin with another connection gives one away: one that gave
+      // its last would be the next to starve.
+      const first = starving()
+      if (first !== undefined && first.owner !== owner && owner.openCount > 1) {
+        first.promised = true
+        return true
+      }
+      return owner.waiting === 0 || (owner.permitWaiting > 0 && owner.idleCount === 0 && !hasCapWaiter(owner))
+    }
+    const hasCapWaiter = (owner: OriginPool): boolean => {
+      for (const waiter of capWaiters) if (waiter.owner === owner) return true
+      return false
+    }
+
     /** Ends an exchange: back to idle when safe, otherwise closed. */
     const checkin = (conn: Connection, owner: OriginPool): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -396,19 +550,11 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           conn.destroy()
           return Effect.void
         }
-        if (
-          !reusable || closed ||
-          // A request elsewhere waits for a global permit and no request of
-          // this origin waits for a connection: close it to make room. Also
-          // when this origin's own opening waits for a permit: the Pool does
-          // not hand a returned connection to a request that waits for that
-          // opening, so the permit is what frees it.
-          (globalWaiting > 0 && (owner.waiting === 0 || owner.permitWaiting > 0))
-        ) {
+        if (!reusable || closed || mustMakeRoom(owner)) {
           conn.destroy()
           return invalidate(owner.pool, conn)
         }
-        return markIdle(conn, owner)
+        return Effect.zipRight(markIdle(conn, owner), Effect.sync(() => wakeForIdle(owner)))
       })
 
     /**
