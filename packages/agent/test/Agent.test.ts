@@ -269,4 +269,25 @@ describe("Agent over the in-memory transport", () => {
       expect(server.sockets.length).toBe(3)
     }).pipe(Effect.provide(agentOn(server)))
   })
+
+  it.live("at the global cap, origins keep their connections for their own waiters and none starves", () => {
+    const server = new MemoryServer((req) => setTimeout(() => req.socket.respond(req.path), 0))
+    return Effect.gen(function*() {
+      const served = new Map<string, number>()
+      // 6 origins x 4 workers, 4 connections per origin, 8 in all: two
+      // origins wait for a first connection while the others are busy.
+      const worker = (origin: number) =>
+        Effect.forEach(Array.from({ length: 25 }), () =>
+          Effect.map(get(`http://o${origin}.test/`), () => {
+            served.set(`o${origin}`, (served.get(`o${origin}`) ?? 0) + 1)
+          }), { discard: true })
+      yield* Effect.all(Array.from({ length: 24 }, (_, i) => worker(i % 6)), { concurrency: "unbounded", discard: true })
+      expect([...served.values()]).toEqual([100, 100, 100, 100, 100, 100])
+      const stats = yield* Agent.stats
+      expect(stats).toMatchObject({ busy: 0, waiting: 0, requests: 600 })
+      expect(stats.open).toBeLessThanOrEqual(8)
+      // Closing and reopening at every release would open hundreds.
+      expect(stats.opened).toBeLessThan(60)
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 4, maxConnections: 8 })))
+  }, 20_000)
 })
