@@ -141,7 +141,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
 
     /**
      * The least recently used idle connection that no request of its origin
-     * is waiting for (one that is, was just promised to that request).
+     * is waiting for: an idle connection whose origin has a waiter is about to
+     * be taken by it.
      */
     const evictable = (): Connection | undefined => {
       for (const [conn, owner] of idle) if (owner.waiting === 0) return conn
