@@ -149,19 +149,31 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       return undefined
     }
 
+    /** Takes a global permit if one is free or an idle connection can make room; false at the cap. */
+    const takeFreePermit: Effect.Effect<boolean> = Effect.suspend(() => {
+      if (permitsHeld < config.maxConnections) {
+        permitsHeld++
+        return Effect.as(permits.take(1), true)
+      }
+      // At the cap: the least recently used idle connection makes room.
+      const victim = evictable()
+      if (victim !== undefined) return Effect.zipRight(evict(victim), takeFreePermit)
+      return Effect.succeed(false)
+    })
+
+    /** The permit of an opening the Pool started: reserved by a request, free, or waited for. */
     const acquirePermit = (owner: OriginPool): Effect.Effect<void> => Effect.suspend(() => {
       if (owner.reserved > 0) {
         // A request of this origin took the permit before asking the Pool.
         owner.reserved--
         return Effect.void
       }
-      if (permitsHeld < config.maxConnections) {
-        permitsHeld++
-        return permits.take(1)
-      }
-      // At the cap: the least recently used idle connection makes room.
-      const victim = evictable()
-      if (victim !== undefined) return Effect.zipRight(evict(victim), acquirePermit(owner))
+      return Effect.flatMap(takeFreePermit, (taken) => taken ? Effect.void : waitForPermit(owner))
+    })
+
+    // Only openings the Pool starts beyond the requests' reservations, and
+    // persist: false openings, wait here.
+    const waitForPermit = (owner: OriginPool): Effect.Effect<void> => Effect.suspend(() => {
       globalWaiting++
       owner.permitWaiting++
       return Effect.uninterruptibleMask((restore) =>
@@ -223,15 +235,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
 
     /** Takes a global permit for an opening the Pool is about to start, if one is free or can be freed. */
     const reserve = (owner: OriginPool): Effect.Effect<boolean> =>
-      Effect.suspend(() => {
-        if (permitsHeld < config.maxConnections) {
-          permitsHeld++
-          owner.reserved++
-          return Effect.as(permits.take(1), true)
-        }
-        const victim = evictable()
-        if (victim !== undefined) return Effect.zipRight(evict(victim), reserve(owner))
-        return Effect.succeed(false)
+      Effect.map(takeFreePermit, (taken) => {
+        if (taken) owner.reserved++
+        return taken
       })
 
     /** Gives back reservations no opening will use (the Pool handed over a returned connection instead). */
