@@ -1,6 +1,7 @@
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
+import * as AgentHttpClient from "@keepalive/agent/AgentHttpClient"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -290,4 +291,19 @@ describe("Agent over the in-memory transport", () => {
       expect(stats.opened).toBeLessThan(60)
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 4, maxConnections: 8 })))
   }, 20_000)
+
+  it.effect("AgentHttpClient.make works over any Agent.Service, and frees the connection after the body", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      // Only the public surface: the adapter's path for services other than its own.
+      const client = AgentHttpClient.make({ config: agent.config, request: agent.request, stats: agent.stats })
+      for (const path of ["/a", "/b"]) {
+        const response = yield* client.get(`http://a.test${path}`)
+        expect(yield* response.text).toBe(`GET ${path}`)
+      }
+      expect(server.sockets.length).toBe(1)
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1, reused: 1 })
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
 })
