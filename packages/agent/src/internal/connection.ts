@@ -134,14 +134,23 @@ export class Connection implements TransportListener {
 
   // --- transport events ----------------------------------------------------
 
-  onData(chunk: Uint8Array): void {
+  /**
+   * The exchange still waiting for bytes. Otherwise the connection is done
+   * for: bytes with no request in flight are never read as the next response,
+   * and a response that was complete stays good while its connection does not.
+   */
+  #waitingExchange(): Exchange | undefined {
     const ex = this.#exchange
     if (ex === undefined || ex.complete || ex.failure !== undefined) {
-      // Bytes with no request in flight are never read as the next response;
-      // a response that was complete stays good, its connection does not.
       this.#breakIdle()
-      return
+      return undefined
     }
+    return ex
+  }
+
+  onData(chunk: Uint8Array): void {
+    const ex = this.#waitingExchange()
+    if (ex === undefined) return
     ex.receivedAny = true
     const error = this.#parser.execute(chunk)
     if (error !== undefined) {
@@ -150,32 +159,23 @@ export class Connection implements TransportListener {
   }
 
   onEnd(): void {
-    const ex = this.#exchange
-    if (ex === undefined || ex.complete || ex.failure !== undefined) {
-      this.#breakIdle()
-      return
-    }
+    const ex = this.#waitingExchange()
+    if (ex === undefined) return
     this.broken = true
     // A close-delimited body completes here (onComplete runs); anything else is cut short.
     if (this.#parser.finish() !== undefined || !ex.complete) this.#failClosed(ex, "closed by the peer")
   }
 
   onError(cause: unknown): void {
-    const ex = this.#exchange
-    if (ex === undefined || ex.complete || ex.failure !== undefined) {
-      this.#breakIdle()
-      return
-    }
+    const ex = this.#waitingExchange()
+    if (ex === undefined) return
     this.#failClosed(ex, String(cause), cause)
   }
 
   onClose(): void {
     this.closed = true
-    const ex = this.#exchange
-    if (ex === undefined || ex.complete || ex.failure !== undefined) {
-      this.#breakIdle()
-      return
-    }
+    const ex = this.#waitingExchange()
+    if (ex === undefined) return
     if (this.#parser.finish() !== undefined || !ex.complete) this.#failClosed(ex, "connection closed")
   }
 
