@@ -1,0 +1,86 @@
+/**
+ * The client's own cost per request, with no network: keepalive's Agent over
+ * an in-memory transport that answers every request at once (a microtask
+ * later). `pnpm --filter @keepalive/bench memory` prints microseconds per
+ * request for `Agent.request` and for the HttpClient adapter, one in flight
+ * and 16 in flight over 2 connections. Run it compiled (the script does).
+ */
+import { Agent, AgentHttpClient, Connector } from "@keepalive/agent"
+import type { Transport, TransportListener } from "@keepalive/agent/Connector"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+
+const response = new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\nhello, world\n")
+
+/** Answers each request as soon as its head has arrived (GETs only: no body). */
+class AnsweringTransport implements Transport {
+  #listener: TransportListener | undefined
+  #destroyed = false
+  readonly remoteAddress = "memory"
+  listen(listener: TransportListener): void {
+    this.#listener = listener
+  }
+  write(chunk: Uint8Array): boolean {
+    // A request head ends with CRLF CRLF; the serialiser writes one head per call.
+    if (chunk[chunk.length - 1] === 10 && chunk[chunk.length - 2] === 13) {
+      queueMicrotask(() => this.#listener?.onData(response.slice()))
+    }
+    return true
+  }
+  pause(): void {}
+  resume(): void {}
+  destroy(): void {
+    if (this.#destroyed) return
+    this.#destroyed = true
+    queueMicrotask(() => this.#listener?.onClose())
+  }
+}
+
+const MemoryConnector = Layer.succeed(Connector.Connector, {
+  connect: () => Effect.sync((): Transport => new AnsweringTransport()),
+  yieldToIo: Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+})
+
+const AgentLive = Agent.layer({}).pipe(Layer.provide(MemoryConnector))
+const ClientLive = AgentHttpClient.layer.pipe(Layer.provideMerge(AgentLive))
+
+const url = "http://memory.test:80/x"
+const viaAgent = Agent.request(HttpClientRequest.get(url)).pipe(
+  Effect.flatMap((r) => r.arrayBuffer),
+  Effect.scoped
+)
+const viaHttpClient = HttpClient.get(url).pipe(Effect.flatMap((r) => r.arrayBuffer), Effect.scoped)
+
+const measure = <E, R>(name: string, once: Effect.Effect<unknown, E, R>, inFlight: number, total: number) =>
+  Effect.gen(function*() {
+    const run = (n: number) =>
+      Effect.forEach(
+        Array.from({ length: inFlight }, () => Math.ceil(n / inFlight)),
+        (count) => Effect.repeatN(once, count - 1),
+        { concurrency: "unbounded", discard: true }
+      )
+    yield* run(Math.min(total, 20_000)) // warm-up
+    const samples: Array<number> = []
+    for (let round = 0; round < 5; round++) {
+      const start = performance.now()
+      yield* run(total)
+      samples.push(((performance.now() - start) * 1000) / total)
+    }
+    samples.sort((a, b) => a - b)
+    console.log(`${name.padEnd(34)} ${samples[2]!.toFixed(1).padStart(6)} µs/request (min ${samples[0]!.toFixed(1)})`)
+  })
+
+const total = Number(process.env.MEMORY_REQUESTS ?? 50_000)
+const program = Effect.gen(function*() {
+  yield* measure("Agent.request, 1 in flight", viaAgent, 1, total)
+  yield* measure("Agent.request, 16 in flight", viaAgent, 16, total)
+  yield* measure("HttpClient, 1 in flight", viaHttpClient, 1, total)
+  yield* measure("HttpClient, 16 in flight", viaHttpClient, 16, total)
+})
+
+Effect.runPromise(Effect.provide(program, ClientLive)).catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
