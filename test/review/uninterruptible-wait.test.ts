@@ -9,12 +9,10 @@ import type { SeenRequest } from "../../packages/agent/test/support/MemoryConnec
 import { MemoryServer } from "../../packages/agent/test/support/MemoryConnector.js"
 import { settle, withAgent } from "./harness.js"
 
-// Pool.get (effect/internal/pool.ts getPoolItem) waits for the Pool's own
-// fiber to open a connection inside an uninterruptible region: only
-// semaphore.take is restored. So a request waiting for its connection to be
-// opened cannot be interrupted until that open ends: connect succeeded,
-// failed, hit connectTimeout, or (at the global cap) some other connection
-// released its permit. Effect.timeout, which waits for the loser, is late.
+// Regression: with Effect's Pool, Pool.get waited for the Pool's own fiber to
+// open a connection inside an uninterruptible region, so a request waiting for
+// its connection could not be interrupted until that open ended. The Agent's
+// own pool waits interruptibly; these keep it so.
 
 describe("interrupting a request whose connection is being opened", () => {
   it.effect("a 1 s timeout fires after 1 s while the connect hangs (connectTimeout 10 s)", () => {

@@ -169,12 +169,56 @@ describe("Agent over the in-memory transport", () => {
       expect(yield* Agent.stats).toMatchObject({ open: 2, busy: 2, waiting: 2 })
       yield* Fiber.interruptAll(fibers)
       yield* settle
-      expect(yield* Agent.stats).toMatchObject({ open: 0, idle: 0, busy: 0, waiting: 0 })
-      expect(server.openSockets.length).toBe(0)
+      // The connections that carried a request are closed. A connection opened
+      // for a request still in line when a slot came free stays, idle and unused.
+      const stats = yield* Agent.stats
+      expect(stats).toMatchObject({ busy: 0, waiting: 0 })
+      expect(stats.idle).toBe(stats.open)
+      expect(server.openSockets.length).toBe(stats.open)
+      expect(server.openSockets.every((socket) => socket.received === "")).toBe(true)
+      expect(server.requests.length).toBe(2)
       // Permits are back: a fresh request goes through.
       server.onRequest = (req) => req.socket.respond("ok")
       expect(yield* get("http://a.test/")).toBe("ok")
     }).pipe(Effect.provide(agentOn(server, { maxConnections: 2 })))
+  })
+
+  it.effect("a request that gives up while its connection is being opened stops the connect and frees the permit", () => {
+    const server = echoServer()
+    server.hang = true
+    return Effect.gen(function*() {
+      const gaveUp = yield* Effect.fork(Effect.timeout(get("http://a.test/"), "1 second"))
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      expect(Exit.isFailure(yield* Fiber.await(gaveUp))).toBe(true)
+      yield* settle
+      expect(server.abortedConnects).toBe(1)
+      // The only permit is free at once, not after the 60 s connectTimeout.
+      server.hang = false
+      const next = yield* Effect.fork(get("http://b.test/"))
+      yield* settle
+      yield* settle
+      expect(yield* Fiber.poll(next)).toMatchObject({ _tag: "Some" })
+      expect(yield* Fiber.join(next)).toBe("GET /")
+      expect(yield* Agent.stats).toMatchObject({ open: 1, waiting: 0 })
+    }).pipe(Effect.provide(agentOn(server, { connectTimeout: "60 seconds", maxConnections: 1 })))
+  })
+
+  it.effect("a failed connect fails every request waiting for an origin that has no connection", () => {
+    const server = echoServer()
+    server.refuse = true
+    return Effect.gen(function*() {
+      const exits = yield* Effect.forEach([0, 1, 2, 3, 4], (i) => Effect.exit(get(`http://a.test/${i}`)), {
+        concurrency: "unbounded"
+      })
+      expect(exits.map((exit) => Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error.reason))
+        .toEqual(["Connect", "Connect", "Connect", "Connect", "Connect"])
+      // Two openings (the per-origin cap) answered all five, not one connect each.
+      expect(server.connects).toBe(2)
+      expect(yield* Agent.stats).toMatchObject({ open: 0, waiting: 0 })
+      server.refuse = false
+      expect(yield* get("http://a.test/")).toBe("GET /")
+    }).pipe(Effect.provide(agentOn(server)))
   })
 
   it.effect("persist: false opens a fresh connection per request and closes it", () => {

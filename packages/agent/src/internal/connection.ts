@@ -1,4 +1,5 @@
 import type * as Clock from "effect/Clock"
+import type * as Scope from "effect/Scope"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -8,6 +9,7 @@ import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import * as Http1 from "./http1.js"
+import type { OriginPool } from "./pool.js"
 
 /** Response bytes buffered before the transport is paused while a stream reads. */
 const highWaterMark = 256 * 1024
@@ -66,6 +68,12 @@ export class Connection implements TransportListener {
   timerWakeAt = Infinity
   /** Bumped to retire a timer fiber that sleeps too long. */
   timerGeneration = 0
+  /** The pool's record of its origin (set once open). */
+  site: OriginPool | undefined = undefined
+  /** The scope the connection lives in; undefined once the pool closed it. */
+  scope: Scope.CloseableScope | undefined = undefined
+  /** Clock millis when it opened (for `maxConnectionAge`). */
+  openedAt = 0
   /** Called when an idle connection breaks (FIN, RST, stray bytes). */
   onIdleBreak: (() => void) | undefined = undefined
 

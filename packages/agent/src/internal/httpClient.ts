@@ -19,8 +19,7 @@ const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: Age
   })
 
 const respond = (held: Held): Effect.Effect<AgentResponse> => {
-  const { response, scope } = held
-  const release = Scope.close(scope, Exit.void)
+  const { release, response } = held
   if (response.exchange.settled) {
     // The whole response (or its failure) is here already: keep its bytes and
     // free the connection now rather than when the caller reads the body.
@@ -51,7 +50,7 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
             Effect.exit(restore(Scope.extend(agent.request(request), scope))),
             (exit) =>
               Exit.isSuccess(exit)
-                ? respond({ response: exit.value as AgentResponse, scope })
+                ? respond({ response: exit.value as AgentResponse, release: Scope.close(scope, Exit.void) })
                 : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
           ))
       )

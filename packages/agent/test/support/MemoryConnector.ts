@@ -115,6 +115,9 @@ export class MemoryServer {
   refuse = false
   /** Connects never complete (until interrupted). */
   hang = false
+  /** Connect attempts, and how many of them were interrupted while hanging. */
+  connects = 0
+  abortedConnects = 0
 
   constructor(public onRequest: (request: SeenRequest) => void) {}
 
@@ -126,7 +129,10 @@ export class MemoryServer {
   readonly layer: Layer.Layer<Connector> = Layer.succeed(Connector, {
     connect: (origin) =>
       Effect.suspend(() => {
-        if (this.hang) return Effect.never
+        this.connects++
+        if (this.hang) {
+          return Effect.onInterrupt(Effect.never, () => Effect.sync(() => void this.abortedConnects++))
+        }
         if (this.refuse) {
           return Effect.fail(new AgentError({ reason: "Connect", origin: origin.key, detail: "refused" }))
         }

@@ -1,0 +1,525 @@
+import type * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as Scope from "effect/Scope"
+import type * as Agent from "../Agent.js"
+import { AgentError } from "../AgentError.js"
+import type { Connector, Transport } from "../Connector.js"
+import type { Origin } from "../Origin.js"
+import { Connection } from "./connection.js"
+
+/**
+ * A request of an origin waiting for a connection. `granted` is set when a
+ * connection was handed to it: if its fiber is interrupted before it takes
+ * over, the connection goes back to the pool (see `KeyedPool.get`).
+ */
+interface Waiter {
+  readonly site: OriginPool
+  resume: ((effect: Effect.Effect<Connection, AgentError>) => void) | undefined
+  /** The outcome, when it came before the waiting fiber registered `resume`. */
+  pending: Effect.Effect<Connection, AgentError> | undefined
+  granted: Connection | undefined
+}
+
+/** One origin's connections and the requests waiting for one of them. @internal */
+export class OriginPool {
+  /** Idle connections, most recently used last (taken last in, first out). */
+  readonly idle: Array<Connection> = []
+  /** Requests waiting for a connection, oldest first. */
+  readonly waiters = new Set<Waiter>()
+  /** Open connections, idle and busy. */
+  open = 0
+  /** Connections being opened. */
+  opening = 0
+  /** The fibers opening them: one nobody waits for any more is interrupted. */
+  readonly openings = new Set<Fiber.RuntimeFiber<void>>()
+  /** Waiting in the cap queue for a global permit. */
+  queued = false
+  constructor(readonly origin: Origin) {}
+}
+
+/** What the pool needs from the Agent that owns it. @internal */
+export interface PoolEnv {
+  readonly config: Agent.ResolvedConfig
+  readonly connector: Context.Tag.Service<typeof Connector>
+  readonly clock: Clock.Clock
+  /** The Agent's scope: every connection's scope is a child of it. */
+  readonly scope: Scope.Scope
+  /** One permit per open connection, held from connect to close. */
+  readonly permits: Effect.Semaphore
+  /** Runs an effect in a fiber of the Agent's runtime. */
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  /** Makes the Connection for a transport, its watchdog forked in `scope`. */
+  readonly makeConnection: (origin: Origin, transport: Transport, scope: Scope.Scope) => Connection
+}
+
+const first = <A>(set: Set<A>): A | undefined => {
+  for (const item of set) return item
+  return undefined
+}
+
+/**
+ * The Agent's pool of connections keyed by origin: at most
+ * `maxConnectionsPerOrigin` per origin, at most `maxConnections` over all of
+ * them (an Effect `Semaphore`, one permit per open connection), requests served
+ * first come, first served per origin, idle connections closed after
+ * `idleTimeout` and never reused past `maxConnectionAge`.
+ *
+ * Each connection is a scoped resource: it lives in a child scope of the
+ * Agent's (acquire = permit + connect, release = close + permit back).
+ * Getting an idle connection and giving one back are synchronous and O(1);
+ * only waiting and opening are effects.
+ *
+ * At the cap, an origin that needs a connection queues for a permit (origins
+ * with no connection at all first). A permit is freed by closing the least
+ * recently used idle connection no request waits for, or by a released
+ * connection whose origin can spare it.
+ *
+ * @internal
+ */
+export class KeyedPool {
+  readonly #env: PoolEnv
+  readonly #maxPerOrigin: number
+  readonly #maxConnections: number
+  readonly #idleMillis: number
+  readonly #maxAgeMillis: number
+  readonly #origins = new Map<string, OriginPool>()
+  /** Every idle connection, least recently used first (a Map iterates in insertion order). */
+  readonly #idle = new Map<Connection, OriginPool>()
+  /** Origins waiting for a global permit that have no connection at all: served first. */
+  readonly #starving = new Set<OriginPool>()
+  /** Other origins waiting for a global permit, oldest first. */
+  readonly #capQueue = new Set<OriginPool>()
+  /** Idle timers and openings: interrupted when the pool shuts down. */
+  readonly #fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  #permitsHeld = 0
+  #closed = false
+
+  /** Open connections. */
+  open = 0
+  /** Connections opened since start. */
+  opened = 0
+  /** Requests waiting for a connection. */
+  waiting = 0
+
+  constructor(env: PoolEnv) {
+    this.#env = env
+    this.#maxPerOrigin = env.config.maxConnectionsPerOrigin
+    this.#maxConnections = env.config.maxConnections
+    this.#idleMillis = Duration.toMillis(env.config.idleTimeout)
+    this.#maxAgeMillis = Duration.isFinite(env.config.maxConnectionAge)
+      ? Duration.toMillis(env.config.maxConnectionAge)
+      : Infinity
+  }
+
+  /** Idle connections now. */
+  get idleCount(): number {
+    return this.#idle.size
+  }
+
+  /** Origins the pool keeps state for (some connection, opening or waiter). */
+  get originCount(): number {
+    return this.#origins.size
+  }
+
+  // --- checkout ----------------------------------------------------------------
+
+  /**
+   * A connection of the origin, marked busy: an idle one at once when nobody
+   * waits before us, else the first one released or opened for us.
+   *
+   * Must run uninterruptibly; `restore` makes the wait interruptible. A
+   * connection handed over just as the fiber is interrupted goes back.
+   */
+  get(
+    origin: Origin,
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<Connection, AgentError> {
+    const site = this.#origins.get(origin.key)
+    if (site !== undefined && site.waiters.size === 0) {
+      const conn = this.#takeIdle(site)
+      if (conn !== undefined) return Effect.succeed(conn)
+    }
+    if (this.#closed) return Effect.fail(closedError(origin))
+    const waiter: Waiter = { site: this.#siteOf(origin), resume: undefined, pending: undefined, granted: undefined }
+    waiter.site.waiters.add(waiter)
+    this.waiting++
+    return Effect.catchAllCause(
+      restore(Effect.async<Connection, AgentError>((resume) => {
+        if (waiter.pending !== undefined) return resume(waiter.pending)
+        waiter.resume = resume
+        this.#dispatch(waiter.site)
+      })),
+      (cause) => {
+        this.#abandon(waiter)
+        return Effect.failCause(cause)
+      }
+    )
+  }
+
+  /** Gives back a connection taken with `get` whose exchange never started (interrupted before it). */
+  putBack(conn: Connection): void {
+    const site = conn.site!
+    if (conn.broken || this.#closed) return this.#drop(conn, site)
+    this.#handOff(conn, site)
+  }
+
+  /**
+   * Gives back a connection after its exchange: to the next request of its
+   * origin, to the idle set, or closed when it is not reusable, too old, or
+   * its permit is owed to another origin at the cap.
+   */
+  release(conn: Connection, reusable: boolean): void {
+    const site = conn.site!
+    if (!reusable || this.#closed || !this.#env.config.persist || this.#tooOld(conn) || this.#mustMakeRoom(site)) {
+      return this.#drop(conn, site)
+    }
+    this.#handOff(conn, site)
+  }
+
+  /** Closes the idle connections of an origin (after one turned out stale). */
+  closeIdleOf(origin: Origin): void {
+    const site = this.#origins.get(origin.key)
+    if (site === undefined || site.idle.length === 0) return
+    for (const conn of site.idle.slice()) this.#close(conn)
+    this.#afterClose(site)
+  }
+
+  /** Shuts the pool: waiters fail, idle connections close, timers and openings stop. */
+  shutdown(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.#closed = true
+      for (const site of this.#origins.values()) {
+        for (const waiter of site.waiters) this.#fail(waiter, closedError(site.origin))
+        for (const conn of site.idle.slice()) this.#close(conn)
+      }
+      this.#starving.clear()
+      this.#capQueue.clear()
+      return Fiber.interruptAll(this.#fibers)
+    })
+  }
+
+  // --- internals ---------------------------------------------------------------
+
+  #siteOf(origin: Origin): OriginPool {
+    let site = this.#origins.get(origin.key)
+    if (site === undefined) {
+      site = new OriginPool(origin)
+      this.#origins.set(origin.key, site)
+    }
+    return site
+  }
+
+  #forgetIfUnused(site: OriginPool): void {
+    if (site.open + site.opening + site.waiters.size > 0 || site.queued) return
+    if (this.#origins.get(site.origin.key) === site) this.#origins.delete(site.origin.key)
+  }
+
+  #tooOld(conn: Connection): boolean {
+    return this.#maxAgeMillis !== Infinity &&
+      this.#env.clock.unsafeCurrentTimeMillis() - conn.openedAt >= this.#maxAgeMillis
+  }
+
+  /** The most recently used idle connection of the origin that is still good, marked busy. */
+  #takeIdle(site: OriginPool): Connection | undefined {
+    let dropped = false
+    let conn: Connection | undefined
+    while ((conn = site.idle.pop()) !== undefined) {
+      this.#idle.delete(conn)
+      if (conn.broken || this.#tooOld(conn)) {
+        this.#close(conn)
+        dropped = true
+        continue
+      }
+      conn.busy = true
+      break
+    }
+    if (dropped) this.#permitFreed()
+    return conn
+  }
+
+  #handOff(conn: Connection, site: OriginPool): void {
+    const waiter = first(site.waiters)
+    if (waiter !== undefined) return this.#grant(waiter, conn)
+    conn.busy = false
+    this.#markIdle(conn, site)
+  }
+
+  #grant(waiter: Waiter, conn: Connection): void {
+    waiter.site.waiters.delete(waiter)
+    this.waiting--
+    conn.busy = true
+    waiter.granted = conn
+    this.#settle(waiter, Effect.succeed(conn))
+  }
+
+  #fail(waiter: Waiter, error: AgentError): void {
+    waiter.site.waiters.delete(waiter)
+    this.waiting--
+    this.#settle(waiter, Effect.fail(error))
+  }
+
+  #settle(waiter: Waiter, outcome: Effect.Effect<Connection, AgentError>): void {
+    if (waiter.resume !== undefined) waiter.resume(outcome)
+    else waiter.pending = outcome
+  }
+
+  /** The waiter's fiber was interrupted or failed: leave the line, or give back what it was handed. */
+  #abandon(waiter: Waiter): void {
+    const site = waiter.site
+    if (waiter.granted !== undefined) {
+      const conn = waiter.granted
+      waiter.granted = undefined
+      return this.putBack(conn)
+    }
+    if (site.waiters.delete(waiter)) this.waiting--
+    // An opening no request waits for any more stops (and frees its permit).
+    if (site.opening > site.waiters.size) {
+      let newest: Fiber.RuntimeFiber<void> | undefined
+      for (const fiber of site.openings) newest = fiber
+      newest?.unsafeInterruptAsFork(FiberId.none)
+    }
+    this.#forgetIfUnused(site)
+  }
+
+  /** Serves the origin's waiters: idle connections first, then new ones within both caps. */
+  #dispatch(site: OriginPool): void {
+    while (site.waiters.size > 0) {
+      const conn = this.#takeIdle(site)
+      if (conn !== undefined) {
+        this.#grant(first(site.waiters)!, conn)
+        continue
+      }
+      if (site.waiters.size <= site.opening) return
+      if (site.open + site.opening >= this.#maxPerOrigin) return
+      if (!this.#takePermit()) return this.#enqueueAtCap(site)
+      this.#openFor(site)
+    }
+  }
+
+  /** Takes a global permit if one is free, or frees one by closing an idle connection nobody waits for. */
+  #takePermit(): boolean {
+    if (this.#permitsHeld < this.#maxConnections) {
+      this.#permitsHeld++
+      return true
+    }
+    for (const [conn, owner] of this.#idle) {
+      // An idle connection of an origin with waiters is about to be handed to one of them.
+      if (owner.waiters.size > 0) continue
+      this.#close(conn)
+      this.#forgetIfUnused(owner)
+      this.#permitsHeld++
+      return true
+    }
+    return false
+  }
+
+  #enqueueAtCap(site: OriginPool): void {
+    if (site.queued) return
+    site.queued = true
+    if (site.open + site.opening === 0) this.#starving.add(site)
+    else this.#capQueue.add(site)
+  }
+
+  /** A permit came free: it goes to the origins waiting at the cap, those with no connection first. */
+  #permitFreed(): void {
+    while (this.#permitsHeld < this.#maxConnections) {
+      const site = first(this.#starving) ?? first(this.#capQueue)
+      if (site === undefined) return
+      this.#starving.delete(site)
+      this.#capQueue.delete(site)
+      site.queued = false
+      this.#dispatch(site)
+      this.#forgetIfUnused(site)
+    }
+  }
+
+  /**
+   * At the cap, whether a connection its origin releases should rather be
+   * closed to give its permit away: to an origin with no connection at all
+   * when this one has another, or to anyone waiting when this origin has no
+   * request for it. An origin's own waiters keep its connections otherwise:
+   * closing and reopening at every release would churn.
+   */
+  #mustMakeRoom(site: OriginPool): boolean {
+    if (this.#starving.size === 0 && this.#capQueue.size === 0) return false
+    const starving = first(this.#starving)
+    if (starving !== undefined && starving !== site && site.open > 1) return true
+    return site.waiters.size === 0
+  }
+
+  /** Closes a connection and frees its permit; the caller decides who gets the permit. */
+  #close(conn: Connection): void {
+    const site = conn.site!
+    if (this.#idle.delete(conn)) {
+      const at = site.idle.indexOf(conn)
+      if (at >= 0) site.idle.splice(at, 1)
+    }
+    if (conn.scope === undefined) return
+    const scope = conn.scope
+    conn.scope = undefined
+    conn.destroy()
+    site.open--
+    this.open--
+    this.#permitsHeld--
+    if (site.queued && site.open + site.opening === 0 && this.#capQueue.delete(site)) this.#starving.add(site)
+    // Releases the Semaphore permit and stops the connection's watchdog.
+    this.#fork(Scope.close(scope, Exit.void))
+  }
+
+  #afterClose(site: OriginPool): void {
+    this.#permitFreed()
+    this.#dispatch(site)
+    this.#forgetIfUnused(site)
+  }
+
+  #drop(conn: Connection, site: OriginPool): void {
+    this.#close(conn)
+    this.#afterClose(site)
+  }
+
+  #fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> {
+    const fiber = this.#env.runFork(effect)
+    if (fiber.unsafePoll() !== null) return fiber
+    this.#fibers.add(fiber)
+    fiber.addObserver(() => this.#fibers.delete(fiber))
+    return fiber
+  }
+
+  // --- opening -------------------------------------------------------------------
+
+  /** Opens a connection for the origin's waiters; the caller holds a permit for it. */
+  #openFor(site: OriginPool): void {
+    site.opening++
+    const env = this.#env
+    const connect = env.connector.connect(site.origin, {})
+    const timeout = env.config.connectTimeout
+    const transport = Duration.isFinite(timeout)
+      ? Effect.timeoutFail(connect, {
+        duration: timeout,
+        onTimeout: () =>
+          new AgentError({
+            reason: "Timeout",
+            phase: "connect",
+            origin: site.origin.key,
+            detail: `not connected within ${Duration.format(timeout)}`
+          })
+      })
+      : connect
+    // The resource: a permit of the global Semaphore, then the transport. The
+    // connect itself stays interruptible (a request that gives up stops it).
+    const resource = (scope: Scope.Scope, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+      Effect.flatMap(restore(env.permits.take(1)), () =>
+        Effect.flatMap(Scope.addFinalizer(scope, env.permits.release(1)), () =>
+          Effect.flatMap(restore(transport), (t) =>
+            Effect.as(
+              Scope.addFinalizer(scope, Effect.sync(() => t.destroy())),
+              env.makeConnection(site.origin, t, scope)
+            ))))
+    // Undefined inside when the opening completes before runFork returns.
+    let fiber: Fiber.RuntimeFiber<void> | undefined = undefined
+    fiber = this.#fork(
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Scope.fork(env.scope, ExecutionStrategy.sequential), (scope) =>
+          Effect.flatMap(Effect.exit(resource(scope, restore)), (exit) => {
+            if (Exit.isSuccess(exit)) {
+              return Effect.sync(() => this.#opened(site, exit.value, scope, fiber))
+            }
+            return Effect.zipRight(
+              Scope.close(scope, exit),
+              Effect.sync(() => this.#openFailed(site, exit, fiber))
+            )
+          }))
+      )
+    )
+    if (fiber.unsafePoll() === null) site.openings.add(fiber)
+  }
+
+  #opened(site: OriginPool, conn: Connection, scope: Scope.CloseableScope, fiber: Fiber.RuntimeFiber<void> | undefined): void {
+    if (fiber !== undefined) site.openings.delete(fiber)
+    site.opening--
+    site.open++
+    this.open++
+    this.opened++
+    conn.site = site
+    conn.scope = scope
+    conn.openedAt = this.#env.clock.unsafeCurrentTimeMillis()
+    conn.onIdleBreak = () => {
+      if (this.#idle.has(conn)) this.#drop(conn, site)
+    }
+    if (this.#closed || !this.#env.config.persist && site.waiters.size === 0) return this.#drop(conn, site)
+    this.#handOff(conn, site)
+  }
+
+  /**
+   * An opening failed: the requests no other opening or connection will serve
+   * learn it now (with no connection left, the origin is unreachable for all
+   * of them; else the first in line), rather than each trying in turn.
+   */
+  #openFailed(site: OriginPool, exit: Exit.Exit<unknown, AgentError>, fiber: Fiber.RuntimeFiber<void> | undefined): void {
+    if (fiber !== undefined) site.openings.delete(fiber)
+    site.opening--
+    this.#permitsHeld--
+    // Interrupted: nobody waited for it any more, or the Agent is shutting down.
+    if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
+      const error = exit.cause.error
+      let toFail = site.open === 0 ? site.waiters.size - site.opening : 1
+      for (const waiter of site.waiters) {
+        if (toFail-- <= 0) break
+        this.#fail(waiter, error)
+      }
+    }
+    if (this.#closed) return this.#forgetIfUnused(site)
+    this.#afterClose(site)
+  }
+
+  // --- idle timers ---------------------------------------------------------------
+
+  // One timer fiber per idle stretch, not per request: it sleeps until the
+  // deadline and re-arms itself if the connection was used meanwhile. A
+  // deadline earlier than the one it sleeps towards starts a new generation.
+  #markIdle(conn: Connection, site: OriginPool): void {
+    const clock = this.#env.clock
+    conn.idleSince = clock.unsafeCurrentTimeMillis()
+    conn.releasedAtNanos = clock.unsafeCurrentTimeNanos()
+    site.idle.push(conn)
+    this.#idle.set(conn, site)
+    const deadline = conn.idleSince + conn.idleTimeoutMillis
+    if (conn.timerWakeAt <= deadline) return
+    const generation = ++conn.timerGeneration
+    conn.timerWakeAt = deadline
+    this.#fork(this.#watchIdle(conn, generation))
+  }
+
+  #watchIdle(conn: Connection, generation: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (generation !== conn.timerGeneration) return Effect.void
+      if (!this.#idle.has(conn)) {
+        conn.timerWakeAt = Infinity
+        return Effect.void
+      }
+      const deadline = conn.idleSince + conn.idleTimeoutMillis
+      const remaining = deadline - this.#env.clock.unsafeCurrentTimeMillis()
+      if (remaining <= 0) {
+        conn.timerWakeAt = Infinity
+        this.#drop(conn, conn.site!)
+        return Effect.void
+      }
+      conn.timerWakeAt = deadline
+      return Effect.zipRight(Effect.sleep(Duration.millis(remaining)), this.#watchIdle(conn, generation))
+    })
+  }
+
+  /** The configured idle timeout in milliseconds (a server's hint may shorten it per connection). */
+  get idleMillis(): number {
+    return this.#idleMillis
+  }
+}
+
+const closedError = (origin: Origin) =>
+  new AgentError({ reason: "Closed", origin: origin.key, detail: "the Agent was shut down" })
