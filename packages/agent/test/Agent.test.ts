@@ -221,6 +221,34 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
+  it.live("a connection handed straight from one request to the next takes no I/O turn first", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* get("http://a.test/warm")
+      yield* Effect.sleep("5 millis")
+      // Idle for 5 ms: the first reuse looks for a FIN first. The hand-overs
+      // that follow (8 requests, 2 connections) come straight from a request.
+      yield* Effect.forEach([0, 1, 2, 3, 4, 5, 6, 7], (i) => get(`http://a.test/${i}`), { concurrency: "unbounded" })
+      expect(server.yields).toBe(1)
+      expect(yield* Agent.stats).toMatchObject({ opened: 2, requests: 9 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("a connection the server closes as soon as it is open fails the request with Connect, not a loop", () => {
+    const server = echoServer()
+    server.onConnect = (socket) => socket.end()
+    return Effect.gen(function*() {
+      // The FIN is in before the connection reaches the request (it used to
+      // make the pool reconnect forever).
+      const exit = yield* Effect.exit(get("http://a.test/"))
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error.reason).toBe("Connect")
+      expect(server.connects).toBe(1)
+      expect(yield* Agent.stats).toMatchObject({ open: 0, waiting: 0 })
+      server.onConnect = undefined
+      expect(yield* get("http://a.test/")).toBe("GET /")
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
   it.effect("persist: false opens a fresh connection per request and closes it", () => {
     const server = echoServer()
     return Effect.gen(function*() {

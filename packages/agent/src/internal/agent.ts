@@ -2,13 +2,13 @@ import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
 import { Connector } from "../Connector.js"
-import type { Origin } from "../Origin.js"
 import { Connection } from "./connection.js"
 import { KeyedPool } from "./pool.js"
 import * as Request from "./request.js"
@@ -71,6 +71,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const config = resolveConfig(input)
     const connector = yield* Connector
     const agentScope = yield* Effect.scope
+    // Every connection's scope is a child of this one, which closes after the
+    // pool has shut down (finalizers run in reverse order).
+    const connectionsScope = yield* Scope.fork(agentScope, ExecutionStrategy.sequential)
     const runtime = yield* Effect.runtime<never>()
     const runFork = Runtime.runFork(runtime)
     const clock = yield* Effect.clock
@@ -88,7 +91,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       config,
       connector,
       clock,
-      scope: agentScope,
+      scope: connectionsScope,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runFork,
       makeConnection: (origin, transport, scope) =>
@@ -106,33 +109,41 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     }
 
     /**
-     * A connection for the request, busy. One idle since an earlier
-     * event-loop turn may have a FIN or stray bytes waiting: pending I/O runs
-     * before it is trusted (undici's check); one released within the last
-     * millisecond skips the turn. Runs uninterruptibly.
+     * Whether a connection must first let pending I/O run: one idle since an
+     * earlier event-loop turn may have a FIN or stray bytes waiting (undici's
+     * check). One released within the last millisecond, or never used, is trusted.
      */
-    const checkout = (
-      origin: Origin,
+    const mustYield = (conn: Connection): boolean =>
+      conn.served > 0 && clock.unsafeCurrentTimeNanos() - conn.releasedAtNanos >= yieldAfterIdleNanos
+
+    /** Checks a connection taken from the pool before use. Runs uninterruptibly. */
+    const verify = (
+      conn: Connection,
       restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-    ): Effect.Effect<Connection, AgentError | BrokenAtCheckout> =>
-      Effect.flatMap(pool.get(origin, restore), (conn) => {
-        if (conn.broken) {
+    ): Effect.Effect<Connection, AgentError | BrokenAtCheckout> => {
+      if (conn.broken) {
+        pool.putBack(conn)
+        // A connection that never carried a request and is already closed:
+        // the server turns us away. Failing (nothing was sent) rather than
+        // trying again keeps a server that always does so from looping us.
+        if (conn.served === 0) {
+          return Effect.fail(
+            new AgentError({ reason: "Connect", origin: conn.origin.key, detail: "closed by the server before the request was sent" })
+          )
+        }
+        return Effect.fail(brokenAtCheckout)
+      }
+      if (!mustYield(conn)) return Effect.succeed(conn)
+      return Effect.flatMap(
+        // Interrupted here, the connection goes back as it came.
+        Effect.onInterrupt(restore(connector.yieldToIo), () => Effect.sync(() => pool.putBack(conn))),
+        () => {
+          if (!conn.broken) return Effect.succeed(conn)
           pool.putBack(conn)
           return Effect.fail(brokenAtCheckout)
         }
-        if (conn.served === 0 || clock.unsafeCurrentTimeNanos() - conn.releasedAtNanos < yieldAfterIdleNanos) {
-          return Effect.succeed(conn)
-        }
-        return Effect.flatMap(
-          // Interrupted here, the connection goes back as it came.
-          Effect.onInterrupt(restore(connector.yieldToIo), () => Effect.sync(() => pool.putBack(conn))),
-          () => {
-            if (!conn.broken) return Effect.succeed(conn)
-            pool.putBack(conn)
-            return Effect.fail(brokenAtCheckout)
-          }
-        )
-      })
+      )
+    }
 
     /**
      * One try. On success `keep` takes charge of the response and of giving
@@ -145,33 +156,34 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       retried: boolean,
       keep: (held: Held) => Effect.Effect<A, never, R>
     ): Effect.Effect<A, AgentError, R> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(
-          Effect.either(checkout(prepared.origin, restore)),
-          (checkedOut): Effect.Effect<A, AgentError, R> => {
-            if (checkedOut._tag === "Left") {
-              const error = checkedOut.left
-              if (error instanceof BrokenAtCheckout) return restore(attempt(request, prepared, retried, keep))
-              return Effect.fail(error)
+      Effect.uninterruptibleMask((restore) => {
+        const exchange = (conn: Connection): Effect.Effect<A, AgentError, R> =>
+          Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
+            if (Exit.isSuccess(exit)) {
+              if (conn.served > 0) counters.reused++
+              let released = false
+              const release = Effect.sync(() => {
+                if (released) return
+                released = true
+                checkin(conn)
+              })
+              return keep({ response: new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release })
             }
-            const conn = checkedOut.right
-            return Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
-              if (Exit.isSuccess(exit)) {
-                if (conn.served > 0) counters.reused++
-                let released = false
-                const release = Effect.sync(() => {
-                  if (released) return
-                  released = true
-                  checkin(conn)
-                })
-                return keep({ response: new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release })
-              }
-              checkin(conn)
-              return restore(retryOrFail(request, prepared, retried, exit, keep))
-            })
-          }
-        )
-      )
+            checkin(conn)
+            return restore(retryOrFail(request, prepared, retried, exit, keep))
+          })
+        // The common case: an idle connection, used within the last millisecond.
+        const idle = pool.takeIdle(prepared.origin)
+        if (idle !== undefined && !idle.broken && !mustYield(idle)) return exchange(idle)
+        const checkedOut = idle !== undefined
+          ? verify(idle, restore)
+          : Effect.flatMap(pool.wait(prepared.origin, restore), (conn) => verify(conn, restore))
+        return Effect.flatMap(Effect.either(checkedOut), (result) => {
+          if (result._tag === "Right") return exchange(result.right)
+          if (result.left instanceof BrokenAtCheckout) return restore(attempt(request, prepared, retried, keep))
+          return Effect.fail(result.left)
+        })
+      })
 
     const retryOrFail = <A, R>(
       request: HttpClientRequest.HttpClientRequest,
@@ -200,10 +212,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         if (closed) {
           return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
         }
-        return Effect.flatMap(
-          Request.prepare(request, url, config.persist),
-          (prepared) => attempt(request, prepared, false, keep)
-        )
+        const prepared = Request.prepare(request, url, config.persist)
+        if (prepared instanceof AgentError) return Effect.fail(prepared)
+        if (Effect.isEffect(prepared)) return Effect.flatMap(prepared, (p) => attempt(request, p, false, keep))
+        return attempt(request, prepared, false, keep)
       })
 
     // The connection is held until the caller's scope closes. Scope.addFinalizer,
@@ -211,12 +223,12 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> =>
       Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, held.release), held.response))
 
-    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
-      Effect.suspend(() => {
-        const url = Request.resolveUrl(request)
-        if (url instanceof AgentError) return Effect.fail(url)
-        return execute(request, url, keepInCallerScope)
-      })
+    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => {
+      // Resolving the URL is pure: done now; execute defers the rest.
+      const url = Request.resolveUrl(request)
+      if (url instanceof AgentError) return Effect.fail(url)
+      return execute(request, url, keepInCallerScope)
+    }
 
     // Runs first when the Agent's scope closes: then the connections' scopes close.
     yield* Effect.addFinalizer(() =>

@@ -264,50 +264,49 @@ export class Connection implements TransportListener {
 
   /**
    * Sends a request and waits for the response head. The connection must be
-   * idle and unbroken.
+   * idle and unbroken. The bytes are written when this is called, not when
+   * the effect runs: call it from inside the effect that sends.
    */
   send(request: PreparedRequest): Effect.Effect<ResponseHead, AgentError> {
-    return Effect.suspend(() => {
-      const ex = new Exchange(this.served > 0)
-      this.#exchange = ex
-      this.busy = true
-      this.#parser.expect(request.method)
-      const watchdog = this.#arm("headers", this.#timing.headersMillis)
-      const body = request.body
-      if (body._tag === "Bytes" && body.bytes.length > 0) {
-        if (body.bytes.length <= 16384) {
-          const joined = new Uint8Array(request.head.length + body.bytes.length)
-          joined.set(request.head, 0)
-          joined.set(body.bytes, request.head.length)
-          this.#transport.write(joined)
-        } else {
-          this.#transport.write(request.head)
-          this.#transport.write(body.bytes)
-        }
+    const ex = new Exchange(this.served > 0)
+    this.#exchange = ex
+    this.busy = true
+    this.#parser.expect(request.method)
+    const watchdog = this.#arm("headers", this.#timing.headersMillis)
+    const body = request.body
+    if (body._tag === "Bytes" && body.bytes.length > 0) {
+      if (body.bytes.length <= 16384) {
+        const joined = new Uint8Array(request.head.length + body.bytes.length)
+        joined.set(request.head, 0)
+        joined.set(body.bytes, request.head.length)
+        this.#transport.write(joined)
       } else {
         this.#transport.write(request.head)
+        this.#transport.write(body.bytes)
       }
-      const awaitHead = this.#awaitHead(ex)
-      const head = watchdog === undefined ? awaitHead : Effect.zipRight(watchdog, awaitHead)
-      if (body._tag !== "Stream") return head
-      ex.requestSent = false
-      // Stream the body while waiting for the head: a server may answer early.
-      return Effect.raceFirst(
-        head,
-        Effect.zipRight(
-          Effect.catchAllCause(Effect.tap(body.write(this), () => {
-            ex.requestSent = true
-          }), (cause) => {
-            if (ex.abandonedBody) return Effect.never
-            ex.abandonedBody = true
-            this.broken = true
-            this.#transport.destroy()
-            return Effect.failCause(cause)
-          }),
-          Effect.never
-        )
+    } else {
+      this.#transport.write(request.head)
+    }
+    const awaitHead = this.#awaitHead(ex)
+    const head = watchdog === undefined ? awaitHead : Effect.zipRight(watchdog, awaitHead)
+    if (body._tag !== "Stream") return head
+    ex.requestSent = false
+    // Stream the body while waiting for the head: a server may answer early.
+    return Effect.raceFirst(
+      head,
+      Effect.zipRight(
+        Effect.catchAllCause(Effect.tap(body.write(this), () => {
+          ex.requestSent = true
+        }), (cause) => {
+          if (ex.abandonedBody) return Effect.never
+          ex.abandonedBody = true
+          this.broken = true
+          this.#transport.destroy()
+          return Effect.failCause(cause)
+        }),
+        Effect.never
       )
-    })
+    )
   }
 
   #awaitHead(ex: Exchange): Effect.Effect<ResponseHead, AgentError> {
@@ -316,7 +315,7 @@ export class Connection implements TransportListener {
       if (ex.failure !== undefined) return Effect.fail(ex.failure)
       return undefined
     }
-    return Effect.suspend(() => ready() ?? waitFor(ex, ready))
+    return ready() ?? waitFor(ex, ready)
   }
 
   /**
@@ -345,11 +344,18 @@ export class Connection implements TransportListener {
     return Effect.suspend(() => {
       if (generation !== this.#watchdogGeneration) return Effect.void
       const ex = this.#exchange
+      const now = this.#timing.clock.unsafeCurrentTimeMillis()
       if (this.#deadline === Infinity || ex === undefined || this.closed) {
+        // Nothing to watch: sleep on until the time it was started for, so
+        // that the next exchange finds a watchdog instead of forking one (a
+        // forked fiber starts after a fast response has already completed).
+        if (!this.closed && this.#wakeAt !== Infinity && this.#wakeAt > now) {
+          return Effect.zipRight(Effect.sleep(Duration.millis(this.#wakeAt - now)), this.#watch(generation))
+        }
         this.#wakeAt = Infinity
         return Effect.void
       }
-      const remaining = this.#deadline - this.#timing.clock.unsafeCurrentTimeMillis()
+      const remaining = this.#deadline - now
       if (remaining <= 0) {
         this.#wakeAt = Infinity
         const phase = this.#phase
@@ -407,6 +413,15 @@ export class Connection implements TransportListener {
       if (ex !== this.#exchange) return this.#released()
       return waitFor(ex, take)
     })
+  }
+
+  /** The whole body, taken from the exchange, when it is all here already. */
+  takeCompleteBody(ex: Exchange): Array<Uint8Array> | undefined {
+    if (!ex.complete || ex.failure !== undefined) return undefined
+    const chunks = ex.chunks
+    ex.chunks = []
+    ex.buffered = 0
+    return chunks
   }
 
   /**

@@ -1,3 +1,4 @@
+import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -16,10 +17,12 @@ import { Connection } from "./connection.js"
 /**
  * A request of an origin waiting for a connection. `granted` is set when a
  * connection was handed to it: if its fiber is interrupted before it takes
- * over, the connection goes back to the pool (see `KeyedPool.get`).
+ * over, the connection goes back to the pool (see `KeyedPool.wait`).
  */
 interface Waiter {
   readonly site: OriginPool
+  /** Arrival order over all origins (fairness at the global cap). */
+  readonly since: number
   resume: ((effect: Effect.Effect<Connection, AgentError>) => void) | undefined
   /** The outcome, when it came before the waiting fiber registered `resume`. */
   pending: Effect.Effect<Connection, AgentError> | undefined
@@ -34,9 +37,12 @@ export class OriginPool {
   readonly waiters = new Set<Waiter>()
   /** Open connections, idle and busy. */
   open = 0
-  /** Connections being opened. */
+  /** Connections being opened for its waiters (not counting openings called off). */
   opening = 0
-  /** The fibers opening them: one nobody waits for any more is interrupted. */
+  /**
+   * The fibers opening them: one nobody waits for any more is called off
+   * (interrupted; a connection it still makes is closed at once).
+   */
   readonly openings = new Set<Fiber.RuntimeFiber<void>>()
   /** Waiting in the cap queue for a global permit. */
   queued = false
@@ -99,6 +105,7 @@ export class KeyedPool {
   readonly #fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
   #permitsHeld = 0
   #closed = false
+  #arrivals = 0
 
   /** Open connections. */
   open = 0
@@ -129,24 +136,31 @@ export class KeyedPool {
 
   // --- checkout ----------------------------------------------------------------
 
+  /** An idle connection of the origin, marked busy, when one is free and no request of the origin waits. */
+  takeIdle(origin: Origin): Connection | undefined {
+    const site = this.#origins.get(origin.key)
+    return site === undefined || site.waiters.size > 0 ? undefined : this.#takeIdle(site)
+  }
+
   /**
-   * A connection of the origin, marked busy: an idle one at once when nobody
-   * waits before us, else the first one released or opened for us.
+   * Waits in line for a connection of the origin: the first one released or
+   * opened for this request, marked busy.
    *
    * Must run uninterruptibly; `restore` makes the wait interruptible. A
    * connection handed over just as the fiber is interrupted goes back.
    */
-  get(
+  wait(
     origin: Origin,
     restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   ): Effect.Effect<Connection, AgentError> {
-    const site = this.#origins.get(origin.key)
-    if (site !== undefined && site.waiters.size === 0) {
-      const conn = this.#takeIdle(site)
-      if (conn !== undefined) return Effect.succeed(conn)
-    }
     if (this.#closed) return Effect.fail(closedError(origin))
-    const waiter: Waiter = { site: this.#siteOf(origin), resume: undefined, pending: undefined, granted: undefined }
+    const waiter: Waiter = {
+      site: this.#siteOf(origin),
+      since: ++this.#arrivals,
+      resume: undefined,
+      pending: undefined,
+      granted: undefined
+    }
     waiter.site.waiters.add(waiter)
     this.waiting++
     return Effect.catchAllCause(
@@ -162,11 +176,9 @@ export class KeyedPool {
     )
   }
 
-  /** Gives back a connection taken with `get` whose exchange never started (interrupted before it). */
+  /** Gives back a connection taken with `takeIdle` or `wait` whose exchange never started (interrupted before it). */
   putBack(conn: Connection): void {
-    const site = conn.site!
-    if (conn.broken || this.#closed) return this.#drop(conn, site)
-    this.#handOff(conn, site)
+    this.#giveBack(conn, conn.site!, true)
   }
 
   /**
@@ -175,11 +187,9 @@ export class KeyedPool {
    * its permit is owed to another origin at the cap.
    */
   release(conn: Connection, reusable: boolean): void {
-    const site = conn.site!
-    if (!reusable || this.#closed || !this.#env.config.persist || this.#tooOld(conn) || this.#mustMakeRoom(site)) {
-      return this.#drop(conn, site)
-    }
-    this.#handOff(conn, site)
+    // In use until now: a waiter it is handed to needs no I/O turn first.
+    conn.releasedAtNanos = this.#env.clock.unsafeCurrentTimeNanos()
+    this.#giveBack(conn, conn.site!, reusable)
   }
 
   /** Closes the idle connections of an origin (after one turned out stale). */
@@ -198,8 +208,8 @@ export class KeyedPool {
         for (const waiter of site.waiters) this.#fail(waiter, closedError(site.origin))
         for (const conn of site.idle.slice()) this.#close(conn)
       }
-      this.#starving.clear()
-      this.#capQueue.clear()
+      for (const site of this.#starving) this.#dequeue(site)
+      for (const site of this.#capQueue) this.#dequeue(site)
       return Fiber.interruptAll(this.#fibers)
     })
   }
@@ -243,6 +253,16 @@ export class KeyedPool {
     return conn
   }
 
+  #giveBack(conn: Connection, site: OriginPool, reusable: boolean): void {
+    if (!reusable || conn.broken || this.#closed || this.#tooOld(conn)) return this.#drop(conn, site)
+    if (!this.#env.config.persist) {
+      // Only a connection that carried nothing comes back here: it may serve a waiter.
+      return conn.served === 0 && site.waiters.size > 0 ? this.#handOff(conn, site) : this.#drop(conn, site)
+    }
+    if (this.#mustMakeRoom(site)) return this.#drop(conn, site)
+    this.#handOff(conn, site)
+  }
+
   #handOff(conn: Connection, site: OriginPool): void {
     const waiter = first(site.waiters)
     if (waiter !== undefined) return this.#grant(waiter, conn)
@@ -255,12 +275,14 @@ export class KeyedPool {
     this.waiting--
     conn.busy = true
     waiter.granted = conn
+    this.#dequeueIfServed(waiter.site)
     this.#settle(waiter, Effect.succeed(conn))
   }
 
   #fail(waiter: Waiter, error: AgentError): void {
     waiter.site.waiters.delete(waiter)
     this.waiting--
+    this.#dequeueIfServed(waiter.site)
     this.#settle(waiter, Effect.fail(error))
   }
 
@@ -278,12 +300,15 @@ export class KeyedPool {
       return this.putBack(conn)
     }
     if (site.waiters.delete(waiter)) this.waiting--
-    // An opening no request waits for any more stops (and frees its permit).
-    if (site.opening > site.waiters.size) {
+    // Openings no request waits for any more are called off (their permits come back when they end).
+    while (site.openings.size > site.waiters.size) {
       let newest: Fiber.RuntimeFiber<void> | undefined
       for (const fiber of site.openings) newest = fiber
-      newest?.unsafeInterruptAsFork(FiberId.none)
+      site.openings.delete(newest!)
+      site.opening--
+      newest!.unsafeInterruptAsFork(FiberId.none)
     }
+    this.#dequeueIfServed(site)
     this.#forgetIfUnused(site)
   }
 
@@ -326,31 +351,46 @@ export class KeyedPool {
     else this.#capQueue.add(site)
   }
 
+  #dequeue(site: OriginPool): void {
+    site.queued = false
+    this.#starving.delete(site)
+    this.#capQueue.delete(site)
+  }
+
+  /** An origin whose waiters no longer need a new connection leaves the cap queue. */
+  #dequeueIfServed(site: OriginPool): void {
+    if (site.queued && site.waiters.size <= site.opening) this.#dequeue(site)
+  }
+
   /** A permit came free: it goes to the origins waiting at the cap, those with no connection first. */
   #permitFreed(): void {
     while (this.#permitsHeld < this.#maxConnections) {
       const site = first(this.#starving) ?? first(this.#capQueue)
       if (site === undefined) return
-      this.#starving.delete(site)
-      this.#capQueue.delete(site)
-      site.queued = false
+      this.#dequeue(site)
       this.#dispatch(site)
       this.#forgetIfUnused(site)
     }
   }
 
   /**
-   * At the cap, whether a connection its origin releases should rather be
-   * closed to give its permit away: to an origin with no connection at all
-   * when this one has another, or to anyone waiting when this origin has no
-   * request for it. An origin's own waiters keep its connections otherwise:
-   * closing and reopening at every release would churn.
+   * At the cap, whether a connection its origin gives back should rather be
+   * closed to give its permit away: when no request of this origin wants it;
+   * to an origin with no connection at all when this one has another; and
+   * even this origin's last one when that origin has waited longer than this
+   * origin's next request (so no origin starves, whatever the caps). An
+   * origin's own waiters keep its connections otherwise: closing and
+   * reopening at every release would churn.
    */
   #mustMakeRoom(site: OriginPool): boolean {
     if (this.#starving.size === 0 && this.#capQueue.size === 0) return false
+    const next = first(site.waiters)
+    if (next === undefined) return true
     const starving = first(this.#starving)
-    if (starving !== undefined && starving !== site && site.open > 1) return true
-    return site.waiters.size === 0
+    if (starving === undefined || starving === site) return false
+    if (site.open > 1) return true
+    const theirs = first(starving.waiters)
+    return theirs !== undefined && theirs.since < next.since
   }
 
   /** Closes a connection and frees its permit; the caller decides who gets the permit. */
@@ -368,8 +408,9 @@ export class KeyedPool {
     this.open--
     this.#permitsHeld--
     if (site.queued && site.open + site.opening === 0 && this.#capQueue.delete(site)) this.#starving.add(site)
-    // Releases the Semaphore permit and stops the connection's watchdog.
-    this.#fork(Scope.close(scope, Exit.void))
+    // Releases the Semaphore permit and stops the connection's watchdog. Not
+    // tracked: shutdown must not interrupt a scope halfway through closing.
+    this.#env.runFork(Scope.close(scope, Exit.void))
   }
 
   #afterClose(site: OriginPool): void {
@@ -441,8 +482,9 @@ export class KeyedPool {
   }
 
   #opened(site: OriginPool, conn: Connection, scope: Scope.CloseableScope, fiber: Fiber.RuntimeFiber<void> | undefined): void {
-    if (fiber !== undefined) site.openings.delete(fiber)
-    site.opening--
+    // Not in `openings` any more: it was called off, too late to stop the connect.
+    const calledOff = fiber !== undefined && !site.openings.delete(fiber)
+    if (!calledOff) site.opening--
     site.open++
     this.open++
     this.opened++
@@ -452,27 +494,45 @@ export class KeyedPool {
     conn.onIdleBreak = () => {
       if (this.#idle.has(conn)) this.#drop(conn, site)
     }
-    if (this.#closed || !this.#env.config.persist && site.waiters.size === 0) return this.#drop(conn, site)
-    this.#handOff(conn, site)
+    if (calledOff) return this.#drop(conn, site)
+    if (conn.broken && !this.#closed) {
+      // Closed by the server as soon as it was open: a failed connect, or
+      // the waiters would make the pool reconnect forever.
+      this.#close(conn)
+      this.#failWaiters(site, new AgentError({ reason: "Connect", origin: site.origin.key, detail: "closed by the server as soon as it was opened" }))
+      return this.#afterClose(site)
+    }
+    this.#giveBack(conn, site, true)
   }
 
   /**
-   * An opening failed: the requests no other opening or connection will serve
+   * A connect failed: the requests no other opening or connection will serve
    * learn it now (with no connection left, the origin is unreachable for all
    * of them; else the first in line), rather than each trying in turn.
    */
+  #failWaiters(site: OriginPool, error: AgentError): void {
+    let toFail = site.open === 0 ? site.waiters.size - site.opening : 1
+    for (const waiter of site.waiters) {
+      if (toFail-- <= 0) break
+      this.#fail(waiter, error)
+    }
+  }
+
+  /** An opening failed, or was called off. */
   #openFailed(site: OriginPool, exit: Exit.Exit<unknown, AgentError>, fiber: Fiber.RuntimeFiber<void> | undefined): void {
-    if (fiber !== undefined) site.openings.delete(fiber)
-    site.opening--
+    if (fiber === undefined || site.openings.delete(fiber)) site.opening--
     this.#permitsHeld--
-    // Interrupted: nobody waited for it any more, or the Agent is shutting down.
-    if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
-      const error = exit.cause.error
-      let toFail = site.open === 0 ? site.waiters.size - site.opening : 1
-      for (const waiter of site.waiters) {
-        if (toFail-- <= 0) break
-        this.#fail(waiter, error)
-      }
+    // Interrupted only: called off (nobody waits for it), or the Agent is shutting down.
+    if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
+      const failure = Cause.failureOption(exit.cause)
+      // A defect (a connector that threw) fails the waiters too, or the pool would reconnect forever.
+      const error = failure._tag === "Some" ? failure.value : new AgentError({
+        reason: "Connect",
+        origin: site.origin.key,
+        detail: "the connector failed",
+        cause: Cause.squash(exit.cause)
+      })
+      this.#failWaiters(site, error)
     }
     if (this.#closed) return this.#forgetIfUnused(site)
     this.#afterClose(site)

@@ -92,14 +92,17 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
 
 const encoder = new TextEncoder()
 
-/** Checks and serialises a request. @internal */
+/**
+ * Checks and serialises a request: at once, or as an effect for a body that
+ * must be encoded first (FormData). @internal
+ */
 export const prepare = (
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
   persist: boolean
-): Effect.Effect<Prepared, AgentError> => {
+): Prepared | AgentError | Effect.Effect<Prepared, AgentError> => {
   const origin = InternalOrigin.fromUrl(url)
-  if (origin === undefined) return Effect.fail(refuse("", `unsupported URL: ${url.href}`))
+  if (origin === undefined) return refuse("", `unsupported URL: ${url.href}`)
   const headers = stringHeaders(request.headers)
   const method = request.method
   const retryable = Http1.isIdempotentMethod(method) || headers["idempotency-key"] !== undefined
@@ -108,8 +111,8 @@ export const prepare = (
       headers["content-type"] = contentType
     }
     const head = encodeHead(origin, method, url, headers, framing, persist)
-    if (head instanceof AgentError) return Effect.fail(head)
-    return Effect.succeed<Prepared>({ origin, method, head, body, retryable: retryable && body._tag !== "Stream" })
+    if (head instanceof AgentError) return head
+    return { origin, method, head, body, retryable: retryable && body._tag !== "Stream" }
   }
   const bytes = (data: Uint8Array, contentType: string | undefined) =>
     withBody({ _tag: "Bytes", bytes: data }, { _tag: "Length", length: data.length }, contentType)
@@ -124,7 +127,7 @@ export const prepare = (
       if (typeof raw === "string") return bytes(encoder.encode(raw), body.contentType)
       if (raw instanceof Uint8Array) return bytes(raw, body.contentType)
       if (raw instanceof ArrayBuffer) return bytes(new Uint8Array(raw), body.contentType)
-      return Effect.fail(refuse(origin.key, "a Raw body must be a string, Uint8Array or ArrayBuffer"))
+      return refuse(origin.key, "a Raw body must be a string, Uint8Array or ArrayBuffer")
     }
     case "FormData":
       return Effect.flatMap(
@@ -138,7 +141,10 @@ export const prepare = (
           },
           catch: (cause) => refuse(origin.key, "the form data could not be encoded", cause)
         }),
-        ({ data, type }) => bytes(data, type)
+        ({ data, type }) => {
+          const prepared = bytes(data, type)
+          return prepared instanceof AgentError ? Effect.fail(prepared) : Effect.succeed(prepared)
+        }
       )
     case "Stream": {
       const length = body.contentLength

@@ -30,6 +30,12 @@ export const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
   return out
 }
 
+const toArrayBuffer = (bytes: Uint8Array): ArrayBuffer =>
+  bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+    ? bytes.buffer
+    // Uint8Array's slice copies; a Node Buffer's would return a view of the whole socket read.
+    : Uint8Array.prototype.slice.call(bytes).buffer as ArrayBuffer
+
 /**
  * A response read from one of the Agent's connections. Its body is read from
  * the connection on demand; `onBodyDone` runs once the body was read to its end.
@@ -75,8 +81,20 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     return Option.fromNullable(this.connection.remoteAddress)
   }
 
+  /**
+   * The body, when all of it is here already (a small response usually
+   * arrives with its head): then reading it needs no waiting. Taken once, then kept.
+   */
+  #bodyNow(): Uint8Array | undefined {
+    if (this.#bytes !== undefined) return this.#bytes
+    const chunks = this.connection.takeCompleteBody(this.exchange)
+    return chunks === undefined ? undefined : this.#bytes = concat(chunks)
+  }
+
   /** The whole body as bytes, failing with the Agent's own error. Read once, then kept. */
   get bytes(): Effect.Effect<Uint8Array, AgentError> {
+    const now = this.#bodyNow()
+    if (now !== undefined) return this.onBodyDone === Effect.void ? Effect.succeed(now) : Effect.as(this.onBodyDone, now)
     return this.#body ??= Effect.suspend(() => {
       if (this.#bytes !== undefined) return Effect.succeed(this.#bytes)
       return Effect.map(
@@ -91,17 +109,14 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   }
 
   get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpClientError.ResponseError> {
-    return Effect.mapBoth(this.bytes, {
-      onFailure: (e) => this.#decodeError(e),
-      onSuccess: (bytes) =>
-        bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
-          ? bytes.buffer
-          // Uint8Array's slice copies; a Node Buffer's would return a view of the whole socket read.
-          : Uint8Array.prototype.slice.call(bytes).buffer as ArrayBuffer
-    })
+    const now = this.#bodyNow()
+    if (now !== undefined && this.onBodyDone === Effect.void) return Effect.succeed(toArrayBuffer(now))
+    return Effect.mapBoth(this.bytes, { onFailure: (e) => this.#decodeError(e), onSuccess: toArrayBuffer })
   }
 
   get text(): Effect.Effect<string, HttpClientError.ResponseError> {
+    const now = this.#bodyNow()
+    if (now !== undefined && this.onBodyDone === Effect.void) return Effect.succeed(decoder.decode(now))
     return Effect.mapBoth(this.bytes, { onFailure: (e) => this.#decodeError(e), onSuccess: (b) => decoder.decode(b) })
   }
 

@@ -118,6 +118,10 @@ export class MemoryServer {
   /** Connect attempts, and how many of them were interrupted while hanging. */
   connects = 0
   abortedConnects = 0
+  /** I/O turns the Agent took before reusing an idle connection. */
+  yields = 0
+  /** Runs on every accepted connection before the client sees it. */
+  onConnect: ((socket: ServerSocket) => void) | undefined = undefined
 
   constructor(public onRequest: (request: SeenRequest) => void) {}
 
@@ -138,9 +142,13 @@ export class MemoryServer {
         }
         const socket = new ServerSocket(origin, this.sockets.length + 1, this)
         this.sockets.push(socket)
+        this.onConnect?.(socket)
         return Effect.succeed(socket)
       }),
-    yieldToIo: Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+    yieldToIo: Effect.suspend(() => {
+      this.yields++
+      return Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+    })
   })
 }
 
