@@ -7,6 +7,7 @@ import { echoServer } from "../../packages/agent/test/support/MemoryConnector.js
 import { settle, withAgent } from "./harness.js"
 
 describe("interruption during the I/O turn before reusing an idle connection", () => {
+  // Found when the pool was Effect's Pool (names below are from then); kept as a regression test.
   // takePooled: Pool.get succeeded, idle.delete(conn) and conn.busy = true ran,
   // then connector.yieldToIo is interruptible and no checkin finalizer exists
   // yet. The Pool takes the item back, but the connection stays out of the

@@ -8,6 +8,7 @@ import { MemoryServer } from "../../packages/agent/test/support/MemoryConnector.
 import { settle, withAgent } from "./harness.js"
 
 describe("at the global cap, a request waiting in its origin's Pool", () => {
+  // Found when the pool was Effect's Pool (names below are from then); kept as a regression test.
   // a2 waits inside Pool.get on the Pool's availableLatch for the Pool's own
   // fiber, which waits in acquirePermit for a global permit. a1's connection
   // is checked in as idle (owner.waiting > 0) and handed back to the Pool's

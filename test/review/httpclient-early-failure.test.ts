@@ -6,6 +6,7 @@ import { MemoryServer } from "../../packages/agent/test/support/MemoryConnector.
 import { settle, withAgent } from "./harness.js"
 
 describe("HttpClient adapter: a response that failed before the adapter saw it", () => {
+  // Found when the pool was Effect's Pool (names below are from then); kept as a regression test.
   // Head and a malformed chunk arrive in one packet: the exchange fails inside
   // the same parser call, before respond() installs onSettled. The body read
   // then fails, onBodyDone never runs, and InterruptibleResponse unregisters the

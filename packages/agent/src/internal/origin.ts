@@ -4,7 +4,7 @@ import type { Origin } from "../Origin.js"
 
 const defaultPort = (scheme: "http" | "https"): number => scheme === "https" ? 443 : 80
 
-/** Origins are equal when their keys are: they serve as RcMap keys. */
+/** Origins are equal when their keys are, so they work as keys of Effect's HashMap, RcMap and the like. */
 class OriginImpl implements Origin {
   readonly key: string
   readonly hostHeader: string
