@@ -249,6 +249,20 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
+  it.live("with more origins than the global cap, origins take turns of several requests, not a connection each", () => {
+    const server = new MemoryServer((req) => setTimeout(() => req.socket.respond(req.path), 0))
+    return Effect.gen(function*() {
+      const worker = (origin: string) =>
+        Effect.forEach(Array.from({ length: 20 }), (_, i) => get(`http://${origin}.test/${i}`), { discard: true })
+      yield* Effect.all(["a", "a", "b", "b", "c", "c"].map(worker), { concurrency: "unbounded", discard: true })
+      const stats = yield* Agent.stats
+      expect(stats.requests).toBe(120)
+      // A connection per request would be 120; a turn is 8 requests.
+      expect(stats.opened).toBeLessThanOrEqual(120 / 8 + 3)
+      expect(server.sockets.length).toBe(stats.opened)
+    }).pipe(Effect.provide(agentOn(server, { maxConnections: 2, maxConnectionsPerOrigin: 1 })))
+  })
+
   it.effect("persist: false opens a fresh connection per request and closes it", () => {
     const server = echoServer()
     return Effect.gen(function*() {

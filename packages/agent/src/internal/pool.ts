@@ -64,6 +64,14 @@ export interface PoolEnv {
   readonly makeConnection: (origin: Origin, transport: Transport, scope: Scope.Scope) => Connection
 }
 
+/**
+ * Requests an origin's last connection serves before it may be given away to
+ * an origin with none: with more origins than the global cap, each gets turns
+ * rather than a fresh connection per request (measured with the demo: 6
+ * origins, cap 3, 32 in flight: every request on a new connection without it).
+ */
+const lastConnectionTurn = 8
+
 const first = <A>(set: Set<A>): A | undefined => {
   for (const item of set) return item
   return undefined
@@ -259,7 +267,7 @@ export class KeyedPool {
       // Only a connection that carried nothing comes back here: it may serve a waiter.
       return conn.served === 0 && site.waiters.size > 0 ? this.#handOff(conn, site) : this.#drop(conn, site)
     }
-    if (this.#mustMakeRoom(site)) return this.#drop(conn, site)
+    if (this.#mustMakeRoom(conn, site)) return this.#drop(conn, site)
     this.#handOff(conn, site)
   }
 
@@ -382,7 +390,7 @@ export class KeyedPool {
    * origin's own waiters keep its connections otherwise: closing and
    * reopening at every release would churn.
    */
-  #mustMakeRoom(site: OriginPool): boolean {
+  #mustMakeRoom(conn: Connection, site: OriginPool): boolean {
     if (this.#starving.size === 0 && this.#capQueue.size === 0) return false
     const next = first(site.waiters)
     if (next === undefined) return true
@@ -390,7 +398,7 @@ export class KeyedPool {
     if (starving === undefined || starving === site) return false
     if (site.open > 1) return true
     const theirs = first(starving.waiters)
-    return theirs !== undefined && theirs.since < next.since
+    return conn.served >= lastConnectionTurn && theirs !== undefined && theirs.since < next.since
   }
 
   /** Closes a connection and frees its permit; the caller decides who gets the permit. */

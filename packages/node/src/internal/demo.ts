@@ -41,13 +41,24 @@ const startServer = (total: { open: number; maxOpen: number }) => Effect.acquire
     server.on("connection", (socket: net.Socket) => {
       count.accepted++
       count.open++
-      count.maxOpen = Math.max(count.maxOpen, count.open)
       total.open++
-      total.maxOpen = Math.max(total.maxOpen, total.open)
-      socket.on("close", () => {
+      // The peak is read once this poll phase is done: a client that closes a
+      // connection and then opens another (at the global cap) sends FIN before
+      // SYN, but this server may see the new one before the old one's EOF.
+      setImmediate(() => {
+        count.maxOpen = Math.max(count.maxOpen, count.open)
+        total.maxOpen = Math.max(total.maxOpen, total.open)
+      })
+      let gone = false
+      const closed = () => {
+        if (gone) return
+        gone = true
         count.open--
         total.open--
-      })
+      }
+      // The client is done with it at its FIN; "close" comes a phase later.
+      socket.on("end", closed)
+      socket.on("close", closed)
     })
     server.listen(0, "127.0.0.1", () => {
       ;(count as { port: number }).port = (server.address() as net.AddressInfo).port
@@ -119,7 +130,11 @@ export const demo = (options: DemoOptions) =>
     yield* Console.log(`all origins          most open at once ${total.maxOpen} (cap ${options.maxConnections})`)
     const ok = stats.requests === options.requests && total.maxOpen <= options.maxConnections &&
       counts.every((c) => c.maxOpen <= options.maxConnectionsPerOrigin) &&
-      (options.persist ? accepted <= options.origins * options.maxConnectionsPerOrigin : accepted === options.requests)
+      (options.persist
+        // Below the global cap nothing is reopened; at it, origins take turns.
+        ? accepted <= options.origins * options.maxConnectionsPerOrigin ||
+          options.maxConnections < options.origins * options.maxConnectionsPerOrigin
+        : accepted === options.requests)
     yield* Console.log(ok ? "OK: every request served within the caps" : "FAILED: the caps or counts were not kept")
     return ok
   }))
