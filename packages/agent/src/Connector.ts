@@ -7,6 +7,7 @@
  */
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { AgentError } from "./AgentError.js"
 import type { Origin } from "./Origin.js"
 
@@ -69,10 +70,13 @@ export interface ConnectOptions {
  */
 export class Connector extends Context.Tag("@keepalive/agent/Connector")<Connector, {
   /**
-   * Opens a transport; interruption must abort the attempt and free what it
-   * holds. Fails with reason `Connect`.
+   * Opens a transport in the connection's scope: whatever the attempt
+   * creates (a socket) is registered in that scope *before* waiting, so that
+   * an interruption at any moment, even one that lands just as the connect
+   * succeeded, frees it when the Agent closes the scope. Interruption must
+   * abort the attempt. Fails with reason `Connect`.
    */
-  readonly connect: (origin: Origin, options: ConnectOptions) => Effect.Effect<Transport, AgentError>
+  readonly connect: (origin: Origin, options: ConnectOptions) => Effect.Effect<Transport, AgentError, Scope.Scope>
   /**
    * Lets pending I/O events run (a macrotask), so that a FIN, RST or stray
    * bytes that already reached an idle connection are seen before reuse.

@@ -460,12 +460,19 @@ export class KeyedPool {
           })
       })
       : connect
-    // The resource: a permit of the global Semaphore, then the transport. The
-    // connect itself stays interruptible (a request that gives up stops it).
+    // The resource: a permit of the global Semaphore, then the transport.
+    // The connector registers what it creates in the connection's scope
+    // before it waits, so an interrupted connect (a request that gives up,
+    // shutdown) leaves nothing open, whenever the interruption lands.
+    //
+    // The permit is taken uninterruptibly: the accounting above guarantees
+    // one is free or about to be (a connection closing for it), and a take
+    // that resumes just as the fiber is interrupted would lose the permit.
+    //
     const resource = (scope: Scope.Scope, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
-      Effect.flatMap(restore(env.permits.take(1)), () =>
+      Effect.flatMap(env.permits.take(1), () =>
         Effect.flatMap(Scope.addFinalizer(scope, env.permits.release(1)), () =>
-          Effect.flatMap(restore(transport), (t) =>
+          Effect.flatMap(restore(Scope.extend(transport, scope)), (t) =>
             Effect.as(
               Scope.addFinalizer(scope, Effect.sync(() => t.destroy())),
               env.makeConnection(site.origin, t, scope)

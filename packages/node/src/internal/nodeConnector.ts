@@ -2,6 +2,7 @@ import { AgentError } from "@keepalive/agent/AgentError"
 import type { ConnectOptions, Transport, TransportListener } from "@keepalive/agent/Connector"
 import type { Origin } from "@keepalive/agent/Origin"
 import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import type * as NodeConnector from "../NodeConnector.js"
@@ -76,34 +77,46 @@ class SocketTransport implements Transport {
 
 /** @internal */
 export const connect = (options: NodeConnector.Options) =>
-(origin: Origin, connectOptions: ConnectOptions): Effect.Effect<Transport, AgentError> =>
-  Effect.async<Transport, AgentError>((resume) => {
-    const host = origin.host
-    const socket: net.Socket = origin.scheme === "https"
-      ? tls.connect({
-        ...options.tls,
-        host,
-        port: origin.port,
-        servername: connectOptions.servername ?? (net.isIP(host) ? "" : host),
-        ALPNProtocols: ["http/1.1"]
+(origin: Origin, connectOptions: ConnectOptions): Effect.Effect<Transport, AgentError, Scope.Scope> =>
+  Effect.flatMap(
+    // The socket belongs to the connection's scope from the start: however
+    // the wait below ends (even interrupted just as it connected), closing
+    // the scope destroys it.
+    Effect.acquireRelease(
+      Effect.sync((): net.Socket => {
+        const host = origin.host
+        const socket: net.Socket = origin.scheme === "https"
+          ? tls.connect({
+            ...options.tls,
+            host,
+            port: origin.port,
+            servername: connectOptions.servername ?? (net.isIP(host) ? "" : host),
+            ALPNProtocols: ["http/1.1"]
+          })
+          : net.connect({ host, port: origin.port })
+        socket.setNoDelay(true)
+        return socket
+      }),
+      (socket) => Effect.sync(() => socket.destroy())
+    ),
+    (socket) =>
+      Effect.async<Transport, AgentError>((resume) => {
+        const onError = (cause: unknown) => {
+          socket.destroy()
+          resume(Effect.fail(
+            new AgentError({ reason: "Connect", origin: origin.key, detail: String((cause as Error)?.message ?? cause), cause })
+          ))
+        }
+        socket.once("error", onError)
+        socket.once(origin.scheme === "https" ? "secureConnect" : "connect", () => {
+          socket.off("error", onError)
+          resume(Effect.succeed(new SocketTransport(socket)))
+        })
+        return Effect.sync(() => {
+          socket.destroy()
+        })
       })
-      : net.connect({ host, port: origin.port })
-    socket.setNoDelay(true)
-    const onError = (cause: unknown) => {
-      socket.destroy()
-      resume(Effect.fail(
-        new AgentError({ reason: "Connect", origin: origin.key, detail: String((cause as Error)?.message ?? cause), cause })
-      ))
-    }
-    socket.once("error", onError)
-    socket.once(origin.scheme === "https" ? "secureConnect" : "connect", () => {
-      socket.off("error", onError)
-      resume(Effect.succeed(new SocketTransport(socket)))
-    })
-    return Effect.sync(() => {
-      socket.destroy()
-    })
-  })
+  )
 
 /** @internal */
 export const yieldToIo: Effect.Effect<void> = Effect.async<void>((resume) => {
