@@ -22,7 +22,10 @@ describe("origins left idle", () => {
   it.live("100,000 origins visited once leave the heap within 10 MB once they expire", () => {
     const server = new MemoryServer((req) => req.socket.respond("ok"))
     return Effect.gen(function*() {
-      yield* Agent.requestString("http://warm.test/")
+      // Warm up with a few thousand origins, so that code, inline caches and
+      // the pool's maps have their working size before the measurement.
+      for (let i = 0; i < 3000; i++) yield* Agent.requestString(`http://warm-${i}.test/`)
+      server.sockets.length = server.requests.length = server.closedIds.length = 0
       yield* Effect.sleep("200 millis")
       const before = heapMB()
       for (let i = 0; i < 100_000; i++) {
@@ -31,10 +34,10 @@ describe("origins left idle", () => {
       }
       yield* Effect.sleep("400 millis")
       const stats = yield* Agent.stats
-      expect(stats).toMatchObject({ open: 0, idle: 0, busy: 0, waiting: 0, opened: 100_001, requests: 100_001 })
+      expect(stats).toMatchObject({ open: 0, idle: 0, busy: 0, waiting: 0, opened: 103_000, requests: 103_000 })
       const grown = heapMB() - before
       // A record of ~200 bytes kept per origin would be 20 MB.
-      expect(grown).toBeLessThan(10)
+      expect(grown, `the heap grew by ${grown.toFixed(1)} MB`).toBeLessThan(10)
     }).pipe(Effect.provide(Agent.layer({ idleTimeout: "50 millis" }).pipe(Layer.provide(server.layer))))
   }, 120_000)
 })

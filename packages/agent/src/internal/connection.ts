@@ -89,6 +89,8 @@ export class Connection implements TransportListener {
   #phase: Phase = "headers"
   #wakeAt = Infinity
   #watchdogGeneration = 0
+  /** A watchdog fork was handed out and has not run yet. */
+  #forkPending = false
 
   constructor(
     readonly origin: Origin,
@@ -329,10 +331,18 @@ export class Connection implements TransportListener {
     }
     this.#phase = phase
     this.#deadline = this.#timing.clock.unsafeCurrentTimeMillis() + millis
-    if (this.#wakeAt <= this.#deadline) return undefined
+    // A fork effect returned earlier may never have run (its fiber was
+    // interrupted first): then no watchdog exists whatever #wakeAt says.
+    if (this.#wakeAt <= this.#deadline && !this.#forkPending) return undefined
     const generation = ++this.#watchdogGeneration
     this.#wakeAt = this.#deadline
-    return this.#timing.fork(this.#watch(generation))
+    this.#forkPending = true
+    return Effect.zipRight(
+      Effect.sync(() => {
+        this.#forkPending = false
+      }),
+      this.#timing.fork(this.#watch(generation))
+    )
   }
 
   #armFromCallback(phase: Phase, millis: number): void {
