@@ -137,11 +137,6 @@ export class KeyedPool {
     return this.#idle.size
   }
 
-  /** Origins the pool keeps state for (some connection, opening or waiter). */
-  get originCount(): number {
-    return this.#origins.size
-  }
-
   // --- checkout ----------------------------------------------------------------
 
   /** An idle connection of the origin, marked busy, when one is free and no request of the origin waits. */
