@@ -38,14 +38,6 @@ export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig =
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
 const yieldAfterIdleNanos = 1_000_000n
 
-/**
- * A pooled connection turned out closed at checkout: the attempt starts over
- * (it is no retry: nothing was sent).
- */
-class BrokenAtCheckout {
-  readonly _tag = "BrokenAtCheckout"
-}
-const brokenAtCheckout = new BrokenAtCheckout()
 
 /** A response and the effect that gives its connection back (idempotent). @internal */
 export interface Held {
@@ -116,35 +108,6 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const mustYield = (conn: Connection): boolean =>
       conn.served > 0 && clock.unsafeCurrentTimeNanos() - conn.releasedAtNanos >= yieldAfterIdleNanos
 
-    /** Checks a connection taken from the pool before use. Runs uninterruptibly. */
-    const verify = (
-      conn: Connection,
-      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-    ): Effect.Effect<Connection, AgentError | BrokenAtCheckout> => {
-      if (conn.broken) {
-        pool.putBack(conn)
-        // A connection that never carried a request and is already closed:
-        // the server turns us away. Failing (nothing was sent) rather than
-        // trying again keeps a server that always does so from looping us.
-        if (conn.served === 0) {
-          return Effect.fail(
-            new AgentError({ reason: "Connect", origin: conn.origin.key, detail: "closed by the server before the request was sent" })
-          )
-        }
-        return Effect.fail(brokenAtCheckout)
-      }
-      if (!mustYield(conn)) return Effect.succeed(conn)
-      return Effect.flatMap(
-        // Interrupted here, the connection goes back as it came.
-        Effect.onInterrupt(restore(connector.yieldToIo), () => Effect.sync(() => pool.putBack(conn))),
-        () => {
-          if (!conn.broken) return Effect.succeed(conn)
-          pool.putBack(conn)
-          return Effect.fail(brokenAtCheckout)
-        }
-      )
-    }
-
     /**
      * One try. On success `keep` takes charge of the response and of giving
      * its connection back, still inside the uninterruptible region: an
@@ -172,17 +135,33 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             checkin(conn)
             return restore(retryOrFail(request, prepared, retried, exit, keep))
           })
+        // Found closed at checkout: nothing was sent, so the attempt starts
+        // over (no retry) with another connection. A connection that never
+        // carried a request and is already closed means the server turns us
+        // away: failing rather than starting over keeps a server that always
+        // does so from looping us.
+        const broken = (conn: Connection): Effect.Effect<A, AgentError, R> => {
+          pool.putBack(conn)
+          if (conn.served === 0) {
+            return Effect.fail(
+              new AgentError({ reason: "Connect", origin: conn.origin.key, detail: "closed by the server before the request was sent" })
+            )
+          }
+          return restore(attempt(request, prepared, retried, keep))
+        }
+        const checked = (conn: Connection): Effect.Effect<A, AgentError, R> => {
+          if (conn.broken) return broken(conn)
+          if (!mustYield(conn)) return exchange(conn)
+          return Effect.flatMap(
+            // Interrupted here, the connection goes back as it came.
+            Effect.onInterrupt(restore(connector.yieldToIo), () => Effect.sync(() => pool.putBack(conn))),
+            () => conn.broken ? broken(conn) : exchange(conn)
+          )
+        }
         // The common case: an idle connection, used within the last millisecond.
         const idle = pool.takeIdle(prepared.origin)
-        if (idle !== undefined && !idle.broken && !mustYield(idle)) return exchange(idle)
-        const checkedOut = idle !== undefined
-          ? verify(idle, restore)
-          : Effect.flatMap(pool.wait(prepared.origin, restore), (conn) => verify(conn, restore))
-        return Effect.flatMap(Effect.either(checkedOut), (result) => {
-          if (result._tag === "Right") return exchange(result.right)
-          if (result.left instanceof BrokenAtCheckout) return restore(attempt(request, prepared, retried, keep))
-          return Effect.fail(result.left)
-        })
+        if (idle !== undefined) return checked(idle)
+        return Effect.flatMap(pool.wait(prepared.origin, restore), checked)
       })
 
     const retryOrFail = <A, R>(
