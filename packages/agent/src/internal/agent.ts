@@ -38,7 +38,6 @@ export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig =
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
 const yieldAfterIdleNanos = 1_000_000n
 
-
 /** A response and the effect that gives its connection back (idempotent). @internal */
 export interface Held {
   readonly response: AgentResponse
@@ -71,6 +70,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const clock = yield* Effect.clock
     const millisOrInfinity = (d: Duration.Duration) => Duration.isFinite(d) ? Duration.toMillis(d) : Infinity
     const parserOptions = { maxHeaderSize: config.maxHeaderSize, maxHeaderCount: config.maxHeaderCount }
+    // The configured idle timeout; a server's Keep-Alive hint may shorten it per connection.
+    const idleMillis = Duration.toMillis(config.idleTimeout)
     const timing = (scope: Scope.Scope) => ({
       clock,
       headersMillis: millisOrInfinity(config.headersTimeout),
@@ -87,15 +88,14 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runFork,
       makeConnection: (origin, transport, scope) =>
-        new Connection(origin, transport, Duration.toMillis(config.idleTimeout), parserOptions, timing(scope))
+        new Connection(origin, transport, idleMillis, parserOptions, timing(scope))
     })
     const counters = { reused: 0, requests: 0 }
-    let closed = false
 
     /** Ends an exchange: the connection goes back to the pool, or is closed when not reusable. */
     const checkin = (conn: Connection): void => {
       const complete = conn.responseComplete
-      const reusable = conn.finish(pool.idleMillis)
+      const reusable = conn.finish(idleMillis)
       if (complete) counters.requests++
       pool.release(conn, reusable)
     }
@@ -188,7 +188,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       keep: (held: Held) => Effect.Effect<A, never, R>
     ): Effect.Effect<A, AgentError, R> =>
       Effect.suspend(() => {
-        if (closed) {
+        if (pool.closed) {
           return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
         }
         const prepared = Request.prepare(request, url, config.persist)
@@ -210,12 +210,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     }
 
     // Runs first when the Agent's scope closes: then the connections' scopes close.
-    yield* Effect.addFinalizer(() =>
-      Effect.suspend(() => {
-        closed = true
-        return pool.shutdown()
-      })
-    )
+    yield* Effect.addFinalizer(() => pool.shutdown())
 
     const stats = Effect.sync((): Agent.Stats => ({
       open: pool.open,
@@ -229,7 +224,6 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
 
     return { config, request, stats, execute } satisfies InternalService
   })
-
 
 const textDecoder = new TextDecoder()
 

@@ -442,11 +442,8 @@ export class Connection implements TransportListener {
     return Effect.suspend(() => {
       const ready = (): Effect.Effect<Array<Uint8Array>, AgentError> | undefined => {
         if (ex.failure !== undefined) return Effect.fail(ex.failure)
-        if (!ex.complete) return undefined
-        const chunks = ex.chunks
-        ex.chunks = []
-        ex.buffered = 0
-        return Effect.succeed(chunks)
+        const chunks = this.takeCompleteBody(ex)
+        return chunks === undefined ? undefined : Effect.succeed(chunks)
       }
       const now = ready()
       if (now !== undefined) return now

@@ -100,7 +100,6 @@ export class KeyedPool {
   readonly #env: PoolEnv
   readonly #maxPerOrigin: number
   readonly #maxConnections: number
-  readonly #idleMillis: number
   readonly #maxAgeMillis: number
   readonly #origins = new Map<string, OriginPool>()
   /** Every idle connection, least recently used first (a Map iterates in insertion order). */
@@ -126,7 +125,6 @@ export class KeyedPool {
     this.#env = env
     this.#maxPerOrigin = env.config.maxConnectionsPerOrigin
     this.#maxConnections = env.config.maxConnections
-    this.#idleMillis = Duration.toMillis(env.config.idleTimeout)
     this.#maxAgeMillis = Duration.isFinite(env.config.maxConnectionAge)
       ? Duration.toMillis(env.config.maxConnectionAge)
       : Infinity
@@ -190,7 +188,9 @@ export class KeyedPool {
    * its permit is owed to another origin at the cap.
    */
   release(conn: Connection, reusable: boolean): void {
-    // In use until now: a waiter it is handed to needs no I/O turn first.
+    // In use until now: whoever takes it next within a millisecond needs no
+    // I/O turn first. (One put back unused keeps its time: its turn may
+    // have been cut short.)
     conn.releasedAtNanos = this.#env.clock.unsafeCurrentTimeNanos()
     this.#giveBack(conn, conn.site!, reusable)
   }
@@ -463,7 +463,6 @@ export class KeyedPool {
     // The permit is taken uninterruptibly: the accounting above guarantees
     // one is free or about to be (a connection closing for it), and a take
     // that resumes just as the fiber is interrupted would lose the permit.
-    //
     const resource = (scope: Scope.Scope, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
       Effect.flatMap(env.permits.take(1), () =>
         Effect.flatMap(Scope.addFinalizer(scope, env.permits.release(1)), () =>
@@ -554,9 +553,7 @@ export class KeyedPool {
   // deadline and re-arms itself if the connection was used meanwhile. A
   // deadline earlier than the one it sleeps towards starts a new generation.
   #markIdle(conn: Connection, site: OriginPool): void {
-    const clock = this.#env.clock
-    conn.idleSince = clock.unsafeCurrentTimeMillis()
-    conn.releasedAtNanos = clock.unsafeCurrentTimeNanos()
+    conn.idleSince = this.#env.clock.unsafeCurrentTimeMillis()
     site.idle.push(conn)
     this.#idle.set(conn, site)
     const deadline = conn.idleSince + conn.idleTimeoutMillis
@@ -585,9 +582,9 @@ export class KeyedPool {
     })
   }
 
-  /** The configured idle timeout in milliseconds (a server's hint may shorten it per connection). */
-  get idleMillis(): number {
-    return this.#idleMillis
+  /** True once shut down. */
+  get closed(): boolean {
+    return this.#closed
   }
 }
 
