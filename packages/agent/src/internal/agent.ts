@@ -12,7 +12,7 @@ import { Connector } from "../Connector.js"
 import { Connection } from "./connection.js"
 import { KeyedPool } from "./pool.js"
 import * as Request from "./request.js"
-import { AgentResponse } from "./response.js"
+import { AgentResponse, decode } from "./response.js"
 
 /** @internal */
 export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig => {
@@ -38,10 +38,13 @@ export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig =
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
 const yieldAfterIdleNanos = 1_000_000n
 
-/** A response and the effect that gives its connection back (idempotent). @internal */
+/**
+ * A response and what gives its connection back: synchronous and idempotent,
+ * so that it can run from a transport callback without a fiber. @internal
+ */
 export interface Held {
   readonly response: AgentResponse
-  readonly release: Effect.Effect<void>
+  readonly release: () => void
 }
 
 /** The service with the entry point the HttpClient adapter uses. @internal */
@@ -125,11 +128,11 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
             if (Exit.isSuccess(exit)) {
               if (conn.served > 0) counters.reused++
               let released = false
-              const release = Effect.sync(() => {
+              const release = () => {
                 if (released) return
                 released = true
                 checkin(conn)
-              })
+              }
               return keep({ response: new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release })
             }
             checkin(conn)
@@ -200,7 +203,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     // The connection is held until the caller's scope closes. Scope.addFinalizer,
     // not Effect.addFinalizer: the latter diffs and patches all FiberRefs (~10 µs).
     const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> =>
-      Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, held.release), held.response))
+      Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), held.response))
 
     const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => {
       // Resolving the URL is pure: done now; execute defers the rest.
@@ -225,10 +228,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     return { config, request, stats, execute } satisfies InternalService
   })
 
-const textDecoder = new TextDecoder()
-
 /** The body as text, failing with the Agent's own error. @internal */
 export const bodyText = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<string, AgentError> =>
   response instanceof AgentResponse
-    ? Effect.map(response.bytes, (bytes) => textDecoder.decode(bytes))
+    ? Effect.map(response.bytes, decode)
     : Effect.orDie(response.text)

@@ -3,7 +3,6 @@ import * as HttpClientError from "@effect/platform/HttpClientError"
 import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
@@ -23,20 +22,17 @@ const respond = (held: Held): Effect.Effect<AgentResponse> => {
   if (response.exchange.settled) {
     // The whole response (or its failure) is here already: keep its bytes and
     // free the connection now rather than when the caller reads the body.
-    return Effect.as(Effect.zipRight(Effect.ignore(response.bytes), release), response)
+    return Effect.as(Effect.zipRight(Effect.ignore(response.bytes), Effect.sync(release)), response)
   }
-  response.onBodyDone = release
-  return Effect.map(Effect.runtime<never>(), (runtime) => {
-    const runRelease = () => void Runtime.runFork(runtime)(release)
-    // Unless the caller streams it, the body is buffered as it arrives:
-    // once complete, the connection is free for others even if nobody
-    // reads the response (a caller that only looks at the status).
-    response.exchange.onSettled = () => {
-      if (!response.exchange.streaming) runRelease()
-    }
-    response.onAbort = runRelease
-    return response
-  })
+  response.onBodyDone = Effect.sync(release)
+  // Unless the caller streams it, the body is buffered as it arrives: once
+  // complete, the connection is free for others even if nobody reads the
+  // response (a caller that only looks at the status).
+  response.exchange.onSettled = () => {
+    if (!response.exchange.streaming) release()
+  }
+  response.onAbort = release
+  return Effect.succeed(response)
 }
 
 /** @internal */
@@ -50,7 +46,10 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
             Effect.exit(restore(Scope.extend(agent.request(request), scope))),
             (exit) =>
               Exit.isSuccess(exit)
-                ? respond({ response: exit.value as AgentResponse, release: Scope.close(scope, Exit.void) })
+                ? respond({
+                  response: exit.value as AgentResponse,
+                  release: () => void Effect.runFork(Scope.close(scope, Exit.void))
+                })
                 : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
           ))
       )

@@ -15,6 +15,8 @@ import type { ResponseHead } from "../Http1.js"
 import type { Connection, Exchange } from "./connection.js"
 
 const decoder = new TextDecoder()
+/** UTF-8 text of a body. @internal */
+export const decode = (bytes: Uint8Array): string => decoder.decode(bytes)
 
 /** Joins chunks without copying when there is only one. @internal */
 export const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
@@ -108,16 +110,19 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     return new HttpClientError.ResponseError({ request: this.request, response: this, reason: "Decode", cause })
   }
 
-  get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpClientError.ResponseError> {
+  /** The body turned into `A`: at once when it is all here and nothing waits for its end. */
+  #readBody<A>(f: (bytes: Uint8Array) => A): Effect.Effect<A, HttpClientError.ResponseError> {
     const now = this.#bodyNow()
-    if (now !== undefined && this.onBodyDone === Effect.void) return Effect.succeed(toArrayBuffer(now))
-    return Effect.mapBoth(this.bytes, { onFailure: (e) => this.#decodeError(e), onSuccess: toArrayBuffer })
+    if (now !== undefined && this.onBodyDone === Effect.void) return Effect.succeed(f(now))
+    return Effect.mapBoth(this.bytes, { onFailure: (e) => this.#decodeError(e), onSuccess: f })
+  }
+
+  get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpClientError.ResponseError> {
+    return this.#readBody(toArrayBuffer)
   }
 
   get text(): Effect.Effect<string, HttpClientError.ResponseError> {
-    const now = this.#bodyNow()
-    if (now !== undefined && this.onBodyDone === Effect.void) return Effect.succeed(decoder.decode(now))
-    return Effect.mapBoth(this.bytes, { onFailure: (e) => this.#decodeError(e), onSuccess: (b) => decoder.decode(b) })
+    return this.#readBody(decode)
   }
 
   get json(): Effect.Effect<unknown, HttpClientError.ResponseError> {
