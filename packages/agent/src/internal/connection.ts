@@ -355,25 +355,23 @@ export class Connection implements TransportListener {
       if (generation !== this.#watchdogGeneration) return Effect.void
       const ex = this.#exchange
       const now = this.#timing.clock.unsafeCurrentTimeMillis()
-      if (this.#deadline === Infinity || ex === undefined || this.closed) {
-        // Nothing to watch: sleep on until the time it was started for, so
-        // that the next exchange finds a watchdog instead of forking one (a
-        // forked fiber starts after a fast response has already completed).
-        if (!this.closed && this.#wakeAt !== Infinity && this.#wakeAt > now) {
-          return Effect.zipRight(Effect.sleep(Duration.millis(this.#wakeAt - now)), this.#watch(generation))
-        }
-        this.#wakeAt = Infinity
-        return Effect.void
-      }
-      const remaining = this.#deadline - now
-      if (remaining <= 0) {
+      const watching = this.#deadline !== Infinity && ex !== undefined && !this.closed
+      if (watching && this.#deadline <= now) {
         this.#wakeAt = Infinity
         const phase = this.#phase
         this.#fail(ex, "Timeout", `no ${phase === "headers" ? "response head" : "body bytes"} within the timeout`, undefined, phase)
         return Effect.void
       }
-      this.#wakeAt = this.#deadline
-      return Effect.zipRight(Effect.sleep(Duration.millis(remaining)), this.#watch(generation))
+      // With nothing to watch it sleeps on until the time it was started for,
+      // so that the next exchange finds a watchdog instead of forking one (a
+      // forked fiber starts after a fast response has already completed).
+      const until = watching ? this.#deadline : this.#wakeAt
+      if (this.closed || until === Infinity || until <= now) {
+        this.#wakeAt = Infinity
+        return Effect.void
+      }
+      this.#wakeAt = until
+      return Effect.zipRight(Effect.sleep(Duration.millis(until - now)), this.#watch(generation))
     })
   }
 
