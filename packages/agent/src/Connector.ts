@@ -19,7 +19,10 @@ import type { Origin } from "./Origin.js"
  * @category models
  */
 export interface TransportListener {
-  /** Bytes arrived; the array is owned by the receiver from now on. */
+  /**
+   * Bytes arrived, lent for the duration of the call: the receiver copies
+   * what it keeps, since a transport may read its next bytes into the same array.
+   */
   onData(chunk: Uint8Array): void
   /** The peer will send no more bytes (FIN). */
   onEnd(): void

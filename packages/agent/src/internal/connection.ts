@@ -115,14 +115,17 @@ export class Connection implements TransportListener {
   onHead(head: ResponseHead): void {
     const ex = this.#exchange!
     ex.head = head
+    const length = head.contentLength
+    // A body of known size that a stream would buffer anyway goes into one
+    // array: one allocation, and the bytes a reader gets need no joining.
+    if (length !== undefined && length > 0 && length <= highWaterMark) ex.body = new Uint8Array(length)
     this.#armFromCallback("body", this.#timing.bodyMillis)
     ex.wake()
   }
 
   onBody(chunk: Uint8Array): void {
     const ex = this.#exchange!
-    ex.chunks.push(chunk)
-    ex.buffered += chunk.length
+    ex.append(chunk)
     if (ex.streaming && ex.buffered > highWaterMark && !this.#paused) {
       // Paused by us: silence from the server is not its fault.
       this.#paused = true
@@ -399,10 +402,8 @@ export class Connection implements TransportListener {
     return Effect.suspend(() => {
       ex.streaming = true
       const take = (): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> | undefined => {
-        if (ex.chunks.length > 0) {
-          const chunks = ex.chunks
-          ex.chunks = []
-          ex.buffered = 0
+        if (ex.buffered > 0) {
+          const chunks = ex.take()
           if (this.#paused) {
             this.#paused = false
             this.#transport.resume()
@@ -426,10 +427,7 @@ export class Connection implements TransportListener {
   /** The whole body, taken from the exchange, when it is all here already. */
   takeCompleteBody(ex: Exchange): Array<Uint8Array> | undefined {
     if (!ex.complete || ex.failure !== undefined) return undefined
-    const chunks = ex.chunks
-    ex.chunks = []
-    ex.buffered = 0
-    return chunks
+    return ex.take()
   }
 
   /**
@@ -500,8 +498,13 @@ export class Connection implements TransportListener {
 /** What one request/response exchange has seen so far. @internal */
 export class Exchange {
   head: ResponseHead | undefined = undefined
-  chunks: Array<Uint8Array> = []
+  /** Body bytes received and not yet taken by a reader. */
   buffered = 0
+  /** The body's one array, when its size is known and small enough (see `onHead`); else bytes go to `#chunks`. */
+  body: Uint8Array | undefined = undefined
+  #filled = 0
+  #taken = 0
+  #chunks: Array<Uint8Array> = []
   complete = false
   failure: AgentError | undefined = undefined
   receivedAny = false
@@ -520,6 +523,35 @@ export class Exchange {
   constructor(readonly reused: boolean) {}
   wake(): void {
     if (this.waiter !== undefined) this.waiter()
+  }
+  /**
+   * Keeps a copy of body bytes: a transport lends its bytes only for the
+   * duration of `onData` (the Node connector reads every socket into one buffer).
+   */
+  append(chunk: Uint8Array): void {
+    const body = this.body
+    if (body !== undefined) {
+      body.set(chunk, this.#filled)
+      this.#filled += chunk.length
+    } else {
+      // Uint8Array's slice copies; a Node Buffer's would be a view of the lent bytes.
+      this.#chunks.push(Uint8Array.prototype.slice.call(chunk))
+    }
+    this.buffered += chunk.length
+  }
+  /** The body bytes buffered so far, now the reader's: no array is written to after it was handed out. */
+  take(): Array<Uint8Array> {
+    this.buffered = 0
+    const body = this.body
+    if (body === undefined) {
+      const chunks = this.#chunks
+      this.#chunks = []
+      return chunks
+    }
+    const from = this.#taken
+    if (from === this.#filled) return []
+    this.#taken = this.#filled
+    return [from === 0 && this.#filled === body.length ? body : body.subarray(from, this.#filled)]
   }
   settle(): void {
     const onSettled = this.onSettled

@@ -63,11 +63,18 @@ export class ServerSocket implements Transport {
       else run(this.listener)
     })
   }
-  /** Sends raw response bytes. */
+  /**
+   * Sends raw response bytes. Like the Node connector, it only lends them:
+   * once \`onData\` returns they are overwritten, so a client that keeps a
+   * view instead of a copy reads garbage.
+   */
   send(text: string): void {
     if (this.destroyed) return
     const bytes = encoder.encode(text)
-    this.#deliver((l) => l.onData(bytes))
+    this.#deliver((l) => {
+      l.onData(bytes)
+      bytes.fill(0x23) // "#"
+    })
   }
   /** Sends a complete 200 response with the body. */
   respond(body: string, headers: Record<string, string> = {}): void {
