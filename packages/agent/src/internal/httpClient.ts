@@ -22,7 +22,9 @@ const respond = (held: Held): Effect.Effect<AgentResponse> => {
   if (response.exchange.settled) {
     // The whole response (or its failure) is here already: keep its bytes and
     // free the connection now rather than when the caller reads the body.
-    return Effect.as(Effect.zipRight(Effect.ignore(response.bytes), Effect.sync(release)), response)
+    response.keepBody()
+    release()
+    return Effect.succeed(response)
   }
   response.onBodyDone = Effect.sync(release)
   // Unless the caller streams it, the body is buffered as it arrives: once

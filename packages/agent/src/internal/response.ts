@@ -93,6 +93,14 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     return chunks === undefined ? undefined : this.#bytes = concat(chunks)
   }
 
+  /**
+   * Takes the body from the connection when all of it is here, so that it
+   * stays readable once the connection moved on (a failure stays with the exchange).
+   */
+  keepBody(): void {
+    this.#bodyNow()
+  }
+
   /** The whole body as bytes, failing with the Agent's own error. Read once, then kept. */
   get bytes(): Effect.Effect<Uint8Array, AgentError> {
     const now = this.#bodyNow()
