@@ -3,7 +3,9 @@
  * an in-memory transport that answers every request at once (a microtask
  * later). `pnpm --filter @keepalive/bench memory` prints microseconds per
  * request for `Agent.request` and for the HttpClient adapter, one in flight
- * and 16 in flight over 2 connections. Run it compiled (the script does).
+ * and 16 in flight over 2 connections; then a body read through
+ * `response.stream`, next to the cost of running a one-chunk Effect Stream
+ * with no Agent at all (the floor of scenario e). Run it compiled (the script does).
  */
 import { Agent, AgentHttpClient, Connector } from "@keepalive/agent"
 import type { Transport, TransportListener } from "@keepalive/agent/Connector"
@@ -11,6 +13,7 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 
 const response = new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\nhello, world\n")
 
@@ -52,6 +55,13 @@ const viaAgent = Agent.request(HttpClientRequest.get(url)).pipe(
   Effect.scoped
 )
 const viaHttpClient = HttpClient.get(url).pipe(Effect.flatMap((r) => r.arrayBuffer), Effect.scoped)
+const viaAgentStream = Agent.request(HttpClientRequest.get(url)).pipe(
+  Effect.flatMap((r) => Stream.runFold(r.stream, 0, (size, chunk) => size + chunk.byteLength)),
+  Effect.scoped
+)
+// The floor of any streamed body in Effect 3: running a one-chunk Stream, no Agent at all.
+const oneChunk = new Uint8Array(13)
+const streamAlone = Effect.suspend(() => Stream.runFold(Stream.make(oneChunk), 0, (size, chunk) => size + chunk.byteLength))
 
 const measure = <E, R>(name: string, once: Effect.Effect<unknown, E, R>, inFlight: number, total: number) =>
   Effect.gen(function*() {
@@ -78,6 +88,8 @@ const program = Effect.gen(function*() {
   yield* measure("Agent.request, 16 in flight", viaAgent, 16, total)
   yield* measure("HttpClient, 1 in flight", viaHttpClient, 1, total)
   yield* measure("HttpClient, 16 in flight", viaHttpClient, 16, total)
+  yield* measure("Agent.request, body via Stream", viaAgentStream, 16, total / 5)
+  yield* measure("Stream.runFold of Stream.make(x)", streamAlone, 16, total / 5)
 })
 
 Effect.runPromise(Effect.provide(program, ClientLive)).catch((error) => {
