@@ -101,6 +101,7 @@ export class KeyedPool {
   readonly #maxPerOrigin: number
   readonly #maxConnections: number
   readonly #maxAgeMillis: number
+  readonly #connectMillis: number
   readonly #origins = new Map<string, OriginPool>()
   /** Every idle connection, least recently used first (a Map iterates in insertion order). */
   readonly #idle = new Map<Connection, OriginPool>()
@@ -110,6 +111,15 @@ export class KeyedPool {
   readonly #capQueue = new Set<OriginPool>()
   /** Idle timers and openings: interrupted when the pool shuts down. */
   readonly #fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  /**
+   * Openings under way with their connect deadline (Clock millis), oldest
+   * first: one timer fiber watches them all. (`Effect.timeoutFail` per
+   * connect raced two more fibers for every connection opened.)
+   */
+  readonly #connecting = new Map<Fiber.RuntimeFiber<void>, number>()
+  /** Openings the timer interrupted: for them an interruption is a connect timeout. */
+  readonly #timedOut = new Set<Fiber.RuntimeFiber<void>>()
+  #connectTimerRunning = false
   #permitsHeld = 0
   #closed = false
   #arrivals = 0
@@ -125,6 +135,9 @@ export class KeyedPool {
     this.#env = env
     this.#maxPerOrigin = env.config.maxConnectionsPerOrigin
     this.#maxConnections = env.config.maxConnections
+    this.#connectMillis = Duration.isFinite(env.config.connectTimeout)
+      ? Duration.toMillis(env.config.connectTimeout)
+      : Infinity
     this.#maxAgeMillis = Duration.isFinite(env.config.maxConnectionAge)
       ? Duration.toMillis(env.config.maxConnectionAge)
       : Infinity
@@ -308,6 +321,7 @@ export class KeyedPool {
       let newest: Fiber.RuntimeFiber<void> | undefined
       for (const fiber of site.openings) newest = fiber
       site.openings.delete(newest!)
+      this.#connecting.delete(newest!)
       site.opening--
       newest!.unsafeInterruptAsFork(FiberId.none)
     }
@@ -441,20 +455,7 @@ export class KeyedPool {
   #openFor(site: OriginPool): void {
     site.opening++
     const env = this.#env
-    const connect = env.connector.connect(site.origin, {})
-    const timeout = env.config.connectTimeout
-    const transport = Duration.isFinite(timeout)
-      ? Effect.timeoutFail(connect, {
-        duration: timeout,
-        onTimeout: () =>
-          new AgentError({
-            reason: "Timeout",
-            phase: "connect",
-            origin: site.origin.key,
-            detail: `not connected within ${Duration.format(timeout)}`
-          })
-      })
-      : connect
+    const transport = env.connector.connect(site.origin, {})
     // The resource: a permit of the global Semaphore, then the transport.
     // The connector registers what it creates in the connection's scope
     // before it waits, so an interrupted connect (a request that gives up,
@@ -487,13 +488,45 @@ export class KeyedPool {
           }))
       )
     )
-    if (fiber.unsafePoll() === null) site.openings.add(fiber)
+    if (fiber.unsafePoll() !== null) return
+    site.openings.add(fiber)
+    if (this.#connectMillis === Infinity) return
+    this.#connecting.set(fiber, this.#env.clock.unsafeCurrentTimeMillis() + this.#connectMillis)
+    if (!this.#connectTimerRunning) {
+      this.#connectTimerRunning = true
+      this.#fork(this.#watchConnects())
+    }
+  }
+
+  /**
+   * Interrupts the openings past their deadline, then sleeps until the next
+   * one. The deadlines come in the order the openings started (one timeout
+   * for all), so only the first needs a look.
+   */
+  #watchConnects(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const now = this.#env.clock.unsafeCurrentTimeMillis()
+      for (const [fiber, deadline] of this.#connecting) {
+        if (deadline > now) return Effect.zipRight(Effect.sleep(Duration.millis(deadline - now)), this.#watchConnects())
+        this.#connecting.delete(fiber)
+        this.#timedOut.add(fiber)
+        // Lands once the connect is under way (the permit is taken uninterruptibly).
+        fiber.unsafeInterruptAsFork(FiberId.none)
+      }
+      this.#connectTimerRunning = false
+      return Effect.void
+    })
   }
 
   #opened(site: OriginPool, conn: Connection, scope: Scope.CloseableScope, fiber: Fiber.RuntimeFiber<void> | undefined): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
     const calledOff = fiber !== undefined && !site.openings.delete(fiber)
     if (!calledOff) site.opening--
+    if (fiber !== undefined) {
+      // Connected before the timer's interruption could land: the connection counts.
+      this.#connecting.delete(fiber)
+      this.#timedOut.delete(fiber)
+    }
     site.open++
     this.open++
     this.opened++
@@ -531,8 +564,20 @@ export class KeyedPool {
   #openFailed(site: OriginPool, exit: Exit.Exit<unknown, AgentError>, fiber: Fiber.RuntimeFiber<void> | undefined): void {
     if (fiber === undefined || site.openings.delete(fiber)) site.opening--
     this.#permitsHeld--
-    // Interrupted only: called off (nobody waits for it), or the Agent is shutting down.
-    if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
+    const timedOut = fiber !== undefined && this.#timedOut.delete(fiber)
+    if (fiber !== undefined) this.#connecting.delete(fiber)
+    if (timedOut && !this.#closed) {
+      this.#failWaiters(
+        site,
+        new AgentError({
+          reason: "Timeout",
+          phase: "connect",
+          origin: site.origin.key,
+          detail: `not connected within ${Duration.format(this.#env.config.connectTimeout)}`
+        })
+      )
+    } else if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
+      // Interrupted only: called off (nobody waits for it), or the Agent is shutting down.
       const failure = Cause.failureOption(exit.cause)
       // A defect (a connector that threw) fails the waiters too, or the pool would reconnect forever.
       const error = failure._tag === "Some" ? failure.value : new AgentError({
