@@ -325,6 +325,37 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server, { connectTimeout: "3 seconds", maxConnections: 1 })))
   })
 
+  it.effect("one timer serves every opening: each connect times out at its own deadline, a connect that succeeds is left alone", () => {
+    const server = echoServer()
+    server.hang = true
+    const timedOut = (exit: Exit.Exit<string, unknown>) =>
+      Exit.isFailure(exit) && exit.cause._tag === "Fail" && (exit.cause.error as { reason: string; phase: string })
+    return Effect.gen(function*() {
+      const a = yield* Effect.fork(Effect.exit(get("http://a.test/")))
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      const b = yield* Effect.fork(Effect.exit(get("http://b.test/")))
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      server.hang = false
+      const c = yield* Effect.fork(Effect.exit(get("http://c.test/")))
+      yield* settle
+      expect(yield* Fiber.join(c)).toEqual(Exit.succeed("GET /"))
+      // t = 3 s: a's deadline only.
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      expect(timedOut(yield* Fiber.join(a))).toMatchObject({ reason: "Timeout", phase: "connect" })
+      expect(b.unsafePoll()).toBe(null)
+      // t = 4 s: b's, after the timer slept again.
+      yield* TestClock.adjust("1 second")
+      expect(timedOut(yield* Fiber.join(b))).toMatchObject({ reason: "Timeout", phase: "connect" })
+      // t = 5.5 s: past the deadline c's connect had; its connection is still good.
+      yield* TestClock.adjust("1500 millis")
+      expect(yield* get("http://c.test/")).toBe("GET /")
+      expect(yield* Agent.stats).toMatchObject({ open: 1, opened: 1, reused: 1, waiting: 0 })
+    }).pipe(Effect.provide(agentOn(server, { connectTimeout: "3 seconds", idleTimeout: "30 seconds" })))
+  })
+
   it.effect("bodyTimeout cuts off a server that stalls mid-body", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
     return Effect.gen(function*() {
