@@ -274,6 +274,47 @@ describe("connection reuse", () => {
     }).pipe(Effect.provide(NodeAgent.layer())), timeout)
 })
 
+describe("backpressure", () => {
+  it.scopedLive("a stream read slowly stops the socket being read: the server blocks, and every byte arrives in order", () =>
+    Effect.gen(function*() {
+      // Far more than the kernel's socket buffers hold, so a client that
+      // keeps reading while its caller sleeps lets the server finish.
+      const total = 48 * 1024 * 1024
+      const piece = Buffer.alloc(64 * 1024)
+      for (let i = 0; i < piece.length; i++) piece[i] = i % 251
+      let written = 0
+      const server = yield* nodeServer((_req, res) => {
+        res.writeHead(200, { "content-type": "application/octet-stream" })
+        const pump = () => {
+          while (written < total) {
+            written += piece.length
+            if (!res.write(piece)) return void res.once("drain", pump)
+          }
+          res.end()
+        }
+        pump()
+      })
+      const response = yield* Agent.request(HttpClientRequest.get(`${server.origin}/`))
+      let received = 0
+      let intact = true
+      let writtenWhenResumed = -1
+      yield* Stream.runForEach(response.stream, (chunk) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < chunk.length; i++) {
+            if (chunk[i] !== ((received + i) % (64 * 1024)) % 251) intact = false
+          }
+          received += chunk.length
+          if (writtenWhenResumed === -1) {
+            yield* Effect.sleep("300 millis")
+            writtenWhenResumed = written
+          }
+        }))
+      expect({ received, intact }).toEqual({ received: total, intact: true })
+      // Paused at 256 KiB buffered, the client left the rest in the kernel and the server waited.
+      expect(writtenWhenResumed).toBeLessThan(total / 2)
+    }).pipe(Effect.provide(NodeAgent.layer())), timeout)
+})
+
 describe("connections that must not be reused", () => {
   it.scopedLive("a close-delimited body is read whole and its connection is not reused", () =>
     Effect.gen(function*() {
