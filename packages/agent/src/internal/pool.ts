@@ -518,15 +518,19 @@ export class KeyedPool {
     })
   }
 
+  /** An opening ended, connected or not: off the timer's list. True when the timer stopped it. */
+  #openingEnded(fiber: Fiber.RuntimeFiber<void> | undefined): boolean {
+    if (fiber === undefined) return false
+    this.#connecting.delete(fiber)
+    return this.#timedOut.delete(fiber)
+  }
+
   #opened(site: OriginPool, conn: Connection, scope: Scope.CloseableScope, fiber: Fiber.RuntimeFiber<void> | undefined): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
     const calledOff = fiber !== undefined && !site.openings.delete(fiber)
     if (!calledOff) site.opening--
-    if (fiber !== undefined) {
-      // Connected before the timer's interruption could land: the connection counts.
-      this.#connecting.delete(fiber)
-      this.#timedOut.delete(fiber)
-    }
+    // Connected before the timer's interruption could land: the connection counts.
+    this.#openingEnded(fiber)
     site.open++
     this.open++
     this.opened++
@@ -564,9 +568,7 @@ export class KeyedPool {
   #openFailed(site: OriginPool, exit: Exit.Exit<unknown, AgentError>, fiber: Fiber.RuntimeFiber<void> | undefined): void {
     if (fiber === undefined || site.openings.delete(fiber)) site.opening--
     this.#permitsHeld--
-    const timedOut = fiber !== undefined && this.#timedOut.delete(fiber)
-    if (fiber !== undefined) this.#connecting.delete(fiber)
-    if (timedOut && !this.#closed) {
+    if (this.#openingEnded(fiber) && !this.#closed) {
       this.#failWaiters(
         site,
         new AgentError({
