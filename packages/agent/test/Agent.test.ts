@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
 import type { SeenRequest } from "./support/MemoryConnector.js"
@@ -354,6 +355,25 @@ describe("Agent over the in-memory transport", () => {
       expect(yield* get("http://c.test/")).toBe("GET /")
       expect(yield* Agent.stats).toMatchObject({ open: 1, opened: 1, reused: 1, waiting: 0 })
     }).pipe(Effect.provide(agentOn(server, { connectTimeout: "3 seconds", idleTimeout: "30 seconds" })))
+  })
+
+  it.effect("a body of known length streamed in pieces: each read gets the new bytes only, and keeps them", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nabcd"))
+    const text = new TextDecoder()
+    return Effect.gen(function*() {
+      const pieces = yield* Effect.fork(Effect.scoped(Effect.flatMap(
+        Agent.request(HttpClientRequest.get("http://a.test/")),
+        (response) => Stream.runCollect(response.stream)
+      )))
+      yield* settle
+      server.sockets[0]!.send("efgh")
+      yield* settle
+      server.sockets[0]!.send("ijkl")
+      const chunks = Array.from(yield* Fiber.join(pieces), (chunk) => text.decode(chunk))
+      // Read after all three arrived (and after the server scribbled over what it lent).
+      expect(chunks).toEqual(["abcd", "efgh", "ijkl"])
+      expect(yield* Agent.stats).toMatchObject({ idle: 1, requests: 1 })
+    }).pipe(Effect.provide(agentOn(server)))
   })
 
   it.effect("bodyTimeout cuts off a server that stalls mid-body", () => {
