@@ -376,6 +376,25 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
+  it.effect("a body read interrupted while it waits takes nothing: the next read gets every byte", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n"))
+    const text = new TextDecoder()
+    return Effect.gen(function*() {
+      const response = yield* Agent.request(HttpClientRequest.get("http://a.test/"))
+      // Two reads wait for bytes and are interrupted: a stream pull and a whole-body read.
+      const pulling = yield* Effect.fork(Stream.runCollect(response.stream))
+      const whole = yield* Effect.fork(response.arrayBuffer)
+      yield* settle
+      yield* Fiber.interrupt(pulling)
+      yield* Fiber.interrupt(whole)
+      // The bytes arrive after the interruptions, while the waits may still be registered.
+      server.sockets[0]!.send("abcd")
+      yield* settle
+      server.sockets[0]!.send("efgh")
+      yield* settle
+      expect(text.decode(yield* response.arrayBuffer)).toBe("abcdefgh")
+    }).pipe(Effect.scoped, Effect.provide(agentOn(server)))
+  })
   it.effect("bodyTimeout cuts off a server that stalls mid-body", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
     return Effect.gen(function*() {

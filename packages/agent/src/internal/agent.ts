@@ -40,11 +40,29 @@ const yieldAfterIdleNanos = 1_000_000n
 
 /**
  * A response and what gives its connection back: synchronous and idempotent,
- * so that it can run from a transport callback without a fiber. @internal
+ * so that it can run from a transport callback without a fiber. A class, as
+ * every object made per request (see `Head` in http1.ts). @internal
  */
-export interface Held {
-  readonly response: AgentResponse
-  readonly release: () => void
+export class Held {
+  constructor(readonly response: AgentResponse, readonly release: () => void) {}
+}
+
+/**
+ * Gives a connection back, once. What a caller's scope keeps until it closes
+ * refers to this and the connection only: a closure made in `attempt` would
+ * keep the request and everything it was prepared into alive just as long.
+ */
+class Lease {
+  #conn: Connection | undefined
+  constructor(conn: Connection, readonly checkin: (conn: Connection) => void) {
+    this.#conn = conn
+  }
+  readonly release = (): void => {
+    const conn = this.#conn
+    if (conn === undefined) return
+    this.#conn = undefined
+    this.checkin(conn)
+  }
 }
 
 /** The service with the entry point the HttpClient adapter uses. @internal */
@@ -127,13 +145,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
             if (Exit.isSuccess(exit)) {
               if (conn.served > 0) counters.reused++
-              let released = false
-              const release = () => {
-                if (released) return
-                released = true
-                checkin(conn)
-              }
-              return keep({ response: new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release })
+              const release = new Lease(conn, checkin).release
+              return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release))
             }
             checkin(conn)
             return restore(retryOrFail(request, prepared, retried, exit, keep))

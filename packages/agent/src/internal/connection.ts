@@ -320,7 +320,7 @@ export class Connection implements TransportListener {
       if (ex.failure !== undefined) return Effect.fail(ex.failure)
       return undefined
     }
-    return ready() ?? waitFor(ex, ready)
+    return ready() ?? waitFor(ex, () => ex.head !== undefined || ex.failure !== undefined, ready)
   }
 
   /**
@@ -398,10 +398,10 @@ export class Connection implements TransportListener {
   /**
    * Waits for the next body bytes: all buffered chunks, or `None` at the end.
    */
-  pull(ex: Exchange): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> {
+  pull(ex: Exchange): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> {
     return Effect.suspend(() => {
       ex.streaming = true
-      const take = (): Effect.Effect<Option.Option<Array<Uint8Array>>, AgentError> | undefined => {
+      const take = (): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> | undefined => {
         if (ex.buffered > 0) {
           const chunks = ex.take()
           if (this.#paused) {
@@ -420,12 +420,12 @@ export class Connection implements TransportListener {
       if (now !== undefined) return now
       // What a settled exchange buffered stays readable after its connection moved on.
       if (ex !== this.#exchange) return this.#released()
-      return waitFor(ex, take)
+      return waitFor(ex, () => ex.buffered > 0 || ex.failure !== undefined || ex.complete, take)
     })
   }
 
   /** The whole body, taken from the exchange, when it is all here already. */
-  takeCompleteBody(ex: Exchange): Array<Uint8Array> | undefined {
+  takeCompleteBody(ex: Exchange): ReadonlyArray<Uint8Array> | undefined {
     if (!ex.complete || ex.failure !== undefined) return undefined
     return ex.take()
   }
@@ -434,9 +434,9 @@ export class Connection implements TransportListener {
    * Reads the rest of the body into memory: everything or nothing. Chunks stay
    * with the exchange until it completes, so an interrupted read loses none.
    */
-  readAll(ex: Exchange): Effect.Effect<Array<Uint8Array>, AgentError> {
+  readAll(ex: Exchange): Effect.Effect<ReadonlyArray<Uint8Array>, AgentError> {
     return Effect.suspend(() => {
-      const ready = (): Effect.Effect<Array<Uint8Array>, AgentError> | undefined => {
+      const ready = (): Effect.Effect<ReadonlyArray<Uint8Array>, AgentError> | undefined => {
         if (ex.failure !== undefined) return Effect.fail(ex.failure)
         const chunks = this.takeCompleteBody(ex)
         return chunks === undefined ? undefined : Effect.succeed(chunks)
@@ -450,9 +450,9 @@ export class Connection implements TransportListener {
         this.#paused = false
         this.#transport.resume()
         const watchdog = this.#arm("body", this.#timing.bodyMillis)
-        if (watchdog !== undefined) return Effect.zipRight(watchdog, waitFor(ex, ready))
+        if (watchdog !== undefined) return Effect.zipRight(watchdog, waitFor(ex, () => ex.settled, ready))
       }
-      return waitFor(ex, ready)
+      return waitFor(ex, () => ex.settled, ready)
     })
   }
 
@@ -495,6 +495,8 @@ export class Connection implements TransportListener {
   }
 }
 
+const noChunks: ReadonlyArray<Uint8Array> = Object.freeze([])
+
 /** What one request/response exchange has seen so far. @internal */
 export class Exchange {
   head: ResponseHead | undefined = undefined
@@ -504,7 +506,9 @@ export class Exchange {
   body: Uint8Array | undefined = undefined
   #filled = 0
   #taken = 0
-  #chunks: Array<Uint8Array> = []
+  // No array literals here: V8 may pretenure them (see `Head` in http1.ts), and
+  // these point to young body bytes. `Array.of` is not pretenured.
+  #chunks: Array<Uint8Array> | undefined = undefined
   complete = false
   failure: AgentError | undefined = undefined
   receivedAny = false
@@ -535,23 +539,23 @@ export class Exchange {
       this.#filled += chunk.length
     } else {
       // Uint8Array's slice copies; a Node Buffer's would be a view of the lent bytes.
-      this.#chunks.push(Uint8Array.prototype.slice.call(chunk))
+      ;(this.#chunks ??= Array.of()).push(Uint8Array.prototype.slice.call(chunk))
     }
     this.buffered += chunk.length
   }
   /** The body bytes buffered so far, now the reader's: no array is written to after it was handed out. */
-  take(): Array<Uint8Array> {
+  take(): ReadonlyArray<Uint8Array> {
     this.buffered = 0
     const body = this.body
     if (body === undefined) {
-      const chunks = this.#chunks
-      this.#chunks = []
+      const chunks = this.#chunks ?? noChunks
+      this.#chunks = undefined
       return chunks
     }
     const from = this.#taken
-    if (from === this.#filled) return []
+    if (from === this.#filled) return noChunks
     this.#taken = this.#filled
-    return [from === 0 && this.#filled === body.length ? body : body.subarray(from, this.#filled)]
+    return Array.of(from === 0 && this.#filled === body.length ? body : body.subarray(from, this.#filled))
   }
   settle(): void {
     const onSettled = this.onSettled
@@ -563,22 +567,29 @@ export class Exchange {
   }
 }
 
-/** Waits until `ready` has an answer, re-asked on every event of the exchange. */
+/**
+ * Waits for an event of the exchange after which `isReady` holds, then runs
+ * `ready` (which may take bytes) in the waiting fiber.
+ *
+ * The registration returns no canceler on purpose: with one, Effect.async wraps
+ * the wait in `onInterrupt`, whose options object literal V8 pretenures under
+ * load, and everything the wait refers to (the exchange, its head and body)
+ * then survives scavenges. An interrupted waiter may stay registered; it is
+ * harmless: the interrupted fiber ignores its resume, and it took nothing,
+ * since only the resumed fiber runs `ready`.
+ */
 const waitFor = <A>(
   ex: Exchange,
+  isReady: () => boolean,
   ready: () => Effect.Effect<A, AgentError> | undefined
-): Effect.Effect<A, AgentError> =>
-  Effect.async<A, AgentError>((resume) => {
-    const now = ready()
-    if (now !== undefined) return resume(now)
+): Effect.Effect<A, AgentError> => {
+  const next = Effect.suspend(() => ready() ?? waitFor(ex, isReady, ready))
+  return Effect.async<A, AgentError>((resume) => {
+    if (isReady()) return resume(next)
     ex.waiter = () => {
-      const next = ready()
-      if (next !== undefined) {
-        ex.waiter = undefined
-        resume(next)
-      }
-    }
-    return Effect.sync(() => {
+      if (!isReady()) return
       ex.waiter = undefined
-    })
+      resume(next)
+    }
   })
+}

@@ -757,17 +757,17 @@ export class ResponseParser implements Http1.ResponseParser {
     }
     if (framing === "close") keepAlive = false
     const keepAliveField = headers["keep-alive"]
-    const head: Http1.ResponseHead = {
+    const head = new Head(
       status,
-      statusText: this.#statusText,
-      httpVersion: this.#httpVersion,
+      this.#statusText,
+      this.#httpVersion,
       headers,
-      setCookie: this.#setCookie ?? NO_SET_COOKIE,
+      this.#setCookie ?? NO_SET_COOKIE,
       keepAlive,
-      keepAliveTimeout: keepAliveField === undefined ? undefined : keepAliveTimeout(keepAliveField),
+      keepAliveField === undefined ? undefined : keepAliveTimeout(keepAliveField),
       framing,
-      contentLength: framing === "length" ? this.#contentLength : undefined
-    }
+      framing === "length" ? this.#contentLength : undefined
+    )
     this.#reusable = keepAlive
     switch (framing) {
       case "none":
@@ -789,6 +789,29 @@ export class ResponseParser implements Http1.ResponseParser {
     if (this.#state === BODY_LENGTH && this.#remaining === 0) this.#complete(EMPTY_FIELDS)
     return true
   }
+}
+
+/**
+ * A response head. An instance of a class rather than an object literal, as
+ * every object made per request should be: V8 may decide that the objects of
+ * an object or array literal are long-lived and allocate them in the old
+ * generation ("allocation-site pretenuring"), which it decides on sight of a
+ * few survivors and does not take back. Everything young such an object points
+ * to then survives each scavenge and is promoted, the garbage collector's most
+ * expensive case. Instances of classes are never pretenured.
+ */
+class Head implements Http1.ResponseHead {
+  constructor(
+    readonly status: number,
+    readonly statusText: string,
+    readonly httpVersion: "1.0" | "1.1",
+    readonly headers: Record<string, string>,
+    readonly setCookie: ReadonlyArray<string>,
+    readonly keepAlive: boolean,
+    readonly keepAliveTimeout: number | undefined,
+    readonly framing: Http1.BodyFraming,
+    readonly contentLength: number | undefined
+  ) {}
 }
 
 const refusal = (detail: string): Http1.RequestRefusal => ({ _tag: "RequestRefusal", detail })

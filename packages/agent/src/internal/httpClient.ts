@@ -6,7 +6,7 @@ import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
-import { type Held, isInternalService } from "./agent.js"
+import { Held, isInternalService } from "./agent.js"
 import type { AgentResponse } from "./response.js"
 
 const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: AgentError) =>
@@ -48,10 +48,9 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
             Effect.exit(restore(Scope.extend(agent.request(request), scope))),
             (exit) =>
               Exit.isSuccess(exit)
-                ? respond({
-                  response: exit.value as AgentResponse,
-                  release: () => void Effect.runFork(Scope.close(scope, Exit.void))
-                })
+                ? respond(
+                  new Held(exit.value as AgentResponse, () => void Effect.runFork(Scope.close(scope, Exit.void)))
+                )
                 : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
           ))
       )

@@ -34,8 +34,8 @@ export const resolveUrl = (request: HttpClientRequest.HttpClientRequest): URL | 
 
 const stringHeaders = (headers: Readonly<Record<string, unknown>>): Record<string, string> => {
   // Headers may hold non-strings whose toString yields anything: validate the
-  // string that would be written.
-  const out: Record<string, string> = {}
+  // string that would be written. Not a `{}` literal: see `PreparedRequest`.
+  const out: Record<string, string> = Object.create(null)
   for (const name in headers) {
     const value = headers[name]
     out[name] = typeof value === "string" ? value : String(value)
@@ -51,14 +51,16 @@ const encodeHead = (
   framing: Http1.RequestBodyFraming,
   persist: boolean
 ): Uint8Array | AgentError => {
-  const head = Http1.encodeRequestHead({
-    method,
-    path: method === "OPTIONS" && url.pathname === "/*" ? "*" : url.pathname + url.search,
-    host: origin.hostHeader,
-    headers,
-    body: framing,
-    persist
-  })
+  const head = Http1.encodeRequestHead(
+    new HeadInput(
+      method,
+      method === "OPTIONS" && url.pathname === "/*" ? "*" : url.pathname + url.search,
+      origin.hostHeader,
+      headers,
+      framing,
+      persist
+    )
+  )
   return head instanceof Uint8Array ? head : refuse(origin.key, head.detail)
 }
 
@@ -92,6 +94,42 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
 
 const encoder = new TextEncoder()
 
+// The objects made for every request are instances of classes, not object
+// literals: V8 may allocate a literal's objects straight into the old
+// generation once it saw a few of them survive ("allocation-site
+// pretenuring"), and then everything young they point to is promoted too.
+// (Measured: a response head literal pretenured this way promoted ~0.8 MB per
+// scavenge at one request in flight.)
+
+class PreparedImpl implements Prepared {
+  constructor(
+    readonly origin: Origin,
+    readonly method: string,
+    readonly head: Uint8Array,
+    readonly body: PreparedBody,
+    readonly retryable: boolean
+  ) {}
+}
+
+class BytesBody {
+  readonly _tag = "Bytes"
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+class HeadInput implements Http1.RequestHeadInput {
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    readonly host: string,
+    readonly headers: Record<string, string>,
+    readonly body: Http1.RequestBodyFraming,
+    readonly persist: boolean
+  ) {}
+}
+
+const emptyBody: PreparedBody = { _tag: "Empty" }
+const emptyFraming: Http1.RequestBodyFraming = { _tag: "Empty" }
+
 /**
  * Checks and serialises a request: at once, or as an effect for a body that
  * must be encoded first (FormData). @internal
@@ -112,14 +150,14 @@ export const prepare = (
     }
     const head = encodeHead(origin, method, url, headers, framing, persist)
     if (head instanceof AgentError) return head
-    return { origin, method, head, body, retryable: retryable && body._tag !== "Stream" }
+    return new PreparedImpl(origin, method, head, body, retryable && body._tag !== "Stream")
   }
   const bytes = (data: Uint8Array, contentType: string | undefined) =>
-    withBody({ _tag: "Bytes", bytes: data }, { _tag: "Length", length: data.length }, contentType)
+    withBody(new BytesBody(data), { _tag: "Length", length: data.length }, contentType)
   const body: HttpBody.HttpBody = request.body
   switch (body._tag) {
     case "Empty":
-      return withBody({ _tag: "Empty" }, { _tag: "Empty" }, undefined)
+      return withBody(emptyBody, emptyFraming, undefined)
     case "Uint8Array":
       return bytes(body.body, body.contentType)
     case "Raw": {
