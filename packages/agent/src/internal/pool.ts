@@ -17,16 +17,19 @@ import { Connection } from "./connection.js"
 /**
  * A request of an origin waiting for a connection. `granted` is set when a
  * connection was handed to it: if its fiber is interrupted before it takes
- * over, the connection goes back to the pool (see `KeyedPool.wait`).
+ * over, the connection goes back to the pool (see `KeyedPool.wait`). A class,
+ * not an object literal, as every object made per request (see `Head` in http1.ts).
  */
-interface Waiter {
-  readonly site: OriginPool
-  /** Arrival order over all origins (fairness at the global cap). */
-  readonly since: number
-  resume: ((effect: Effect.Effect<Connection, AgentError>) => void) | undefined
+class Waiter {
+  resume: ((effect: Effect.Effect<Connection, AgentError>) => void) | undefined = undefined
   /** The outcome, when it came before the waiting fiber registered `resume`. */
-  pending: Effect.Effect<Connection, AgentError> | undefined
-  granted: Connection | undefined
+  pending: Effect.Effect<Connection, AgentError> | undefined = undefined
+  granted: Connection | undefined = undefined
+  constructor(
+    readonly site: OriginPool,
+    /** Arrival order over all origins (fairness at the global cap). */
+    readonly since: number
+  ) {}
 }
 
 /** One origin's connections and the requests waiting for one of them. @internal */
@@ -168,13 +171,7 @@ export class KeyedPool {
     restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   ): Effect.Effect<Connection, AgentError> {
     if (this.#closed) return Effect.fail(closedError(origin))
-    const waiter: Waiter = {
-      site: this.#siteOf(origin),
-      since: ++this.#arrivals,
-      resume: undefined,
-      pending: undefined,
-      granted: undefined
-    }
+    const waiter = new Waiter(this.#siteOf(origin), ++this.#arrivals)
     waiter.site.waiters.add(waiter)
     this.waiting++
     return Effect.catchAllCause(
