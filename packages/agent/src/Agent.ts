@@ -9,6 +9,7 @@ import * as HttpClientRequestModule from "@effect/platform/HttpClientRequest"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type { AgentError } from "./AgentError.js"
@@ -101,6 +102,14 @@ export interface Service {
   readonly request: (
     request: HttpClientRequest.HttpClientRequest
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Scope.Scope>
+  /**
+   * Sends a request and runs `f` with its response. The connection is held
+   * until `f` ends, however it ends; a body left unread then closes it.
+   */
+  readonly requestWith: <A, E, R>(
+    request: HttpClientRequest.HttpClientRequest,
+    f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, AgentError | E, R>
   readonly stats: Effect.Effect<Stats>
 }
 
@@ -154,19 +163,41 @@ export const request = (
   Effect.flatMap(Agent, (agent) => agent.request(request))
 
 /**
+ * Sends a request through the Agent in the context and runs `f` with its
+ * response; the connection is given back when `f` ends (closed if the body was
+ * left unread). No `Scope` is needed, and none is made: about half the cost of
+ * `request` inside `Effect.scoped`, for the same work.
+ *
+ * @since 0.1.0
+ * @category requests
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * import { HttpClientRequest } from "@effect/platform"
+ * const body = HttpClientRequest.get("http://127.0.0.1:8080/x").pipe(
+ *   Agent.requestWith((response) => response.text)
+ * )
+ */
+export const requestWith: {
+  <A, E, R>(
+    f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  ): (request: HttpClientRequest.HttpClientRequest) => Effect.Effect<A, AgentError | E, Agent | R>
+  <A, E, R>(
+    request: HttpClientRequest.HttpClientRequest,
+    f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, AgentError | E, Agent | R>
+} = dual(2, <A, E, R>(
+  request: HttpClientRequest.HttpClientRequest,
+  f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+): Effect.Effect<A, AgentError | E, Agent | R> => Effect.flatMap(Agent, (agent) => agent.requestWith(request, f)))
+
+/**
  * GETs a URL and returns its body as text, whatever the status.
  *
  * @since 0.1.0
  * @category requests
  */
 export const requestString = (url: string | URL): Effect.Effect<string, AgentError, Agent> =>
-  Effect.flatMap(Agent, (agent) =>
-    Effect.scoped(
-      Effect.flatMap(
-        agent.request(HttpClientRequestModule.get(url)),
-        (response) => internal.bodyText(response)
-      )
-    ))
+  Effect.flatMap(Agent, (agent) => agent.requestWith(HttpClientRequestModule.get(url), internal.bodyText))
 
 /**
  * The Agent's current statistics.

@@ -376,6 +376,53 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
+  it.effect("requestWith needs no Scope and gives the connection back when its function ends", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      for (const path of ["/a", "/b", "/c"]) {
+        const text = yield* HttpClientRequest.get(`http://a.test${path}`).pipe(
+          Agent.requestWith((response) => response.text)
+        )
+        expect(text).toBe(`GET ${path}`)
+        expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+      }
+      expect(server.sockets.length).toBe(1)
+      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 2, requests: 3 })
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
+  it.effect("requestWith gives the connection back when its function fails, dies, throws or is interrupted", () => {
+    // The body of /slow never completes: a connection left with it unread is closed.
+    const server = new MemoryServer((req) =>
+      req.socket.send(
+        req.path === "/slow"
+          ? "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"
+          : "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+      )
+    )
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const get = HttpClientRequest.get("http://a.test/")
+      const failed = yield* Effect.exit(agent.requestWith(get, () => Effect.fail("nope" as const)))
+      expect(failed).toStrictEqual(Exit.fail("nope"))
+      const died = yield* Effect.exit(agent.requestWith(get, () => Effect.die("boom")))
+      expect(Exit.isFailure(died) && died.cause._tag).toBe("Die")
+      const threw = yield* Effect.exit(agent.requestWith(get, (): Effect.Effect<void> => {
+        throw new Error("thrown")
+      }))
+      expect(Exit.isFailure(threw) && threw.cause._tag).toBe("Die")
+      // Each response was complete: the one connection went back idle each time.
+      expect(yield* Agent.stats).toMatchObject({ open: 1, idle: 1, busy: 0, opened: 1, reused: 2 })
+      const reading = yield* Effect.fork(agent.requestWith(HttpClientRequest.get("http://a.test/slow"), (r) => r.text))
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ busy: 1 })
+      yield* Fiber.interrupt(reading)
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0, waiting: 0 })
+      expect(server.openSockets.length).toBe(0)
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
   it.effect("a body read interrupted while it waits takes nothing: the next read gets every byte", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n"))
     const text = new TextDecoder()
@@ -453,7 +500,12 @@ describe("Agent over the in-memory transport", () => {
     return Effect.gen(function*() {
       const agent = yield* Agent.Agent
       // Only the public surface: the adapter's path for services other than its own.
-      const client = AgentHttpClient.make({ config: agent.config, request: agent.request, stats: agent.stats })
+      const client = AgentHttpClient.make({
+        config: agent.config,
+        request: agent.request,
+        requestWith: agent.requestWith,
+        stats: agent.stats
+      })
       for (const path of ["/a", "/b"]) {
         const response = yield* client.get(`http://a.test${path}`)
         expect(yield* response.text).toBe(`GET ${path}`)

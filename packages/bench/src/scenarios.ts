@@ -13,6 +13,7 @@ export const bigBodySize = 64 * 1024
 
 export type ClientName =
   | "keepalive"
+  | "keepalive-with"
   | "keepalive-httpclient"
   | "keepalive-no-persist"
   | "keepalive-httpclient-no-persist"
@@ -27,6 +28,7 @@ export type ClientName =
 /** The clients compared in the throughput scenarios (a–e). */
 const throughputClients: ReadonlyArray<ClientName> = [
   "keepalive",
+  "keepalive-with",
   "keepalive-httpclient",
   "undici-pool",
   "undici-request",
@@ -160,6 +162,7 @@ export type CapSupport = "per-origin and global" | "per-origin" | "none"
 
 export const capSupport: Record<ClientName, CapSupport> = {
   "keepalive": "per-origin and global",
+  "keepalive-with": "per-origin and global",
   "keepalive-httpclient": "per-origin and global",
   "keepalive-no-persist": "per-origin and global",
   "keepalive-httpclient-no-persist": "per-origin and global",

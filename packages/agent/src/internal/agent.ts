@@ -65,13 +65,24 @@ class Lease {
   }
 }
 
+/**
+ * Takes charge of a response and of giving its connection back. It runs
+ * uninterruptibly (so that nothing is dropped between the response arriving
+ * and it taking charge); `restore` makes what it runs interruptible again.
+ * @internal
+ */
+export type Keep<A, E, R> = (
+  held: Held,
+  restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
+) => Effect.Effect<A, E, R>
+
 /** The service with the entry point the HttpClient adapter uses. @internal */
 export interface InternalService extends Agent.Service {
-  readonly execute: <A, R>(
+  readonly execute: <A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     url: URL,
-    keep: (held: Held) => Effect.Effect<A, never, R>
-  ) => Effect.Effect<A, AgentError, R>
+    keep: Keep<A, E, R>
+  ) => Effect.Effect<A, AgentError | E, R>
 }
 
 /** @internal */
@@ -134,19 +145,19 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
      * its connection back, still inside the uninterruptible region: an
      * interruption arriving just then cannot drop them.
      */
-    const attempt = <A, R>(
+    const attempt = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
       prepared: Request.Prepared,
       retried: boolean,
-      keep: (held: Held) => Effect.Effect<A, never, R>
-    ): Effect.Effect<A, AgentError, R> =>
+      keep: Keep<A, E, R>
+    ): Effect.Effect<A, AgentError | E, R> =>
       Effect.uninterruptibleMask((restore) => {
-        const exchange = (conn: Connection): Effect.Effect<A, AgentError, R> =>
+        const exchange = (conn: Connection): Effect.Effect<A, AgentError | E, R> =>
           Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
             if (Exit.isSuccess(exit)) {
               if (conn.served > 0) counters.reused++
               const release = new Lease(conn, checkin).release
-              return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release))
+              return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release), restore)
             }
             checkin(conn)
             return restore(retryOrFail(request, prepared, retried, exit, keep))
@@ -156,7 +167,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         // carried a request and is already closed means the server turns us
         // away: failing rather than starting over keeps a server that always
         // does so from looping us.
-        const broken = (conn: Connection): Effect.Effect<A, AgentError, R> => {
+        const broken = (conn: Connection): Effect.Effect<A, AgentError | E, R> => {
           pool.putBack(conn)
           if (conn.served === 0) {
             return Effect.fail(
@@ -165,7 +176,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           }
           return restore(attempt(request, prepared, retried, keep))
         }
-        const checked = (conn: Connection): Effect.Effect<A, AgentError, R> => {
+        const checked = (conn: Connection): Effect.Effect<A, AgentError | E, R> => {
           if (conn.broken) return broken(conn)
           if (!mustYield(conn)) return exchange(conn)
           return Effect.flatMap(
@@ -180,13 +191,13 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return Effect.flatMap(pool.wait(prepared.origin, restore), checked)
       })
 
-    const retryOrFail = <A, R>(
+    const retryOrFail = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
       prepared: Request.Prepared,
       retried: boolean,
       exit: Exit.Exit<unknown, AgentError>,
-      keep: (held: Held) => Effect.Effect<A, never, R>
-    ): Effect.Effect<A, AgentError, R> => {
+      keep: Keep<A, E, R>
+    ): Effect.Effect<A, AgentError | E, R> => {
       if (Exit.isSuccess(exit) || exit.cause._tag !== "Fail") return exit as Exit.Exit<never, AgentError>
       const error = exit.cause.error
       if (!retried && prepared.retryable && error.reason === "Stale") {
@@ -198,11 +209,11 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       return Effect.fail(error)
     }
 
-    const execute = <A, R>(
+    const execute = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
       url: URL,
-      keep: (held: Held) => Effect.Effect<A, never, R>
-    ): Effect.Effect<A, AgentError, R> =>
+      keep: Keep<A, E, R>
+    ): Effect.Effect<A, AgentError | E, R> =>
       Effect.suspend(() => {
         if (pool.closed) {
           return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
@@ -225,6 +236,19 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       return execute(request, url, keepInCallerScope)
     }
 
+    const requestWith = <A, E, R>(
+      request: HttpClientRequest.HttpClientRequest,
+      f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+    ): Effect.Effect<A, AgentError | E, R> => {
+      const url = Request.resolveUrl(request)
+      if (url instanceof AgentError) return Effect.fail(url)
+      return execute(request, url, (held, restore) =>
+        Effect.flatMap(Effect.exit(restore(Effect.suspend(() => f(held.response)))), (exit) => {
+          held.release()
+          return exit
+        }))
+    }
+
     // Runs first when the Agent's scope closes: then the connections' scopes close.
     yield* Effect.addFinalizer(() => pool.shutdown())
 
@@ -238,7 +262,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       requests: counters.requests
     }))
 
-    return { config, request, stats, execute } satisfies InternalService
+    return { config, request, requestWith, stats, execute } satisfies InternalService
   })
 
 /** The body as text, failing with the Agent's own error. @internal */

@@ -1,11 +1,13 @@
 /**
- * keepalive's own clients: `Agent.request` directly, and @effect/platform's
- * `HttpClient` as the keepalive layer provides it, each with persistent
- * connections or (`persist: false`) a connection per request.
+ * keepalive's own clients: `Agent.request` directly (in `Effect.scoped`),
+ * `Agent.requestWith` (no Scope), and @effect/platform's `HttpClient` as the
+ * keepalive layer provides it, with persistent connections or
+ * (`persist: false`) a connection per request.
  */
 import { Agent } from "@keepalive/agent"
 import { NodeAgent } from "@keepalive/node"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type { Runner } from "../closedLoop.js"
@@ -20,15 +22,23 @@ const layerFor = (scenario: Scenario, persist: boolean) =>
     persist
   })
 
-const agentGet = (read: Scenario["read"]) => (url: string) =>
-  Agent.request(HttpClientRequest.get(url)).pipe(
-    Effect.flatMap((response) =>
-      read === "whole"
-        ? Effect.map(response.arrayBuffer, (body) => body.byteLength)
-        : Stream.runFold(response.stream, 0, (size, chunk) => size + chunk.byteLength)
-    ),
-    Effect.scoped
-  )
+const readBody = (read: Scenario["read"]) => (response: HttpClientResponse.HttpClientResponse) =>
+  read === "whole"
+    ? Effect.map(response.arrayBuffer, (body) => body.byteLength)
+    : Stream.runFold(response.stream, 0, (size, chunk) => size + chunk.byteLength)
+
+const agentGet = (read: Scenario["read"]) => {
+  const body = readBody(read)
+  return (url: string) => Effect.scoped(Effect.flatMap(Agent.request(HttpClientRequest.get(url)), body))
+}
+
+const agentGetWith = (read: Scenario["read"]) => {
+  const body = readBody(read)
+  return (url: string) => Agent.requestWith(HttpClientRequest.get(url), body)
+}
+
+export const agentRequestWith = (scenario: Scenario, urls: ReadonlyArray<string>): Promise<Runner> =>
+  effectRunner(layerFor(scenario, true), urls, agentGetWith(scenario.read))
 
 export const agentRequest = (scenario: Scenario, urls: ReadonlyArray<string>, persist: boolean): Promise<Runner> =>
   effectRunner(layerFor(scenario, persist), urls, agentGet(scenario.read))
