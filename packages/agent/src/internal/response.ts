@@ -157,8 +157,21 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
       }))
   }
 
-  /** The body as a backpressured stream of chunks. */
+  /**
+   * The body as a backpressured stream of chunks; a body already taken whole
+   * (read before, or kept by the HttpClient adapter when it arrived with its
+   * head) as one chunk.
+   */
   get stream(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
+    return Stream.suspend(() => {
+      const kept = this.#bytes
+      if (kept === undefined) return this.#pulled()
+      const done = Effect.suspend(() => this.onBodyDone)
+      return Stream.fromEffect(Effect.as(done, kept)).pipe(Stream.filter((bytes) => bytes.length > 0))
+    })
+  }
+
+  #pulled(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
     const pull = Effect.flatMap(this.connection.pull(this.exchange), (next) =>
       Option.isNone(next)
         ? Effect.zipRight(Effect.suspend(() => this.onBodyDone), Effect.fail(Option.none()))
