@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+import type * as HttpClientError from "@effect/platform/HttpClientError"
 import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as HttpClientRequestModule from "@effect/platform/HttpClientRequest"
@@ -15,6 +16,7 @@ import type * as Scope from "effect/Scope"
 import type { AgentError } from "./AgentError.js"
 import type { Connector } from "./Connector.js"
 import * as internal from "./internal/agent.js"
+import * as internalResponse from "./internal/response.js"
 
 /**
  * How the Agent pools and times connections. Every field is optional.
@@ -189,6 +191,36 @@ export const requestWith: {
   request: HttpClientRequest.HttpClientRequest,
   f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, AgentError | E, Agent | R> => Effect.flatMap(Agent, (agent) => agent.requestWith(request, f)))
+
+/**
+ * Runs `f` on each piece of a response's body, in order, as it arrives; the
+ * next piece is read once `f` is done, so a slow `f` slows the server down.
+ * What `response.stream` gives, without running an Effect `Stream`, which
+ * costs ~200 µs per run in Effect 3 (more than a whole 64 KiB request of
+ * node:http). The pieces are the caller's to keep.
+ *
+ * @since 0.1.0
+ * @category responses
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * import { HttpClientRequest } from "@effect/platform"
+ * import { Effect } from "effect"
+ * let size = 0
+ * const download = HttpClientRequest.get("http://127.0.0.1:8080/big").pipe(
+ *   Agent.requestWith(Agent.forEachChunk((chunk) => Effect.sync(() => { size += chunk.length })))
+ * )
+ */
+export const forEachChunk: {
+  <E, R>(
+    f: (chunk: Uint8Array) => Effect.Effect<void, E, R>
+  ): (
+    response: HttpClientResponse.HttpClientResponse
+  ) => Effect.Effect<void, AgentError | HttpClientError.ResponseError | E, R>
+  <E, R>(
+    response: HttpClientResponse.HttpClientResponse,
+    f: (chunk: Uint8Array) => Effect.Effect<void, E, R>
+  ): Effect.Effect<void, AgentError | HttpClientError.ResponseError | E, R>
+} = dual(2, internalResponse.forEachChunk)
 
 /**
  * GETs a URL and returns its body as text, whatever the status.

@@ -2,6 +2,7 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as AgentHttpClient from "@keepalive/agent/AgentHttpClient"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -420,6 +421,61 @@ describe("Agent over the in-memory transport", () => {
       yield* settle
       expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0, waiting: 0 })
       expect(server.openSockets.length).toBe(0)
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
+  it.effect("forEachChunk hands over each piece as it arrives, in order, and frees the connection at the end", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n"))
+    const text = new TextDecoder()
+    return Effect.gen(function*() {
+      const seen: Array<string> = []
+      const reading = yield* Effect.fork(HttpClientRequest.get("http://a.test/").pipe(
+        Agent.requestWith(Agent.forEachChunk((chunk) => Effect.sync(() => seen.push(text.decode(chunk)))))
+      ))
+      yield* settle
+      expect(seen).toEqual(["abcd"])
+      server.sockets[0]!.send("4\r\nefgh\r\n")
+      yield* settle
+      expect(seen).toEqual(["abcd", "efgh"])
+      server.sockets[0]!.send("0\r\n\r\n")
+      yield* Fiber.join(reading)
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1, requests: 1 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("forEachChunk: a slow reader pauses the transport and loses nothing; a body cut short fails it", () => {
+    const piece = "x".repeat(64 * 1024)
+    const server = new MemoryServer((req) => {
+      if (req.path === "/cut") return req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel")
+      req.socket.send(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10000\r\n${piece}\r\n`)
+    })
+    return Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      let size = 0
+      const reading = yield* Effect.fork(HttpClientRequest.get("http://a.test/").pipe(
+        Agent.requestWith(Agent.forEachChunk((chunk) =>
+          Effect.zipRight(Deferred.await(gate), Effect.sync(() => {
+            size += chunk.length
+          }))
+        ))
+      ))
+      yield* settle
+      for (let i = 0; i < 5; i++) server.sockets[0]!.send(`10000\r\n${piece}\r\n`)
+      server.sockets[0]!.send("0\r\n\r\n")
+      yield* settle
+      // 320 KiB arrived while the reader was stuck on the first piece: above the 256 KiB mark.
+      expect(server.sockets[0]!.paused).toBe(true)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(reading)
+      expect(size).toBe(6 * 64 * 1024)
+      expect(server.sockets[0]!.paused).toBe(false)
+      const cut = yield* Effect.fork(Effect.exit(HttpClientRequest.get("http://a.test/cut").pipe(
+        Agent.requestWith(Agent.forEachChunk(() => Effect.void))
+      )))
+      yield* settle
+      server.sockets[0]!.end()
+      const exit = yield* Fiber.join(cut)
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({ reason: "Truncated" })
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })
 

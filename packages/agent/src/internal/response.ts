@@ -15,6 +15,16 @@ import type { ResponseHead } from "../Http1.js"
 import type { Connection, Exchange } from "./connection.js"
 
 const decoder = new TextDecoder()
+
+/**
+ * Runs `f` on each piece of a response's body (the Agent's responses pull
+ * from their connection; others go through `response.stream`). @internal
+ */
+export const forEachChunk = <E, R>(
+  response: HttpClientResponse.HttpClientResponse,
+  f: (chunk: Uint8Array) => Effect.Effect<void, E, R>
+): Effect.Effect<void, AgentError | HttpClientError.ResponseError | E, R> =>
+  response instanceof AgentResponse ? response.forEachChunk(f) : Stream.runForEach(response.stream, f)
 /** UTF-8 text of a body. @internal */
 export const decode = (bytes: Uint8Array): string => decoder.decode(bytes)
 
@@ -168,6 +178,29 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
       if (kept === undefined) return this.#pulled()
       const done = Effect.suspend(() => this.onBodyDone)
       return Stream.fromEffect(Effect.as(done, kept)).pipe(Stream.filter((bytes) => bytes.length > 0))
+    })
+  }
+
+  /** Runs `f` on each piece of the body as it arrives; the next is read once `f` is done. */
+  forEachChunk<E, R>(f: (chunk: Uint8Array) => Effect.Effect<void, E, R>): Effect.Effect<void, AgentError | E, R> {
+    return Effect.suspend(() => {
+      const kept = this.#bytes
+      if (kept !== undefined) {
+        const done = Effect.suspend(() => this.onBodyDone)
+        return kept.length === 0 ? done : Effect.zipRight(f(kept), done)
+      }
+      const loop: Effect.Effect<void, AgentError | E, R> = Effect.flatMap(
+        this.connection.pull(this.exchange),
+        (next) => {
+          if (Option.isNone(next)) return Effect.suspend(() => this.onBodyDone)
+          const chunks = next.value
+          return Effect.zipRight(
+            chunks.length === 1 ? f(chunks[0]!) : Effect.forEach(chunks, f, { discard: true }),
+            loop
+          )
+        }
+      )
+      return loop
     })
   }
 

@@ -1,8 +1,8 @@
 /**
  * keepalive's own clients: `Agent.request` directly (in `Effect.scoped`),
- * `Agent.requestWith` (no Scope), and @effect/platform's `HttpClient` as the
- * keepalive layer provides it, with persistent connections or
- * (`persist: false`) a connection per request.
+ * `Agent.requestWith` (no Scope; streamed bodies through `Agent.forEachChunk`),
+ * and @effect/platform's `HttpClient` as the keepalive layer provides it, with
+ * persistent connections or (`persist: false`) a connection per request.
  */
 import { Agent } from "@keepalive/agent"
 import { NodeAgent } from "@keepalive/node"
@@ -32,8 +32,16 @@ const agentGet = (read: Scenario["read"]) => {
   return (url: string) => Effect.scoped(Effect.flatMap(Agent.request(HttpClientRequest.get(url)), body))
 }
 
+// The Agent's own path: no Scope, and a streamed body read with forEachChunk
+// (the pieces as they arrive, backpressured) rather than an Effect Stream.
 const agentGetWith = (read: Scenario["read"]) => {
-  const body = readBody(read)
+  const body = read === "whole"
+    ? (response: HttpClientResponse.HttpClientResponse) => Effect.map(response.arrayBuffer, (b) => b.byteLength)
+    : (response: HttpClientResponse.HttpClientResponse) => {
+      let size = 0
+      const count = (chunk: Uint8Array) => Effect.sync(() => void (size += chunk.byteLength))
+      return Effect.map(Agent.forEachChunk(response, count), () => size)
+    }
   return (url: string) => Agent.requestWith(HttpClientRequest.get(url), body)
 }
 
