@@ -5,7 +5,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import * as TestClock from "effect/TestClock"
-import { Connection } from "../src/internal/connection.js"
+import { Connection, Watchdog } from "../src/internal/connection.js"
 import type { PreparedRequest } from "../src/internal/connection.js"
 import { MemoryServer, ServerSocket } from "./support/MemoryConnector.js"
 
@@ -16,27 +16,27 @@ const request = (path: string): PreparedRequest => ({
   body: { _tag: "Empty" }
 })
 
-/** A Connection over an in-memory socket, its watchdogs forked in the current scope and counted. */
-const connectionOn = (socket: ServerSocket, headersMillis: number, bodyMillis: number) =>
+/** A watchdog whose timer fibers run in the test's runtime, counted. */
+const countedWatchdog = Effect.gen(function*() {
+  const runtime = yield* Effect.runtime<never>()
+  const counted = { watchdogs: 0 }
+  const watchdog = new Watchdog(yield* Effect.clock, (effect) => {
+    counted.watchdogs++
+    return Runtime.runFork(runtime)(effect)
+  })
+  yield* Effect.addFinalizer(() => watchdog.shutdown())
+  return { watchdog, counted }
+})
+
+/** A Connection over an in-memory socket, watched by `watchdog`. */
+const connectionOn = (socket: ServerSocket, headersMillis: number, bodyMillis: number, watchdog: Watchdog) =>
   Effect.gen(function*() {
-    const scope = yield* Effect.scope
-    const runtime = yield* Effect.runtime<never>()
-    const counted = { watchdogs: 0 }
-    const conn = new Connection(socket.origin, socket, 4000, { maxHeaderSize: 16384, maxHeaderCount: 100 }, {
+    return new Connection(socket.origin, socket, 4000, { maxHeaderSize: 16384, maxHeaderCount: 100 }, {
       clock: yield* Effect.clock,
       headersMillis,
       bodyMillis,
-      fork: (watchdog) =>
-        Effect.zipRight(
-          Effect.sync(() => void counted.watchdogs++),
-          Effect.asVoid(Effect.forkIn(Effect.interruptible(watchdog), scope))
-        ),
-      run: (effect) => {
-        counted.watchdogs++
-        Runtime.runFork(runtime)(effect)
-      }
+      watchdog
     })
-    return { conn, counted }
   })
 
 describe("Connection", () => {
@@ -50,7 +50,8 @@ describe("Connection", () => {
         if (req.path === "/first") req.socket.respond("ok")
       })
       const socket = new ServerSocket(Origin.make("http", "a.test"), 1, server)
-      const { conn } = yield* connectionOn(socket, 1000, 5000)
+      const { watchdog } = yield* countedWatchdog
+      const conn = yield* connectionOn(socket, 1000, 5000, watchdog)
       // Sent, but the effect is dropped (as by an interruption): the response still arrives.
       void conn.send(request("/first"))
       yield* settle
@@ -68,19 +69,60 @@ describe("Connection", () => {
         .toMatchObject({ reason: "Timeout", phase: "headers" })
     }))
 
-  // The watchdog is one fiber per connection, not one per request: a fast
-  // response completes before a freshly forked fiber first runs, and that
-  // fiber must stay for the next exchanges instead of leaving at once.
-  it.scoped("back-to-back exchanges with fast responses share one watchdog fiber", () =>
+  // One timer fiber for all connections, not one per request or per
+  // connection: a fast response completes before the fiber first runs, and
+  // the fiber must stay for the next exchanges instead of leaving at once.
+  it.scoped("back-to-back exchanges on several connections share one watchdog fiber", () =>
     Effect.gen(function*() {
       const server = new MemoryServer((req) => req.socket.respond("ok"))
-      const socket = new ServerSocket(Origin.make("http", "a.test"), 1, server)
-      const { conn, counted } = yield* connectionOn(socket, 1000, 1000)
-      for (let i = 0; i < 5; i++) {
-        yield* conn.send(request(`/${i}`))
-        yield* settle
-        expect(conn.finish(4000)).toBe(true)
+      const { counted, watchdog } = yield* countedWatchdog
+      for (let c = 1; c <= 3; c++) {
+        const socket = new ServerSocket(Origin.make("http", "a.test"), c, server)
+        const conn = yield* connectionOn(socket, 1000, 1000, watchdog)
+        for (let i = 0; i < 5; i++) {
+          yield* conn.send(request(`/${i}`))
+          yield* settle
+          expect(conn.finish(4000)).toBe(true)
+        }
       }
+      expect(counted.watchdogs).toBe(1)
+    }))
+
+  it.scoped("each connection times out at its own deadline, and a closed one is no longer watched", () =>
+    Effect.gen(function*() {
+      // Nobody answers: every request waits for its head until headersTimeout.
+      const server = new MemoryServer(() => {})
+      const { counted, watchdog } = yield* countedWatchdog
+      const conns: Array<Connection> = []
+      for (let i = 1; i <= 3; i++) {
+        conns.push(yield* connectionOn(new ServerSocket(Origin.make("http", "a.test"), i, server), 1000, 1000, watchdog))
+      }
+      const sent: Array<Fiber.RuntimeFiber<Exit.Exit<unknown, unknown>>> = []
+      for (const conn of conns) {
+        sent.push(yield* Effect.fork(Effect.exit(conn.send(request("/")))))
+        yield* settle
+        yield* TestClock.adjust("300 millis")
+      }
+      // Sent at 0, 300 and 600 ms: at 1000 ms only the first has timed out, at 1300 the second.
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      const done = () => sent.map((f) => f.unsafePoll() !== null)
+      expect(done()).toEqual([true, false, false])
+      yield* TestClock.adjust("300 millis")
+      yield* settle
+      expect(done()).toEqual([true, true, false])
+      const reasons = yield* Effect.forEach(sent.slice(0, 2), (f) => Fiber.join(f))
+      for (const exit of reasons) {
+        expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({ reason: "Timeout" })
+      }
+      // The third closes before its deadline: it is not timed out, and not kept.
+      conns[2]!.destroy()
+      yield* settle
+      expect(watchdog.watching).toBe(0)
+      const third = yield* Fiber.join(sent[2]!)
+      expect(Exit.isFailure(third) && third.cause._tag === "Fail" && third.cause.error).toMatchObject({ reason: "Transport" })
+      yield* TestClock.adjust("1 second")
+      yield* settle
       expect(counted.watchdogs).toBe(1)
     }))
 })

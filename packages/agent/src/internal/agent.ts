@@ -9,7 +9,7 @@ import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
 import { Connector } from "../Connector.js"
-import { Connection } from "./connection.js"
+import { Connection, type Timing, Watchdog } from "./connection.js"
 import { KeyedPool } from "./pool.js"
 import * as Request from "./request.js"
 import { AgentResponse, decode } from "./response.js"
@@ -104,13 +104,12 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const parserOptions = { maxHeaderSize: config.maxHeaderSize, maxHeaderCount: config.maxHeaderCount }
     // The configured idle timeout; a server's Keep-Alive hint may shorten it per connection.
     const idleMillis = Duration.toMillis(config.idleTimeout)
-    const timing = (scope: Scope.Scope) => ({
+    const timing: Timing = {
       clock,
       headersMillis: millisOrInfinity(config.headersTimeout),
       bodyMillis: millisOrInfinity(config.bodyTimeout),
-      fork: (watchdog: Effect.Effect<void>) => Effect.asVoid(Effect.forkIn(Effect.interruptible(watchdog), scope)),
-      run: (effect: Effect.Effect<void>) => void runFork(effect)
-    })
+      watchdog: new Watchdog(clock, runFork)
+    }
 
     const pool = new KeyedPool({
       config,
@@ -119,8 +118,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       scope: connectionsScope,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runFork,
-      makeConnection: (origin, transport, scope) =>
-        new Connection(origin, transport, idleMillis, parserOptions, timing(scope))
+      makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing)
     })
     const counters = { reused: 0, requests: 0 }
 
@@ -250,7 +248,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     }
 
     // Runs first when the Agent's scope closes: then the connections' scopes close.
-    yield* Effect.addFinalizer(() => pool.shutdown())
+    yield* Effect.addFinalizer(() => Effect.zipRight(pool.shutdown(), timing.watchdog.shutdown()))
 
     const stats = Effect.sync((): Agent.Stats => ({
       open: pool.open,

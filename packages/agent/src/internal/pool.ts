@@ -63,8 +63,8 @@ export interface PoolEnv {
   readonly permits: Effect.Semaphore
   /** Runs an effect in a fiber of the Agent's runtime. */
   readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-  /** Makes the Connection for a transport, its watchdog forked in `scope`. */
-  readonly makeConnection: (origin: Origin, transport: Transport, scope: Scope.Scope) => Connection
+  /** Makes the Connection for a transport. */
+  readonly makeConnection: (origin: Origin, transport: Transport) => Connection
 }
 
 /**
@@ -467,7 +467,7 @@ export class KeyedPool {
           Effect.flatMap(restore(Scope.extend(transport, scope)), (t) =>
             Effect.as(
               Scope.addFinalizer(scope, Effect.sync(() => t.destroy())),
-              env.makeConnection(site.origin, t, scope)
+              env.makeConnection(site.origin, t)
             ))))
     // Undefined inside when the opening completes before runFork returns.
     let fiber: Fiber.RuntimeFiber<void> | undefined = undefined
