@@ -80,7 +80,9 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   }
 
   get headers(): Headers.Headers {
-    return this.#headers ??= Headers.unsafeFromRecord({ ...this.head.headers })
+    // A copy (unsafeFromRecord sets the prototype), made without an object
+    // literal: see `Head` in http1.ts.
+    return this.#headers ??= Headers.unsafeFromRecord(Object.assign(Object.create(null), this.head.headers))
   }
 
   get cookies(): Cookies.Cookies {
