@@ -2,10 +2,12 @@
  * The client's own cost per request, with no network: keepalive's Agent over
  * an in-memory transport that answers every request at once (a microtask
  * later). `pnpm --filter @keepalive/bench memory` prints microseconds per
- * request for `Agent.request` and for the HttpClient adapter, one in flight
- * and 16 in flight over 2 connections; then a body read through
- * `response.stream`, next to the cost of running a one-chunk Effect Stream
- * with no Agent at all (the floor of scenario e). Run it compiled (the script does).
+ * request for `Agent.request` (in `Effect.scoped`), `Agent.requestWith` and
+ * the HttpClient adapter, one in flight and 16 in flight over 2 connections;
+ * then a body read through `response.stream` and through `forEachChunk`, next
+ * to the cost of running a one-chunk Effect Stream with no Agent at all (the
+ * floor of scenario e through `stream`); last, a connection opened and closed
+ * per request. Run it compiled (the script does).
  */
 import { Agent, AgentHttpClient, Connector } from "@keepalive/agent"
 import type { Transport, TransportListener } from "@keepalive/agent/Connector"
@@ -59,6 +61,13 @@ const viaAgentStream = Agent.request(HttpClientRequest.get(url)).pipe(
   Effect.flatMap((r) => Stream.runFold(r.stream, 0, (size, chunk) => size + chunk.byteLength)),
   Effect.scoped
 )
+const viaAgentWith = Agent.requestWith(HttpClientRequest.get(url), (r) => r.arrayBuffer)
+const viaForEachChunk = Agent.requestWith(HttpClientRequest.get(url), (r) => {
+  let size = 0
+  return Effect.map(Agent.forEachChunk(r, (chunk) => Effect.sync(() => void (size += chunk.byteLength))), () => size)
+})
+// A connection opened and closed for every request (the layer is built once, around the measurement).
+const NoPersist = Agent.layer({ persist: false }).pipe(Layer.provide(MemoryConnector))
 // The floor of any streamed body in Effect 3: running a one-chunk Stream, no Agent at all.
 const oneChunk = new Uint8Array(13)
 const streamAlone = Effect.suspend(() => Stream.runFold(Stream.make(oneChunk), 0, (size, chunk) => size + chunk.byteLength))
@@ -86,10 +95,14 @@ const total = Number(process.env.MEMORY_REQUESTS ?? 50_000)
 const program = Effect.gen(function*() {
   yield* measure("Agent.request, 1 in flight", viaAgent, 1, total)
   yield* measure("Agent.request, 16 in flight", viaAgent, 16, total)
+  yield* measure("Agent.requestWith, 1 in flight", viaAgentWith, 1, total)
+  yield* measure("Agent.requestWith, 16 in flight", viaAgentWith, 16, total)
   yield* measure("HttpClient, 1 in flight", viaHttpClient, 1, total)
   yield* measure("HttpClient, 16 in flight", viaHttpClient, 16, total)
   yield* measure("Agent.request, body via Stream", viaAgentStream, 16, total / 5)
+  yield* measure("requestWith, body via forEachChunk", viaForEachChunk, 16, total / 5)
   yield* measure("Stream.runFold of Stream.make(x)", streamAlone, 16, total / 5)
+  yield* Effect.provide(measure("persist: false (a connection each)", viaAgentWith, 4, total / 5), NoPersist)
 })
 
 Effect.runPromise(Effect.provide(program, ClientLive)).catch((error) => {
