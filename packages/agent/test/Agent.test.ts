@@ -7,6 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
@@ -477,6 +478,26 @@ describe("Agent over the in-memory transport", () => {
       const exit = yield* Fiber.join(cut)
       expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({ reason: "Truncated" })
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
+  it.effect("the watchdog leaves no fiber behind once the Agent is shut down, whatever the order of its deadlines", () => {
+    // The head comes at once, the body never: each body deadline is earlier than the pending head deadline.
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
+    return Effect.gen(function*() {
+      const before = (yield* Fiber.roots).length
+      const scope = yield* Scope.make()
+      const agent = yield* Effect.provide(Agent.make({ headersTimeout: "60 seconds", bodyTimeout: "5 seconds" }), server.layer).pipe(
+        Scope.extend(scope)
+      )
+      const reads = yield* Effect.forEach(["/a", "/b"], (path) =>
+        Effect.fork(Effect.exit(agent.requestWith(HttpClientRequest.get(`http://a.test${path}`), (r) => r.text))))
+      yield* settle
+      expect((yield* Fiber.roots).length).toBeGreaterThan(before)
+      yield* Scope.close(scope, Exit.void)
+      yield* settle
+      expect((yield* Fiber.roots).length).toBe(before)
+      for (const read of reads) expect(Exit.isFailure(yield* Fiber.join(read))).toBe(true)
+    })
   })
 
   it.effect("a body read interrupted while it waits takes nothing: the next read gets every byte", () => {

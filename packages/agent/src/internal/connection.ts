@@ -3,6 +3,7 @@ import type * as Scope from "effect/Scope"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import { AgentError } from "../AgentError.js"
 import type { Phase, Reason } from "../AgentError.js"
@@ -38,7 +39,7 @@ export interface Timing {
  * recorded on its connection; when the fiber wakes it looks at the connections
  * it watches, times out those past their deadline, forgets those with none, and
  * sleeps until the next. A deadline earlier than its wake-up starts a new
- * fiber (a new generation) and the old one ends when it wakes.
+ * fiber (a new generation) and interrupts the old one.
  *
  * @internal
  */
@@ -70,7 +71,10 @@ export class Watchdog {
     if (deadline >= this.#wakeAt || this.#stopped) return
     const generation = ++this.#generation
     this.#wakeAt = deadline
+    // The fiber it replaces would sleep on (and keep its timer) until its own wake-up.
+    const replaced = this.#fiber
     this.#fiber = this.runFork(this.#loop(generation))
+    if (replaced !== undefined) replaced.unsafeInterruptAsFork(FiberId.none)
   }
 
   /** Stops the timer (the Agent shut down): no deadline fires after this. */
