@@ -39,6 +39,18 @@ const connectionOn = (socket: ServerSocket, headersMillis: number, bodyMillis: n
     })
   })
 
+/** A transport whose destroy throws once (a buggy Connector). */
+class ThrowingSocket extends ServerSocket {
+  thrown = false
+  override destroy(): void {
+    super.destroy()
+    if (!this.thrown) {
+      this.thrown = true
+      throw new Error("destroy failed")
+    }
+  }
+}
+
 describe("Connection", () => {
   // `send` writes when called and returns the effect that waits for the head
   // (and starts the watchdog when none is running). A fiber interrupted
@@ -86,6 +98,25 @@ describe("Connection", () => {
         }
       }
       expect(counted.watchdogs).toBe(1)
+    }))
+
+  it.scoped("a transport whose destroy throws does not stop the other connections' timeouts", () =>
+    Effect.gen(function*() {
+      const server = new MemoryServer(() => {})
+      const { watchdog } = yield* countedWatchdog
+      const bad = yield* connectionOn(new ThrowingSocket(Origin.make("http", "a.test"), 1, server), 1000, 1000, watchdog)
+      const good = yield* connectionOn(new ServerSocket(Origin.make("http", "b.test"), 2, server), 1000, 1000, watchdog)
+      const first = yield* Effect.fork(Effect.exit(bad.send(request("/"))))
+      yield* settle
+      yield* TestClock.adjust("500 millis")
+      const second = yield* Effect.fork(Effect.exit(good.send(request("/"))))
+      yield* settle
+      yield* TestClock.adjust("5 seconds")
+      yield* settle
+      for (const fiber of [first, second]) {
+        const exit = yield* Fiber.join(fiber)
+        expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({ reason: "Timeout" })
+      }
     }))
 
   it.scoped("each connection times out at its own deadline, and a closed one is no longer watched", () =>

@@ -99,7 +99,13 @@ export class Watchdog {
           this.#watched.delete(conn)
         } else if (deadline <= now) {
           this.#watched.delete(conn)
-          conn.expire()
+          // A transport whose destroy throws must not stop the timer of every
+          // other connection: the exchange has its timeout by then, either way.
+          try {
+            conn.expire()
+          } catch {
+            // The connection is broken and its reader woken; nothing more to do.
+          }
         } else if (deadline < next) {
           next = deadline
         }
@@ -305,7 +311,7 @@ export class Connection implements TransportListener {
   #fail(ex: Exchange, reason: Reason, detail: string, cause?: unknown, phase?: Phase): void {
     this.broken = true
     this.#deadline = Infinity
-    this.#transport.destroy()
+    // The failure is recorded, and its reader woken, even if the transport's destroy throws.
     if (ex.failure === undefined) {
       ex.failure = new AgentError({
         reason,
@@ -315,8 +321,12 @@ export class Connection implements TransportListener {
         ...(cause !== undefined ? { cause } : {})
       })
     }
-    ex.wake()
-    ex.settle()
+    try {
+      this.#transport.destroy()
+    } finally {
+      ex.wake()
+      ex.settle()
+    }
   }
 
   // --- the exchange ----------------------------------------------------------
