@@ -500,6 +500,21 @@ describe("Agent over the in-memory transport", () => {
     })
   })
 
+  it.effect("a reader still waiting when its response is given back fails instead of hanging", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
+    return Effect.gen(function*() {
+      // The reader is forked off, waits for the rest of the body, and outlives
+      // the function that held the connection.
+      const reader = yield* HttpClientRequest.get("http://a.test/").pipe(
+        Agent.requestWith((response) => Effect.tap(Effect.fork(Agent.forEachChunk(response, () => Effect.void)), () => settle))
+      )
+      const exit = yield* Fiber.join(reader).pipe(Effect.exit)
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toMatchObject({ reason: "Closed" })
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
   it.effect("a body read interrupted while it waits takes nothing: the next read gets every byte", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n"))
     const text = new TextDecoder()

@@ -521,6 +521,12 @@ export class Connection implements TransportListener {
     const ex = this.#exchange
     this.busy = false
     if (ex === undefined) return false
+    if (!ex.settled) {
+      // Released mid-response: a reader still waiting (one forked off, say)
+      // fails now rather than waiting for bytes that will never come.
+      ex.failure = new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the response was released before its body was read" })
+      ex.wake()
+    }
     ex.waiter = undefined
     ex.drain = undefined
     this.#exchange = undefined
