@@ -2,6 +2,7 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as AgentHttpClient from "@keepalive/agent/AgentHttpClient"
+import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -513,6 +514,39 @@ describe("Agent over the in-memory transport", () => {
       yield* settle
       expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0 })
     }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("reading an earlier response late neither resumes nor re-arms the paused exchange in flight", () => {
+    const piece = "x".repeat(64 * 1024)
+    const server = new MemoryServer((req) => {
+      if (req.path === "/small") return req.socket.respond("first")
+      req.socket.send(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10000\r\n${piece}\r\n`)
+    })
+    return Effect.gen(function*() {
+      // A complete response escapes its function unread: the connection moves on.
+      const first = yield* HttpClientRequest.get("http://a.test/small").pipe(Agent.requestWith(Effect.succeed))
+      const gate = yield* Deferred.make<void>()
+      const second = yield* Effect.fork(HttpClientRequest.get("http://a.test/big").pipe(
+        Agent.requestWith(Agent.forEachChunk(() => Deferred.await(gate)))
+      ))
+      yield* settle
+      for (let i = 0; i < 5; i++) server.sockets[0]!.send(`10000\r\n${piece}\r\n`)
+      yield* settle
+      expect(server.sockets[0]!.paused).toBe(true)
+      // The earlier body, streamed now, comes from its own exchange.
+      const text = yield* Stream.runCollect(first.stream).pipe(
+        Effect.map((chunks) => new TextDecoder().decode(Chunk.toReadonlyArray(chunks)[0]))
+      )
+      expect(text).toBe("first")
+      expect(server.sockets[0]!.paused).toBe(true)
+      // Paused by the client: the server's silence is no body timeout.
+      yield* TestClock.adjust("2 seconds")
+      yield* settle
+      expect(second.unsafePoll()).toBeNull()
+      server.sockets[0]!.send("0\r\n\r\n")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(second)
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1, bodyTimeout: "1 second" })))
   })
 
   it.effect("a body read interrupted while it waits takes nothing: the next read gets every byte", () => {

@@ -463,7 +463,8 @@ export class Connection implements TransportListener {
       const take = (): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> | undefined => {
         if (ex.buffered > 0) {
           const chunks = ex.take()
-          if (this.#paused) {
+          // Only the exchange in flight owns the pause (an earlier one read late must not resume it).
+          if (this.#paused && ex === this.#exchange) {
             this.#paused = false
             this.#transport.resume()
             this.#arm("body", this.#timing.bodyMillis)
