@@ -7,12 +7,14 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
-import { Agent, AgentError } from "@keepalive/agent"
-import { NodeAgent } from "@keepalive/node"
+import { Agent, AgentError, Connector, Origin } from "@keepalive/agent"
+import { NodeAgent, NodeConnector } from "@keepalive/node"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import type * as Scope from "effect/Scope"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as http from "node:http"
 import * as net from "node:net"
@@ -377,6 +379,27 @@ describe("connections that must not be reused", () => {
       expect(server.requests.map((r) => r.headers.connection)).toEqual(Array(5).fill("close"))
       expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 5, reused: 0 })
     }).pipe(Effect.provide(NodeAgent.layer({ persist: false }))), timeout)
+})
+
+describe("the Node connector", () => {
+  it.scopedLive("a connect interrupted leaves no socket open", () =>
+    Effect.gen(function*() {
+      const server = yield* nodeServer((_req, res) => res.end("ok"))
+      const connector = yield* Connector.Connector
+      const origin = Origin.fromUrl(new URL(server.origin))!
+      for (let i = 0; i < 5; i++) {
+        const scope = yield* Scope.make()
+        const connecting = yield* Effect.fork(Scope.extend(connector.connect(origin, {}), scope))
+        // Interrupted once the server has the connection (the client may or may not have seen "connect" yet).
+        while (server.sockets.accepted <= i) yield* Effect.sleep("1 millis")
+        yield* Fiber.interrupt(connecting)
+        yield* Scope.close(scope, Exit.void)
+      }
+      // Every socket must have been closed again.
+      yield* Effect.sleep("100 millis")
+      expect(server.sockets.accepted).toBe(5)
+      expect(server.sockets.open).toBe(0)
+    }).pipe(Effect.provide(NodeConnector.layer)), timeout)
 })
 
 describe("connection caps", () => {
