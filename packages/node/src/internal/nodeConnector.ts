@@ -2,7 +2,7 @@ import { AgentError } from "@keepalive/agent/AgentError"
 import type { ConnectOptions, Transport, TransportListener } from "@keepalive/agent/Connector"
 import type { Origin } from "@keepalive/agent/Origin"
 import * as Effect from "effect/Effect"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import type * as NodeConnector from "../NodeConnector.js"
@@ -99,39 +99,16 @@ export const connect = (options: NodeConnector.Options) =>
   Effect.flatMap(
     // The socket belongs to the connection's scope from the start: however
     // the wait below ends (even interrupted just as it connected), closing
-    // the scope destroys it.
-    Effect.acquireRelease(
-      Effect.sync((): SocketTransport => {
-        const host = origin.host
-        // Set before any read can happen: a socket reads only once connected.
-        let transport: SocketTransport | undefined = undefined
-        const tcp = origin.scheme !== "https"
-        const socket: net.Socket = !tcp
-          ? tls.connect({
-            ...options.tls,
-            host,
-            port: origin.port,
-            servername: connectOptions.servername ?? (net.isIP(host) ? "" : host),
-            ALPNProtocols: ["http/1.1"]
-          })
-          : net.connect({
-            host,
-            port: origin.port,
-            onread: {
-              buffer: readBuffer,
-              callback: (nread: number) => {
-                transport?.received(readBuffer.subarray(0, nread))
-                return true
-              }
-            }
-          })
-        socket.setNoDelay(true)
-        // TLS sockets take no `onread`: they read through 'data' events.
-        return transport = new SocketTransport(socket, tcp)
-      }),
-      (transport) => Effect.sync(() => transport.destroy())
-    ),
+    // the scope destroys it. Made and registered uninterruptibly, with
+    // Scope.addFinalizer (Effect.acquireRelease's addFinalizer diffs and
+    // patches all FiberRefs, for every connection).
+    Effect.uninterruptible(Effect.flatMap(Effect.scope, (scope) => {
+      const transport = open(options, origin, connectOptions)
+      return Effect.as(Scope.addFinalizer(scope, Effect.sync(() => transport.destroy())), transport)
+    })),
     (transport) =>
+      // No canceler: an interrupted wait ends with the scope closed, which
+      // destroys the socket (and a canceler would wrap the wait in onInterrupt).
       Effect.async<Transport, AgentError>((resume) => {
         const socket = transport.socket
         const onError = (cause: unknown) => {
@@ -145,11 +122,38 @@ export const connect = (options: NodeConnector.Options) =>
           socket.off("error", onError)
           resume(Effect.succeed(transport))
         })
-        return Effect.sync(() => {
-          socket.destroy()
-        })
       })
   )
+
+/** A socket to the origin, connecting. */
+const open = (options: NodeConnector.Options, origin: Origin, connectOptions: ConnectOptions): SocketTransport => {
+  const host = origin.host
+  // Set before any read can happen: a socket reads only once connected.
+  let transport: SocketTransport | undefined = undefined
+  const tcp = origin.scheme !== "https"
+  const socket: net.Socket = !tcp
+    ? tls.connect({
+      ...options.tls,
+      host,
+      port: origin.port,
+      servername: connectOptions.servername ?? (net.isIP(host) ? "" : host),
+      ALPNProtocols: ["http/1.1"]
+    })
+    : net.connect({
+      host,
+      port: origin.port,
+      onread: {
+        buffer: readBuffer,
+        callback: (nread: number) => {
+          transport?.received(readBuffer.subarray(0, nread))
+          return true
+        }
+      }
+    })
+  socket.setNoDelay(true)
+  // TLS sockets take no `onread`: they read through 'data' events.
+  return transport = new SocketTransport(socket, tcp)
+}
 
 /** @internal */
 export const yieldToIo: Effect.Effect<void> = Effect.async<void>((resume) => {
