@@ -118,7 +118,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       scope: connectionsScope,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runFork,
-      makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing)
+      makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing),
+      watchdog: timing.watchdog
     })
     const counters = { reused: 0, requests: 0 }
 

@@ -30,21 +30,34 @@ export interface Timing {
 }
 
 /**
- * One timer fiber for the header and body deadlines of all of an Agent's
- * connections. (A watchdog fiber per connection cost ~90 us of every
- * connection opened: the fork into its scope, a timer, the interruption at close.)
+ * Something the Watchdog times out: its deadline now (Clock millis, Infinity
+ * for none), and what to do once that passed.
+ *
+ * @internal
+ */
+export interface Deadline {
+  readonly deadline: number
+  expire(): void
+}
+
+/**
+ * One timer fiber for all of an Agent's deadlines: the header and body
+ * deadlines of its connections, and the connect deadlines of its openings.
+ * (A watchdog fiber per connection cost ~90 us of every connection opened: the
+ * fork into its scope, a timer, the interruption at close; `Effect.timeoutFail`
+ * per connect raced two more fibers.)
  *
  * It sleeps until the earliest deadline it knows of. A deadline set later than
  * that (the common case: every deadline is now plus the same timeout) is only
- * recorded on its connection; when the fiber wakes it looks at the connections
- * it watches, times out those past their deadline, forgets those with none, and
- * sleeps until the next. A deadline earlier than its wake-up starts a new
- * fiber (a new generation) and interrupts the old one.
+ * recorded on its owner; when the fiber wakes it looks at what it watches,
+ * expires what is past its deadline, forgets what has none, and sleeps until
+ * the next. A deadline earlier than its wake-up starts a new fiber (a new
+ * generation) and interrupts the old one.
  *
  * @internal
  */
 export class Watchdog {
-  readonly #watched = new Set<Connection>()
+  readonly #watched = new Set<Deadline>()
   #wakeAt = Infinity
   #generation = 0
   #fiber: Fiber.RuntimeFiber<void> | undefined = undefined
@@ -55,19 +68,19 @@ export class Watchdog {
     readonly runFork: (effect: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
   ) {}
 
-  /** Connections watched now (closed ones leave at once, others when the timer finds them without a deadline). */
+  /** What is watched now (what ended leaves at once, the rest when the timer finds it without a deadline). */
   get watching(): number {
     return this.#watched.size
   }
 
-  /** The connection is closed: nothing of it to watch any more. */
-  unwatch(conn: Connection): void {
-    this.#watched.delete(conn)
+  /** It ended (a connection closed, an opening done): nothing of it to watch any more. */
+  unwatch(item: Deadline): void {
+    this.#watched.delete(item)
   }
 
-  /** The connection has a deadline (Clock millis) now. */
-  watch(conn: Connection, deadline: number): void {
-    this.#watched.add(conn)
+  /** `item` has this deadline (Clock millis) now. */
+  watch(item: Deadline, deadline: number): void {
+    this.#watched.add(item)
     if (deadline >= this.#wakeAt || this.#stopped) return
     const generation = ++this.#generation
     this.#wakeAt = deadline
@@ -93,16 +106,16 @@ export class Watchdog {
       if (generation !== this.#generation) return Effect.void
       const now = this.clock.unsafeCurrentTimeMillis()
       let next = Infinity
-      for (const conn of this.#watched) {
-        const deadline = conn.deadline
+      for (const item of this.#watched) {
+        const deadline = item.deadline
         if (deadline === Infinity) {
-          this.#watched.delete(conn)
+          this.#watched.delete(item)
         } else if (deadline <= now) {
-          this.#watched.delete(conn)
-          // A transport whose destroy throws must not stop the timer of every
-          // other connection: the exchange has its timeout by then, either way.
+          this.#watched.delete(item)
+          // A transport whose destroy throws must not stop every other
+          // deadline: the exchange has its timeout by then, either way.
           try {
-            conn.expire()
+            item.expire()
           } catch {
             // The connection is broken and its reader woken; nothing more to do.
           }
@@ -141,7 +154,7 @@ let nextId = 1
  *
  * @internal
  */
-export class Connection implements TransportListener {
+export class Connection implements TransportListener, Deadline {
   readonly id = nextId++
   /** Requests completed on this connection. */
   served = 0

@@ -12,7 +12,7 @@ import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
 import type { Connector, Transport } from "../Connector.js"
 import type { Origin } from "../Origin.js"
-import { Connection } from "./connection.js"
+import { type Connection, type Deadline, type Watchdog } from "./connection.js"
 
 /**
  * A request of an origin waiting for a connection. `granted` is set when a
@@ -43,13 +43,28 @@ export class OriginPool {
   /** Connections being opened for its waiters (not counting openings called off). */
   opening = 0
   /**
-   * The fibers opening them: one nobody waits for any more is called off
+   * The openings under way: one nobody waits for any more is called off
    * (interrupted; a connection it still makes is closed at once).
    */
-  readonly openings = new Set<Fiber.RuntimeFiber<void>>()
+  readonly openings = new Set<Opening>()
   /** Waiting in the cap queue for a global permit. */
   queued = false
   constructor(readonly origin: Origin) {}
+}
+
+/**
+ * A connection being opened: its fiber, and its connect deadline, which the
+ * Agent's Watchdog watches. A deadline past interrupts the fiber; for it an
+ * interruption is then a connect timeout.
+ */
+class Opening implements Deadline {
+  timedOut = false
+  constructor(readonly fiber: Fiber.RuntimeFiber<void>, readonly deadline: number) {}
+  expire(): void {
+    this.timedOut = true
+    // Lands once the connect is under way (the permit is taken uninterruptibly).
+    this.fiber.unsafeInterruptAsFork(FiberId.none)
+  }
 }
 
 /** What the pool needs from the Agent that owns it. @internal */
@@ -65,6 +80,8 @@ export interface PoolEnv {
   readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
   /** Makes the Connection for a transport. */
   readonly makeConnection: (origin: Origin, transport: Transport) => Connection
+  /** Times out connects (as it does the connections' header and body phases). */
+  readonly watchdog: Watchdog
 }
 
 /**
@@ -114,15 +131,6 @@ export class KeyedPool {
   readonly #capQueue = new Set<OriginPool>()
   /** Idle timers and openings: interrupted when the pool shuts down. */
   readonly #fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
-  /**
-   * Openings under way with their connect deadline (Clock millis), oldest
-   * first: one timer fiber watches them all. (`Effect.timeoutFail` per
-   * connect raced two more fibers for every connection opened.)
-   */
-  readonly #connecting = new Map<Fiber.RuntimeFiber<void>, number>()
-  /** Openings the timer interrupted: for them an interruption is a connect timeout. */
-  readonly #timedOut = new Set<Fiber.RuntimeFiber<void>>()
-  #connectTimerRunning = false
   #permitsHeld = 0
   #closed = false
   #arrivals = 0
@@ -315,12 +323,12 @@ export class KeyedPool {
     if (site.waiters.delete(waiter)) this.waiting--
     // Openings no request waits for any more are called off (their permits come back when they end).
     while (site.openings.size > site.waiters.size) {
-      let newest: Fiber.RuntimeFiber<void> | undefined
-      for (const fiber of site.openings) newest = fiber
+      let newest: Opening | undefined
+      for (const opening of site.openings) newest = opening
       site.openings.delete(newest!)
-      this.#connecting.delete(newest!)
+      this.#env.watchdog.unwatch(newest!)
       site.opening--
-      newest!.unsafeInterruptAsFork(FiberId.none)
+      newest!.fiber.unsafeInterruptAsFork(FiberId.none)
     }
     this.#dequeueIfServed(site)
     this.#forgetIfUnused(site)
@@ -470,64 +478,40 @@ export class KeyedPool {
               env.makeConnection(site.origin, t)
             ))))
     // Undefined inside when the opening completes before runFork returns.
-    let fiber: Fiber.RuntimeFiber<void> | undefined = undefined
-    fiber = this.#fork(
+    let opening: Opening | undefined = undefined
+    const fiber = this.#fork(
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Scope.fork(env.scope, ExecutionStrategy.sequential), (scope) =>
           Effect.flatMap(Effect.exit(resource(scope, restore)), (exit) => {
             if (Exit.isSuccess(exit)) {
-              return Effect.sync(() => this.#opened(site, exit.value, scope, fiber))
+              return Effect.sync(() => this.#opened(site, exit.value, scope, opening))
             }
             return Effect.zipRight(
               Scope.close(scope, exit),
-              Effect.sync(() => this.#openFailed(site, exit, fiber))
+              Effect.sync(() => this.#openFailed(site, exit, opening))
             )
           }))
       )
     )
     if (fiber.unsafePoll() !== null) return
-    site.openings.add(fiber)
-    if (this.#connectMillis === Infinity) return
-    this.#connecting.set(fiber, this.#env.clock.unsafeCurrentTimeMillis() + this.#connectMillis)
-    if (!this.#connectTimerRunning) {
-      this.#connectTimerRunning = true
-      this.#fork(this.#watchConnects())
-    }
+    opening = new Opening(fiber, this.#env.clock.unsafeCurrentTimeMillis() + this.#connectMillis)
+    site.openings.add(opening)
+    if (opening.deadline !== Infinity) this.#env.watchdog.watch(opening, opening.deadline)
   }
 
-  /**
-   * Interrupts the openings past their deadline, then sleeps until the next
-   * one. The deadlines come in the order the openings started (one timeout
-   * for all), so only the first needs a look.
-   */
-  #watchConnects(): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      const now = this.#env.clock.unsafeCurrentTimeMillis()
-      for (const [fiber, deadline] of this.#connecting) {
-        if (deadline > now) return Effect.zipRight(Effect.sleep(Duration.millis(deadline - now)), this.#watchConnects())
-        this.#connecting.delete(fiber)
-        this.#timedOut.add(fiber)
-        // Lands once the connect is under way (the permit is taken uninterruptibly).
-        fiber.unsafeInterruptAsFork(FiberId.none)
-      }
-      this.#connectTimerRunning = false
-      return Effect.void
-    })
+  /** An opening ended, connected or not: no deadline to watch. True when the deadline stopped it. */
+  #openingEnded(opening: Opening | undefined): boolean {
+    if (opening === undefined) return false
+    this.#env.watchdog.unwatch(opening)
+    return opening.timedOut
   }
 
-  /** An opening ended, connected or not: off the timer's list. True when the timer stopped it. */
-  #openingEnded(fiber: Fiber.RuntimeFiber<void> | undefined): boolean {
-    if (fiber === undefined) return false
-    this.#connecting.delete(fiber)
-    return this.#timedOut.delete(fiber)
-  }
-
-  #opened(site: OriginPool, conn: Connection, scope: Scope.CloseableScope, fiber: Fiber.RuntimeFiber<void> | undefined): void {
+  #opened(site: OriginPool, conn: Connection, scope: Scope.CloseableScope, opening: Opening | undefined): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
-    const calledOff = fiber !== undefined && !site.openings.delete(fiber)
+    const calledOff = opening !== undefined && !site.openings.delete(opening)
     if (!calledOff) site.opening--
     // Connected before the timer's interruption could land: the connection counts.
-    this.#openingEnded(fiber)
+    this.#openingEnded(opening)
     site.open++
     this.open++
     this.opened++
@@ -562,10 +546,10 @@ export class KeyedPool {
   }
 
   /** An opening failed, or was called off. */
-  #openFailed(site: OriginPool, exit: Exit.Exit<unknown, AgentError>, fiber: Fiber.RuntimeFiber<void> | undefined): void {
-    if (fiber === undefined || site.openings.delete(fiber)) site.opening--
+  #openFailed(site: OriginPool, exit: Exit.Exit<unknown, AgentError>, opening: Opening | undefined): void {
+    if (opening === undefined || site.openings.delete(opening)) site.opening--
     this.#permitsHeld--
-    if (this.#openingEnded(fiber) && !this.#closed) {
+    if (this.#openingEnded(opening) && !this.#closed) {
       this.#failWaiters(
         site,
         new AgentError({
