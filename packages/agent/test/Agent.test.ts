@@ -25,6 +25,29 @@ const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(
 
 const get = (url: string) => Agent.requestString(url)
 
+/** A 64 KiB piece of a chunked body. */
+const piece = `10000\r\n${"x".repeat(64 * 1024)}\r\n`
+/** The head of a chunked response, with its first piece. */
+const chunkedHead = `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n${piece}`
+
+/**
+ * Reads `path` (a chunked body the server starts with `chunkedHead`) with a
+ * `forEachChunk` reader stuck on its first piece until `gate` opens, then
+ * sends five more pieces: 320 KiB buffered, above the 256 KiB mark, so the
+ * transport is paused.
+ */
+const stuckReader = (server: MemoryServer, path: string, onChunk: (chunk: Uint8Array) => void = () => {}) =>
+  Effect.gen(function*() {
+    const gate = yield* Deferred.make<void>()
+    const reading = yield* Effect.fork(HttpClientRequest.get(`http://a.test${path}`).pipe(
+      Agent.requestWith(Agent.forEachChunk((chunk) => Effect.zipRight(Deferred.await(gate), Effect.sync(() => onChunk(chunk)))))
+    ))
+    yield* settle
+    for (let i = 0; i < 5; i++) server.sockets[0]!.send(piece)
+    yield* settle
+    return { gate, reading }
+  })
+
 describe("Agent over the in-memory transport", () => {
   it.effect("reuses one connection for sequential requests", () => {
     const server = echoServer()
@@ -446,27 +469,17 @@ describe("Agent over the in-memory transport", () => {
   })
 
   it.effect("forEachChunk: a slow reader pauses the transport and loses nothing; a body cut short fails it", () => {
-    const piece = "x".repeat(64 * 1024)
     const server = new MemoryServer((req) => {
       if (req.path === "/cut") return req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel")
-      req.socket.send(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10000\r\n${piece}\r\n`)
+      req.socket.send(chunkedHead)
     })
     return Effect.gen(function*() {
-      const gate = yield* Deferred.make<void>()
       let size = 0
-      const reading = yield* Effect.fork(HttpClientRequest.get("http://a.test/").pipe(
-        Agent.requestWith(Agent.forEachChunk((chunk) =>
-          Effect.zipRight(Deferred.await(gate), Effect.sync(() => {
-            size += chunk.length
-          }))
-        ))
-      ))
-      yield* settle
-      for (let i = 0; i < 5; i++) server.sockets[0]!.send(`10000\r\n${piece}\r\n`)
-      server.sockets[0]!.send("0\r\n\r\n")
-      yield* settle
-      // 320 KiB arrived while the reader was stuck on the first piece: above the 256 KiB mark.
+      const { gate, reading } = yield* stuckReader(server, "/", (chunk) => {
+        size += chunk.length
+      })
       expect(server.sockets[0]!.paused).toBe(true)
+      server.sockets[0]!.send("0\r\n\r\n")
       yield* Deferred.succeed(gate, undefined)
       yield* Fiber.join(reading)
       expect(size).toBe(6 * 64 * 1024)
@@ -517,21 +530,14 @@ describe("Agent over the in-memory transport", () => {
   })
 
   it.effect("reading an earlier response late neither resumes nor re-arms the paused exchange in flight", () => {
-    const piece = "x".repeat(64 * 1024)
     const server = new MemoryServer((req) => {
       if (req.path === "/small") return req.socket.respond("first")
-      req.socket.send(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10000\r\n${piece}\r\n`)
+      req.socket.send(chunkedHead)
     })
     return Effect.gen(function*() {
       // A complete response escapes its function unread: the connection moves on.
       const first = yield* HttpClientRequest.get("http://a.test/small").pipe(Agent.requestWith(Effect.succeed))
-      const gate = yield* Deferred.make<void>()
-      const second = yield* Effect.fork(HttpClientRequest.get("http://a.test/big").pipe(
-        Agent.requestWith(Agent.forEachChunk(() => Deferred.await(gate)))
-      ))
-      yield* settle
-      for (let i = 0; i < 5; i++) server.sockets[0]!.send(`10000\r\n${piece}\r\n`)
-      yield* settle
+      const { gate, reading: second } = yield* stuckReader(server, "/big")
       expect(server.sockets[0]!.paused).toBe(true)
       // The earlier body, streamed now, comes from its own exchange.
       const text = yield* Stream.runCollect(first.stream).pipe(

@@ -492,7 +492,7 @@ export class Connection implements TransportListener, Deadline {
       if (now !== undefined) return now
       // What a settled exchange buffered stays readable after its connection moved on.
       if (ex !== this.#exchange) return this.#released()
-      return waitFor(ex, () => ex.buffered > 0 || ex.failure !== undefined || ex.complete, take)
+      return waitFor(ex, () => ex.buffered > 0 || ex.settled, take)
     })
   }
 

@@ -25,6 +25,7 @@ export const forEachChunk = <E, R>(
   f: (chunk: Uint8Array) => Effect.Effect<void, E, R>
 ): Effect.Effect<void, AgentError | HttpClientError.ResponseError | E, R> =>
   response instanceof AgentResponse ? response.forEachChunk(f) : Stream.runForEach(response.stream, f)
+
 /** UTF-8 text of a body. @internal */
 export const decode = (bytes: Uint8Array): string => decoder.decode(bytes)
 
