@@ -52,11 +52,11 @@ class ThrowingSocket extends ServerSocket {
 }
 
 describe("Connection", () => {
-  // `send` writes when called and returns the effect that waits for the head
-  // (and starts the watchdog when none is running). A fiber interrupted
-  // before it ran that effect dropped the watchdog's start; the connection
-  // must not believe it has one.
-  it.scoped("a watchdog start that never ran is started again by the next exchange", () =>
+  // `send` writes and sets its deadline when called, and returns the effect
+  // that waits for the head; a fiber interrupted first never runs that effect.
+  // The deadline must not depend on it (a watchdog once started from inside
+  // that effect was lost this way): the next exchange still times out.
+  it.scoped("a send whose effect never ran leaves the next exchange's headersTimeout working", () =>
     Effect.gen(function*() {
       const server = new MemoryServer((req) => {
         if (req.path === "/first") req.socket.respond("ok")
