@@ -36,7 +36,7 @@ const agentGet = (read: Scenario["read"]) => {
 // (the pieces as they arrive, backpressured) rather than an Effect Stream.
 const agentGetWith = (read: Scenario["read"]) => {
   const body = read === "whole"
-    ? (response: HttpClientResponse.HttpClientResponse) => Effect.map(response.arrayBuffer, (b) => b.byteLength)
+    ? readBody(read)
     : (response: HttpClientResponse.HttpClientResponse) => {
       let size = 0
       const count = (chunk: Uint8Array) => Effect.sync(() => void (size += chunk.byteLength))
