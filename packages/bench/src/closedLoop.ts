@@ -10,6 +10,8 @@ export interface Measurement {
   readonly completed: number
   readonly seconds: number
   readonly cpuSeconds: number
+  /** The part of `cpuSeconds` spent in the kernel (system calls, page faults). */
+  readonly cpuSystemSeconds: number
   readonly errors: number
   readonly firstError?: string
 }
@@ -74,6 +76,7 @@ export class MeasurementWindow {
       completed: this.#completed,
       seconds: (this.#endedAt - this.#startedAt) / 1000,
       cpuSeconds: cpu / 1e6,
+      cpuSystemSeconds: (this.#cpuAtEnd.system - this.#cpuAtStart.system) / 1e6,
       errors: this.#errors,
       ...(this.#firstError === undefined ? {} : { firstError: this.#firstError })
     }
