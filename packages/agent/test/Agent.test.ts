@@ -514,6 +514,27 @@ describe("Agent over the in-memory transport", () => {
     })
   })
 
+  it.effect("shutting the Agent down closes the connections still in use, and nothing opens after", () => {
+    // Nobody answers: both connections are busy when the Agent's scope closes.
+    const server = new MemoryServer(() => {})
+    return Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const agent = yield* Effect.provide(Agent.make({ persist: true }), server.layer).pipe(Scope.extend(scope))
+      const requests = yield* Effect.forEach(["http://a.test/", "http://b.test/"], (url) =>
+        Effect.fork(Effect.exit(agent.requestWith(HttpClientRequest.get(url), (r) => r.text))))
+      yield* settle
+      expect(server.openSockets.length).toBe(2)
+      yield* Scope.close(scope, Exit.void)
+      yield* settle
+      expect(server.openSockets.length).toBe(0)
+      for (const request of requests) expect(Exit.isFailure(yield* Fiber.join(request))).toBe(true)
+      // A request after the shutdown opens nothing.
+      const late = yield* Effect.exit(agent.requestWith(HttpClientRequest.get("http://c.test/"), (r) => r.text))
+      expect(late).toMatchObject({ _tag: "Failure" })
+      expect(server.sockets.length).toBe(2)
+    })
+  })
+
   it.effect("a reader still waiting when its response is given back fails instead of hanging", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
     return Effect.gen(function*() {

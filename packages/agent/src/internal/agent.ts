@@ -2,7 +2,6 @@ import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
@@ -93,10 +92,6 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
   Effect.gen(function*() {
     const config = resolveConfig(input)
     const connector = yield* Connector
-    const agentScope = yield* Effect.scope
-    // Every connection's scope is a child of this one, which closes after the
-    // pool has shut down (finalizers run in reverse order).
-    const connectionsScope = yield* Scope.fork(agentScope, ExecutionStrategy.sequential)
     const runtime = yield* Effect.runtime<never>()
     const runFork = Runtime.runFork(runtime)
     const clock = yield* Effect.clock
@@ -115,7 +110,6 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       config,
       connector,
       clock,
-      scope: connectionsScope,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runFork,
       makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing),
@@ -248,8 +242,11 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         }))
     }
 
-    // Runs first when the Agent's scope closes: then the connections' scopes close.
-    yield* Effect.addFinalizer(() => Effect.zipRight(pool.shutdown(), timing.watchdog.shutdown()))
+    // When the Agent's scope closes: the pool shuts down, then what is left of
+    // the connections' scopes closes.
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(Effect.zipRight(pool.shutdown(), timing.watchdog.shutdown()), pool.closeScopes)
+    )
 
     const stats = Effect.sync((): Agent.Stats => ({
       open: pool.open,

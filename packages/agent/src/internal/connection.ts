@@ -11,6 +11,7 @@ import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import * as Http1 from "./http1.js"
+import { List, type ListNode } from "./list.js"
 import type { OriginPool } from "./pool.js"
 
 /** Response bytes buffered before the transport is paused while a stream reads. */
@@ -38,6 +39,8 @@ export interface Timing {
 export interface Deadline {
   readonly deadline: number
   expire(): void
+  /** Its place among what the watchdog watches (the watchdog's to set). */
+  watchNode: ListNode<Deadline> | undefined
 }
 
 /**
@@ -57,7 +60,7 @@ export interface Deadline {
  * @internal
  */
 export class Watchdog {
-  readonly #watched = new Set<Deadline>()
+  readonly #watched = new List<Deadline>()
   #wakeAt = Infinity
   #generation = 0
   #fiber: Fiber.RuntimeFiber<void> | undefined = undefined
@@ -75,12 +78,12 @@ export class Watchdog {
 
   /** It ended (a connection closed, an opening done): nothing of it to watch any more. */
   unwatch(item: Deadline): void {
-    this.#watched.delete(item)
+    if (this.#watched.remove(item.watchNode)) item.watchNode = undefined
   }
 
   /** `item` has this deadline (Clock millis) now. */
   watch(item: Deadline, deadline: number): void {
-    this.#watched.add(item)
+    if (item.watchNode?.list === undefined) item.watchNode = this.#watched.push(item)
     if (deadline >= this.#wakeAt || this.#stopped) return
     const generation = ++this.#generation
     this.#wakeAt = deadline
@@ -106,12 +109,15 @@ export class Watchdog {
       if (generation !== this.#generation) return Effect.void
       const now = this.clock.unsafeCurrentTimeMillis()
       let next = Infinity
-      for (const item of this.#watched) {
+      for (const node of this.#watched.nodes()) {
+        // Unwatched meanwhile (by an expire() just before).
+        if (node.list === undefined) continue
+        const item = node.value
         const deadline = item.deadline
         if (deadline === Infinity) {
-          this.#watched.delete(item)
+          this.unwatch(item)
         } else if (deadline <= now) {
-          this.#watched.delete(item)
+          this.unwatch(item)
           // A transport whose destroy throws must not stop every other
           // deadline: the exchange has its timeout by then, either way.
           try {
@@ -156,6 +162,7 @@ let nextId = 1
  */
 export class Connection implements TransportListener, Deadline {
   readonly id = nextId++
+  watchNode: ListNode<Deadline> | undefined = undefined
   /** Requests completed on this connection. */
   served = 0
   /** Clock millis when it last became idle. */
@@ -174,8 +181,8 @@ export class Connection implements TransportListener, Deadline {
   timerGeneration = 0
   /** The pool's record of its origin (set once open). */
   site: OriginPool | undefined = undefined
-  /** The scope the connection lives in; undefined once the pool closed it. */
-  scope: Scope.CloseableScope | undefined = undefined
+  /** The scope the connection lives in (its place in the pool's list); undefined once the pool closed it. */
+  scope: ListNode<Scope.CloseableScope> | undefined = undefined
   /** Clock millis when it opened (for `maxConnectionAge`). */
   openedAt = 0
   /** Called when an idle connection breaks (FIN, RST, stray bytes). */

@@ -13,6 +13,7 @@ import { AgentError } from "../AgentError.js"
 import type { Connector, Transport } from "../Connector.js"
 import type { Origin } from "../Origin.js"
 import { type Connection, type Deadline, type Watchdog } from "./connection.js"
+import { List, ListNode } from "./list.js"
 
 /**
  * A request of an origin waiting for a connection. `granted` is set when a
@@ -25,6 +26,8 @@ class Waiter {
   /** The outcome, when it came before the waiting fiber registered `resume`. */
   pending: Effect.Effect<Connection, AgentError> | undefined = undefined
   granted: Connection | undefined = undefined
+  /** Its place in the origin's line; removed once served, failed or abandoned. */
+  node: ListNode<Waiter> | undefined = undefined
   constructor(
     readonly site: OriginPool,
     /** Arrival order over all origins (fairness at the global cap). */
@@ -37,7 +40,7 @@ export class OriginPool {
   /** Idle connections, most recently used last (taken last in, first out). */
   readonly idle: Array<Connection> = []
   /** Requests waiting for a connection, oldest first. */
-  readonly waiters = new Set<Waiter>()
+  readonly waiters = new List<Waiter>()
   /** Open connections, idle and busy. */
   open = 0
   /** Connections being opened for its waiters (not counting openings called off). */
@@ -46,7 +49,7 @@ export class OriginPool {
    * The openings under way: one nobody waits for any more is called off
    * (interrupted; a connection it still makes is closed at once).
    */
-  readonly openings = new Set<Opening>()
+  readonly openings = new List<Opening>()
   /** Waiting in the cap queue for a global permit. */
   queued = false
   constructor(readonly origin: Origin) {}
@@ -59,6 +62,9 @@ export class OriginPool {
  */
 class Opening implements Deadline {
   timedOut = false
+  /** Its place in the origin's openings. */
+  node: ListNode<Opening> | undefined = undefined
+  watchNode: ListNode<Deadline> | undefined = undefined
   constructor(readonly fiber: Fiber.RuntimeFiber<void>, readonly deadline: number) {}
   expire(): void {
     this.timedOut = true
@@ -72,8 +78,6 @@ export interface PoolEnv {
   readonly config: Agent.ResolvedConfig
   readonly connector: Context.Tag.Service<typeof Connector>
   readonly clock: Clock.Clock
-  /** The Agent's scope: every connection's scope is a child of it. */
-  readonly scope: Scope.Scope
   /** One permit per open connection, held from connect to close. */
   readonly permits: Effect.Semaphore
   /** Runs an effect in a fiber of the Agent's runtime. */
@@ -92,7 +96,7 @@ export interface PoolEnv {
  */
 const lastConnectionTurn = 8
 
-const first = <A>(set: Set<A>): A | undefined => {
+const firstOf = <A>(set: Set<A>): A | undefined => {
   for (const item of set) return item
   return undefined
 }
@@ -130,7 +134,10 @@ export class KeyedPool {
   /** Other origins waiting for a global permit, oldest first. */
   readonly #capQueue = new Set<OriginPool>()
   /** Idle timers and openings: interrupted when the pool shuts down. */
-  readonly #fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  readonly #fibers = new List<Fiber.RuntimeFiber<unknown, unknown>>()
+  /** The scopes of the connections open or being opened (see `#newScope`). */
+  readonly #scopes = new List<Scope.CloseableScope>()
+  #scopesClosed = false
   #permitsHeld = 0
   #closed = false
   #arrivals = 0
@@ -180,7 +187,7 @@ export class KeyedPool {
   ): Effect.Effect<Connection, AgentError> {
     if (this.#closed) return Effect.fail(closedError(origin))
     const waiter = new Waiter(this.#siteOf(origin), ++this.#arrivals)
-    waiter.site.waiters.add(waiter)
+    waiter.node = waiter.site.waiters.push(waiter)
     this.waiting++
     return Effect.catchAllCause(
       restore(Effect.async<Connection, AgentError>((resume) => {
@@ -221,17 +228,44 @@ export class KeyedPool {
     this.#afterClose(site)
   }
 
+  /**
+   * Closes the scopes of the connections still open (the Agent's scope is
+   * closing, after `shutdown`): the connections close, their permits come back.
+   * A scope made after this is closed at once.
+   */
+  readonly closeScopes: Effect.Effect<void> = Effect.suspend(() => {
+    this.#scopesClosed = true
+    const nodes = this.#scopes.nodes()
+    this.#scopes.clear()
+    return Effect.forEach(nodes, (node) => Scope.close(node.value, Exit.void), { discard: true })
+  })
+
+  /**
+   * A scope for a connection, in `#scopes` until it closes. Its own, not a
+   * child of the Agent's: `Scope.fork` would put and take a finalizer per
+   * connection in the Agent's scope's Map, which keeps each connection's
+   * whole graph from minor GCs (see List). Closed at once after `closeScopes`,
+   * as a child of a closed scope would be.
+   */
+  readonly #newScope: Effect.Effect<ListNode<Scope.CloseableScope>> = Effect.flatMap(
+    Scope.make(ExecutionStrategy.sequential),
+    (scope) =>
+      this.#scopesClosed
+        ? Effect.as(Scope.close(scope, Exit.void), new ListNode(scope, undefined))
+        : Effect.succeed(this.#scopes.push(scope))
+  )
+
   /** Shuts the pool: waiters fail, idle connections close, timers and openings stop. */
   shutdown(): Effect.Effect<void> {
     return Effect.suspend(() => {
       this.#closed = true
       for (const site of this.#origins.values()) {
-        for (const waiter of site.waiters) this.#fail(waiter, closedError(site.origin))
+        for (const node of site.waiters.nodes()) this.#fail(node.value, closedError(site.origin))
         for (const conn of site.idle.slice()) this.#close(conn)
       }
       for (const site of this.#starving) this.#dequeue(site)
       for (const site of this.#capQueue) this.#dequeue(site)
-      return Fiber.interruptAll(this.#fibers)
+      return Fiber.interruptAll(this.#fibers.nodes().map((node) => node.value))
     })
   }
 
@@ -285,14 +319,14 @@ export class KeyedPool {
   }
 
   #handOff(conn: Connection, site: OriginPool): void {
-    const waiter = first(site.waiters)
+    const waiter = site.waiters.first
     if (waiter !== undefined) return this.#grant(waiter, conn)
     conn.busy = false
     this.#markIdle(conn, site)
   }
 
   #grant(waiter: Waiter, conn: Connection): void {
-    waiter.site.waiters.delete(waiter)
+    waiter.site.waiters.remove(waiter.node)
     this.waiting--
     conn.busy = true
     waiter.granted = conn
@@ -301,7 +335,7 @@ export class KeyedPool {
   }
 
   #fail(waiter: Waiter, error: AgentError): void {
-    waiter.site.waiters.delete(waiter)
+    waiter.site.waiters.remove(waiter.node)
     this.waiting--
     this.#dequeueIfServed(waiter.site)
     this.#settle(waiter, Effect.fail(error))
@@ -320,15 +354,14 @@ export class KeyedPool {
       waiter.granted = undefined
       return this.putBack(conn)
     }
-    if (site.waiters.delete(waiter)) this.waiting--
+    if (site.waiters.remove(waiter.node)) this.waiting--
     // Openings no request waits for any more are called off (their permits come back when they end).
     while (site.openings.size > site.waiters.size) {
-      let newest: Opening | undefined
-      for (const opening of site.openings) newest = opening
-      site.openings.delete(newest!)
-      this.#env.watchdog.unwatch(newest!)
+      const newest = site.openings.last!
+      site.openings.remove(newest.node)
+      this.#env.watchdog.unwatch(newest)
       site.opening--
-      newest!.fiber.unsafeInterruptAsFork(FiberId.none)
+      newest.fiber.unsafeInterruptAsFork(FiberId.none)
     }
     this.#dequeueIfServed(site)
     this.#forgetIfUnused(site)
@@ -339,7 +372,7 @@ export class KeyedPool {
     while (site.waiters.size > 0) {
       const conn = this.#takeIdle(site)
       if (conn !== undefined) {
-        this.#grant(first(site.waiters)!, conn)
+        this.#grant(site.waiters.first!, conn)
         continue
       }
       if (site.waiters.size <= site.opening) return
@@ -387,7 +420,7 @@ export class KeyedPool {
   /** A permit came free: it goes to the origins waiting at the cap, those with no connection first. */
   #permitFreed(): void {
     while (this.#permitsHeld < this.#maxConnections) {
-      const site = first(this.#starving) ?? first(this.#capQueue)
+      const site = firstOf(this.#starving) ?? firstOf(this.#capQueue)
       if (site === undefined) return
       this.#dequeue(site)
       this.#dispatch(site)
@@ -406,12 +439,12 @@ export class KeyedPool {
    */
   #mustMakeRoom(conn: Connection, site: OriginPool): boolean {
     if (this.#starving.size === 0 && this.#capQueue.size === 0) return false
-    const next = first(site.waiters)
+    const next = site.waiters.first
     if (next === undefined) return true
-    const starving = first(this.#starving)
+    const starving = firstOf(this.#starving)
     if (starving === undefined || starving === site) return false
     if (site.open > 1) return true
-    const theirs = first(starving.waiters)
+    const theirs = starving.waiters.first
     return conn.served >= lastConnectionTurn && theirs !== undefined && theirs.since < next.since
   }
 
@@ -425,6 +458,7 @@ export class KeyedPool {
     if (conn.scope === undefined) return
     const scope = conn.scope
     conn.scope = undefined
+    this.#scopes.remove(scope)
     conn.destroy()
     site.open--
     this.open--
@@ -432,7 +466,7 @@ export class KeyedPool {
     if (site.queued && site.open + site.opening === 0 && this.#capQueue.delete(site)) this.#starving.add(site)
     // Releases the Semaphore permit and stops the connection's watchdog. Not
     // tracked: shutdown must not interrupt a scope halfway through closing.
-    this.#env.runFork(Scope.close(scope, Exit.void))
+    this.#env.runFork(Scope.close(scope.value, Exit.void))
   }
 
   #afterClose(site: OriginPool): void {
@@ -449,8 +483,8 @@ export class KeyedPool {
   #fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> {
     const fiber = this.#env.runFork(effect)
     if (fiber.unsafePoll() !== null) return fiber
-    this.#fibers.add(fiber)
-    fiber.addObserver(() => this.#fibers.delete(fiber))
+    const node = this.#fibers.push(fiber)
+    fiber.addObserver(() => this.#fibers.remove(node))
     return fiber
   }
 
@@ -469,7 +503,7 @@ export class KeyedPool {
     // The permit is taken uninterruptibly: the accounting above guarantees
     // one is free or about to be (a connection closing for it), and a take
     // that resumes just as the fiber is interrupted would lose the permit.
-    const resource = (scope: Scope.Scope, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+    const resource = (scope: Scope.CloseableScope, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
       Effect.flatMap(env.permits.take(1), () =>
         Effect.flatMap(Scope.addFinalizer(scope, env.permits.release(1)), () =>
           Effect.flatMap(restore(Scope.extend(transport, scope)), (t) =>
@@ -481,13 +515,14 @@ export class KeyedPool {
     let opening: Opening | undefined = undefined
     const fiber = this.#fork(
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(Scope.fork(env.scope, ExecutionStrategy.sequential), (scope) =>
-          Effect.flatMap(Effect.exit(resource(scope, restore)), (exit) => {
+        Effect.flatMap(this.#newScope, (scope) =>
+          Effect.flatMap(Effect.exit(resource(scope.value, restore)), (exit) => {
             if (Exit.isSuccess(exit)) {
               return Effect.sync(() => this.#opened(site, exit.value, scope, opening))
             }
+            this.#scopes.remove(scope)
             return Effect.zipRight(
-              Scope.close(scope, exit),
+              Scope.close(scope.value, exit),
               Effect.sync(() => this.#openFailed(site, exit, opening))
             )
           }))
@@ -495,7 +530,7 @@ export class KeyedPool {
     )
     if (fiber.unsafePoll() !== null) return
     opening = new Opening(fiber, this.#env.clock.unsafeCurrentTimeMillis() + this.#connectMillis)
-    site.openings.add(opening)
+    opening.node = site.openings.push(opening)
     if (opening.deadline !== Infinity) this.#env.watchdog.watch(opening, opening.deadline)
   }
 
@@ -506,9 +541,9 @@ export class KeyedPool {
     return opening.timedOut
   }
 
-  #opened(site: OriginPool, conn: Connection, scope: Scope.CloseableScope, opening: Opening | undefined): void {
+  #opened(site: OriginPool, conn: Connection, scope: ListNode<Scope.CloseableScope>, opening: Opening | undefined): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
-    const calledOff = opening !== undefined && !site.openings.delete(opening)
+    const calledOff = opening !== undefined && !site.openings.remove(opening.node)
     if (!calledOff) site.opening--
     // Connected before the timer's interruption could land: the connection counts.
     this.#openingEnded(opening)
@@ -539,15 +574,15 @@ export class KeyedPool {
    */
   #failWaiters(site: OriginPool, error: AgentError): void {
     let toFail = site.open === 0 ? site.waiters.size - site.opening : 1
-    for (const waiter of site.waiters) {
+    for (const node of site.waiters.nodes()) {
       if (toFail-- <= 0) break
-      this.#fail(waiter, error)
+      this.#fail(node.value, error)
     }
   }
 
   /** An opening failed, or was called off. */
   #openFailed(site: OriginPool, exit: Exit.Exit<unknown, AgentError>, opening: Opening | undefined): void {
-    if (opening === undefined || site.openings.delete(opening)) site.opening--
+    if (opening === undefined || site.openings.remove(opening.node)) site.opening--
     this.#permitsHeld--
     if (this.#openingEnded(opening) && !this.#closed) {
       this.#failWaiters(

@@ -1,0 +1,82 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
+import { List } from "../src/internal/list.js"
+
+v8.setFlagsFromString("--expose-gc")
+const gc = vm.runInNewContext("gc") as (options?: { type: "minor" | "major" }) => void
+
+const oldSpaceUsed = () => v8.getHeapSpaceStatistics().find((space) => space.space_name === "old_space")!.space_used_size
+
+describe("List", () => {
+  it("keeps values oldest first and removes any node in place", () => {
+    const list = new List<string>()
+    const a = list.push("a")
+    const b = list.push("b")
+    const c = list.push("c")
+    expect([list.size, list.first, list.last]).toEqual([3, "a", "c"])
+    expect(list.remove(b)).toBe(true)
+    expect(list.nodes().map((node) => node.value)).toEqual(["a", "c"])
+    // A node is removed once; a node of another list is not this list's.
+    expect(list.remove(b)).toBe(false)
+    expect(new List<string>().remove(a)).toBe(false)
+    expect(list.remove(a)).toBe(true)
+    expect([list.size, list.first, list.last]).toEqual([1, "c", "c"])
+    expect(list.remove(c)).toBe(true)
+    expect([list.size, list.first, list.last]).toEqual([0, undefined, undefined])
+    list.push("d")
+    expect(list.nodes().map((node) => node.value)).toEqual(["d"])
+  })
+
+  it("lists its nodes as they were: removing some meanwhile is safe", () => {
+    const list = new List<number>()
+    for (let i = 0; i < 5; i++) list.push(i)
+    const seen: Array<number> = []
+    for (const node of list.nodes()) {
+      if (node.list === undefined) continue
+      seen.push(node.value)
+      // Removing this node and the next one while going through them.
+      list.remove(node)
+      if (node.value === 1) list.remove(list.nodes()[0])
+    }
+    expect(seen).toEqual([0, 1, 3, 4])
+    expect(list.size).toBe(0)
+    list.push(7)
+    list.push(8)
+    list.clear()
+    expect([list.size, list.first]).toEqual([0, undefined])
+  })
+
+  // Why the pool and the watchdog keep their waiters, openings, fibers and
+  // deadlines in lists: a value that passes through a long-lived Set, even
+  // deleted at once, is kept by minor GCs (and promoted) until the Set's table
+  // is rehashed. 20,000 values of ~1 KiB each through a Set promote megabytes;
+  // through a List, next to nothing.
+  it("a value removed from a long-lived list is not kept by minor GCs, as one deleted from a Set is", () => {
+    const promotedThrough = (add: (value: object) => void) => {
+      gc({ type: "major" })
+      gc({ type: "major" })
+      const before = oldSpaceUsed()
+      for (let i = 0; i < 20_000; i++) {
+        add({ payload: new Array(120).fill(i) })
+        if (i % 1000 === 999) gc({ type: "minor" })
+      }
+      return oldSpaceUsed() - before
+    }
+    const set = new Set<object>()
+    const list = new List<object>()
+    // Both long-lived: in old space, like the pool's.
+    gc({ type: "major" })
+    gc({ type: "major" })
+    const viaSet = promotedThrough((value) => {
+      set.add(value)
+      set.delete(value)
+    })
+    const viaList = promotedThrough((value) => {
+      list.remove(list.push(value))
+    })
+    // Measured: 2.2-2.6 MB through the Set, 2 KB through the List.
+    expect(viaSet, "the reason for List: a Set keeps what it deleted").toBeGreaterThan(1_000_000)
+    expect(viaList).toBeLessThan(200_000)
+  })
+})
