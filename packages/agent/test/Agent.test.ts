@@ -535,6 +535,61 @@ describe("Agent over the in-memory transport", () => {
     })
   })
 
+  /** The first `destroy` of the server's socket `id` throws (after destroying). */
+  const destroyThrowsOnce = (server: MemoryServer, id: number) => {
+    server.onConnect = (socket) => {
+      if (socket.id !== id) return
+      const destroy = socket.destroy.bind(socket)
+      let first = true
+      socket.destroy = () => {
+        destroy()
+        if (first) {
+          first = false
+          throw new Error("destroy threw")
+        }
+      }
+    }
+  }
+
+  it.effect("at shutdown every busy connection closes, even when one transport's destroy throws", () => {
+    const server = new MemoryServer(() => {})
+    destroyThrowsOnce(server, 1)
+    return Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const agent = yield* Effect.provide(Agent.make(), server.layer).pipe(Scope.extend(scope))
+      const requests = yield* Effect.forEach(["http://a.test/", "http://b.test/"], (url) =>
+        Effect.fork(Effect.exit(agent.requestWith(HttpClientRequest.get(url), (r) => r.text))))
+      yield* settle
+      expect(server.openSockets.length).toBe(2)
+      const closed = yield* Effect.exit(Scope.close(scope, Exit.void))
+      yield* settle
+      // The defect is reported, and nothing is left open or hanging.
+      expect(Exit.isFailure(closed)).toBe(true)
+      expect(server.openSockets.length).toBe(0)
+      expect(requests.map((request) => request.unsafePoll() !== null)).toEqual([true, true])
+    })
+  })
+
+  it.effect("at shutdown a busy connection closes, even when an idle one's destroy throws", () => {
+    const server = new MemoryServer((req) => {
+      if (req.path === "/ok") req.socket.respond("ok")
+    })
+    destroyThrowsOnce(server, 1)
+    return Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const agent = yield* Effect.provide(Agent.make(), server.layer).pipe(Scope.extend(scope))
+      // Socket 1 idle, socket 2 busy.
+      yield* agent.requestWith(HttpClientRequest.get("http://a.test/ok"), (r) => r.text)
+      const busy = yield* Effect.fork(Effect.exit(agent.requestWith(HttpClientRequest.get("http://b.test/hang"), (r) => r.text)))
+      yield* settle
+      const closed = yield* Effect.exit(Scope.close(scope, Exit.void))
+      yield* settle
+      expect(Exit.isFailure(closed)).toBe(true)
+      expect(server.openSockets.length).toBe(0)
+      expect(busy.unsafePoll()).not.toBeNull()
+    })
+  })
+
   it.effect("a reader still waiting when its response is given back fails instead of hanging", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
     return Effect.gen(function*() {

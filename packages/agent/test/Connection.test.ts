@@ -156,4 +156,26 @@ describe("Connection", () => {
       yield* settle
       expect(counted.watchdogs).toBe(1)
     }))
+
+  it.effect("the watchdog times out an item first watched while it expires another", () =>
+    Effect.gen(function*() {
+      const clock = yield* Effect.clock
+      const watchdog = new Watchdog(clock, Runtime.runFork(yield* Effect.runtime<never>()))
+      // `a` expiring gives `b` a deadline: b is listed during the scan, after its snapshot.
+      const b = { deadline: Infinity, watchNode: undefined, expired: false, expire() {
+        this.expired = true
+      } }
+      const a = { deadline: 10, watchNode: undefined, expire() {
+        b.deadline = 20
+        watchdog.watch(b, 20)
+      } }
+      watchdog.watch(a, 10)
+      yield* TestClock.adjust(10)
+      yield* settle
+      expect(watchdog.watching).toBe(1)
+      yield* TestClock.adjust(10)
+      yield* settle
+      expect(b.expired).toBe(true)
+      expect(watchdog.watching).toBe(0)
+    }))
 })

@@ -243,10 +243,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     }
 
     // When the Agent's scope closes: the pool shuts down, then what is left of
-    // the connections' scopes closes.
-    yield* Effect.addFinalizer(() =>
-      Effect.zipRight(Effect.zipRight(pool.shutdown(), timing.watchdog.shutdown()), pool.closeScopes)
-    )
+    // the connections' scopes closes. Two finalizers (run in reverse order),
+    // so that the second runs even if the first fails.
+    yield* Effect.addFinalizer(() => pool.closeScopes)
+    yield* Effect.addFinalizer(() => Effect.ensuring(pool.shutdown(), timing.watchdog.shutdown()))
 
     const stats = Effect.sync((): Agent.Stats => ({
       open: pool.open,

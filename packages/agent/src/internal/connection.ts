@@ -61,6 +61,8 @@ export interface Deadline {
  */
 export class Watchdog {
   readonly #watched = new List<Deadline>()
+  /** Items listed so far: a scan that sees it move looks again (see `#loop`). */
+  #listed = 0
   #wakeAt = Infinity
   #generation = 0
   #fiber: Fiber.RuntimeFiber<void> | undefined = undefined
@@ -83,7 +85,10 @@ export class Watchdog {
 
   /** `item` has this deadline (Clock millis) now. */
   watch(item: Deadline, deadline: number): void {
-    if (item.watchNode?.list === undefined) item.watchNode = this.#watched.push(item)
+    if (item.watchNode?.list === undefined) {
+      item.watchNode = this.#watched.push(item)
+      this.#listed++
+    }
     if (deadline >= this.#wakeAt || this.#stopped) return
     const generation = ++this.#generation
     this.#wakeAt = deadline
@@ -109,26 +114,33 @@ export class Watchdog {
       if (generation !== this.#generation) return Effect.void
       const now = this.clock.unsafeCurrentTimeMillis()
       let next = Infinity
-      for (const node of this.#watched.nodes()) {
-        // Unwatched meanwhile (by an expire() just before).
-        if (node.list === undefined) continue
-        const item = node.value
-        const deadline = item.deadline
-        if (deadline === Infinity) {
-          this.unwatch(item)
-        } else if (deadline <= now) {
-          this.unwatch(item)
-          // A transport whose destroy throws must not stop every other
-          // deadline: the exchange has its timeout by then, either way.
-          try {
-            item.expire()
-          } catch {
-            // The connection is broken and its reader woken; nothing more to do.
+      let listed: number
+      // Again if an expire() listed an item meanwhile (its watch() saw a
+      // wake-up no later than its deadline and started nothing).
+      do {
+        listed = this.#listed
+        next = Infinity
+        for (const node of this.#watched.nodes()) {
+          // Unwatched meanwhile (by an expire() just before).
+          if (node.list === undefined) continue
+          const item = node.value
+          const deadline = item.deadline
+          if (deadline === Infinity) {
+            this.unwatch(item)
+          } else if (deadline <= now) {
+            this.unwatch(item)
+            // A transport whose destroy throws must not stop every other
+            // deadline: the exchange has its timeout by then, either way.
+            try {
+              item.expire()
+            } catch {
+              // The connection is broken and its reader woken; nothing more to do.
+            }
+          } else if (deadline < next) {
+            next = deadline
           }
-        } else if (deadline < next) {
-          next = deadline
         }
-      }
+      } while (listed !== this.#listed)
       this.#wakeAt = next
       if (next === Infinity) {
         this.#fiber = undefined

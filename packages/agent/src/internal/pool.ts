@@ -7,6 +7,7 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
@@ -108,8 +109,9 @@ const firstOf = <A>(set: Set<A>): A | undefined => {
  * first come, first served per origin, idle connections closed after
  * `idleTimeout` and never reused past `maxConnectionAge`.
  *
- * Each connection is a scoped resource: it lives in a child scope of the
- * Agent's (acquire = permit + connect, release = close + permit back).
+ * Each connection is a scoped resource: it lives in a scope of its own, which
+ * the Agent closes with its own if the pool has not (acquire = permit +
+ * connect, release = close + permit back).
  * Getting an idle connection and giving one back are synchronous and O(1);
  * only waiting and opening are effects.
  *
@@ -231,13 +233,18 @@ export class KeyedPool {
   /**
    * Closes the scopes of the connections still open (the Agent's scope is
    * closing, after `shutdown`): the connections close, their permits come back.
-   * A scope made after this is closed at once.
+   * Every one of them, even when closing one fails (a transport whose destroy
+   * throws): the failures are reported together afterwards, as a parent scope
+   * does for its children. A scope made after this is closed at once.
    */
   readonly closeScopes: Effect.Effect<void> = Effect.suspend(() => {
     this.#scopesClosed = true
     const nodes = this.#scopes.nodes()
     this.#scopes.clear()
-    return Effect.forEach(nodes, (node) => Scope.close(node.value, Exit.void), { discard: true })
+    return Effect.flatMap(
+      Effect.forEach(nodes, (node) => Effect.exit(Scope.close(node.value, Exit.void))),
+      (exits) => Option.getOrElse(Exit.all(exits), () => Exit.void)
+    ).pipe(Effect.asVoid)
   })
 
   /**
