@@ -76,14 +76,14 @@ const readOptions = (): Options => {
 
 const log = (line: string) => process.stderr.write(line + "\n")
 const packageDir = path.join(import.meta.dirname, "..")
-const clientScript = path.join(import.meta.dirname, "client.ts")
+const clientScript = path.join(import.meta.dirname, "client.js")
 
 /** Every client process gets this long past its warm-up and window before it is killed. */
 const clientGraceSeconds = 30
 
 const spawnClient = (args: ReadonlyArray<string>, seconds: number): Promise<ClientReport> =>
   new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--conditions=keepalive-dist", "--import", "tsx", clientScript, ...args], {
+    const child = spawn(process.execPath, ["--conditions=keepalive-dist", clientScript, ...args], {
       cwd: packageDir,
       stdio: ["ignore", "pipe", "pipe"]
     })

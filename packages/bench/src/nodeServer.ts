@@ -1,7 +1,7 @@
 /**
  * The fallback server when nginx is not installed, run in its own process:
  *
- *   node --import tsx src/nodeServer.ts <basePort> <ports>
+ *   node dist/nodeServer.js <basePort> <ports>
  *
  * Serves what the nginx config serves, on <ports> consecutive ports, with
  * nginx's keep-alive settings and the same `/status` text as nginx's

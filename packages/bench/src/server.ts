@@ -93,8 +93,8 @@ ${listens.join("\n")}
 }
 
 const startNodeServer = async (basePort: number, ports: number): Promise<Server> => {
-  const script = path.join(import.meta.dirname, "nodeServer.ts")
-  const child = spawn(process.execPath, ["--import", "tsx", script, String(basePort), String(ports)], {
+  const script = path.join(import.meta.dirname, "nodeServer.js")
+  const child = spawn(process.execPath, [script, String(basePort), String(ports)], {
     stdio: ["pipe", "ignore", "pipe"]
   })
   let stderr = ""
