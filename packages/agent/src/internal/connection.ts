@@ -193,6 +193,8 @@ export class Connection implements TransportListener, Deadline {
   timerGeneration = 0
   /** The pool's record of its origin (set once open). */
   site: OriginPool | undefined = undefined
+  /** Its place in the pool's list of idle connections, while idle. */
+  idleNode: ListNode<Connection> | undefined = undefined
   /** The scope the connection lives in (its place in the pool's list); undefined once the pool closed it. */
   scope: ListNode<Scope.CloseableScope> | undefined = undefined
   /** Clock millis when it opened (for `maxConnectionAge`). */

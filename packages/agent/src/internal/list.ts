@@ -52,6 +52,11 @@ export class List<A> {
     return true
   }
 
+  /** The oldest node (then `next` towards the newest). */
+  get firstNode(): ListNode<A> | undefined {
+    return this.#head
+  }
+
   /** The oldest value. */
   get first(): A | undefined {
     return this.#head?.value

@@ -129,8 +129,8 @@ export class KeyedPool {
   readonly #maxAgeMillis: number
   readonly #connectMillis: number
   readonly #origins = new Map<string, OriginPool>()
-  /** Every idle connection, least recently used first (a Map iterates in insertion order). */
-  readonly #idle = new Map<Connection, OriginPool>()
+  /** Every idle connection, least recently used first. */
+  readonly #idle = new List<Connection>()
   /** Origins waiting for a global permit that have no connection at all: served first. */
   readonly #starving = new Set<OriginPool>()
   /** Other origins waiting for a global permit, oldest first. */
@@ -302,7 +302,7 @@ export class KeyedPool {
     let dropped = false
     let conn: Connection | undefined
     while ((conn = site.idle.pop()) !== undefined) {
-      this.#idle.delete(conn)
+      this.#unidle(conn)
       if (conn.broken || this.#tooOld(conn)) {
         this.#close(conn)
         dropped = true
@@ -395,7 +395,9 @@ export class KeyedPool {
       this.#permitsHeld++
       return true
     }
-    for (const [conn, owner] of this.#idle) {
+    for (let node = this.#idle.firstNode; node !== undefined; node = node.next) {
+      const conn = node.value
+      const owner = conn.site!
       // An idle connection of an origin with waiters is about to be handed to one of them.
       if (owner.waiters.size > 0) continue
       this.#close(conn)
@@ -455,10 +457,17 @@ export class KeyedPool {
     return conn.served >= lastConnectionTurn && theirs !== undefined && theirs.since < next.since
   }
 
+  /** Takes the connection out of the idle list; false when it was not in it. */
+  #unidle(conn: Connection): boolean {
+    const node = conn.idleNode
+    conn.idleNode = undefined
+    return this.#idle.remove(node)
+  }
+
   /** Closes a connection and frees its permit; the caller decides who gets the permit. */
   #close(conn: Connection): void {
     const site = conn.site!
-    if (this.#idle.delete(conn)) {
+    if (this.#unidle(conn)) {
       const at = site.idle.indexOf(conn)
       if (at >= 0) site.idle.splice(at, 1)
     }
@@ -561,7 +570,7 @@ export class KeyedPool {
     conn.scope = scope
     conn.openedAt = this.#env.clock.unsafeCurrentTimeMillis()
     conn.onIdleBreak = () => {
-      if (this.#idle.has(conn)) this.#drop(conn, site)
+      if (conn.idleNode !== undefined) this.#drop(conn, site)
     }
     if (calledOff) return this.#drop(conn, site)
     if (conn.broken && !this.#closed) {
@@ -625,7 +634,7 @@ export class KeyedPool {
   #markIdle(conn: Connection, site: OriginPool): void {
     conn.idleSince = this.#env.clock.unsafeCurrentTimeMillis()
     site.idle.push(conn)
-    this.#idle.set(conn, site)
+    conn.idleNode = this.#idle.push(conn)
     const deadline = conn.idleSince + conn.idleTimeoutMillis
     if (conn.timerWakeAt <= deadline) return
     const generation = ++conn.timerGeneration
@@ -636,7 +645,7 @@ export class KeyedPool {
   #watchIdle(conn: Connection, generation: number): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (generation !== conn.timerGeneration) return Effect.void
-      if (!this.#idle.has(conn)) {
+      if (conn.idleNode === undefined) {
         conn.timerWakeAt = Infinity
         return Effect.void
       }
