@@ -6,7 +6,8 @@ import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import * as TestClock from "effect/TestClock"
 import { Connection, Watchdog } from "../src/internal/connection.js"
-import type { PreparedRequest } from "../src/internal/connection.js"
+import type { Deadline, PreparedRequest } from "../src/internal/connection.js"
+import { ListNode } from "../src/internal/list.js"
 import { MemoryServer, ServerSocket } from "./support/MemoryConnector.js"
 
 const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
@@ -48,6 +49,17 @@ class ThrowingSocket extends ServerSocket {
       this.thrown = true
       throw new Error("destroy failed")
     }
+  }
+}
+
+/** Something to time out, for the watchdog alone. */
+class Item implements Deadline {
+  readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
+  expired = false
+  constructor(public deadline: number, readonly onExpire: () => void = () => {}) {}
+  expire(): void {
+    this.expired = true
+    this.onExpire()
   }
 }
 
@@ -162,13 +174,11 @@ describe("Connection", () => {
       const clock = yield* Effect.clock
       const watchdog = new Watchdog(clock, Runtime.runFork(yield* Effect.runtime<never>()))
       // `a` expiring gives `b` a deadline: b is listed during the scan, after its snapshot.
-      const b = { deadline: Infinity, watchNode: undefined, expired: false, expire() {
-        this.expired = true
-      } }
-      const a = { deadline: 10, watchNode: undefined, expire() {
+      const b = new Item(Infinity)
+      const a = new Item(10, () => {
         b.deadline = 20
         watchdog.watch(b, 20)
-      } }
+      })
       watchdog.watch(a, 10)
       yield* TestClock.adjust(10)
       yield* settle

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
-import { List } from "../src/internal/list.js"
+import { List, ListNode } from "../src/internal/list.js"
 
 v8.setFlagsFromString("--expose-gc")
 const gc = vm.runInNewContext("gc") as (options?: { type: "minor" | "major" }) => void
@@ -26,6 +26,21 @@ describe("List", () => {
     expect([list.size, list.first, list.last]).toEqual([0, undefined, undefined])
     list.push("d")
     expect(list.nodes().map((node) => node.value)).toEqual(["d"])
+  })
+
+  it("a node kept for good is appended again: it moves to the end, or leaves the list it was in", () => {
+    const list = new List<string>()
+    const other = new List<string>()
+    const a = new ListNode("a")
+    list.append(a)
+    list.push("b")
+    list.append(a)
+    expect([list.size, list.first, list.last]).toEqual([2, "b", "a"])
+    other.append(a)
+    expect([list.size, list.first, list.last, other.size, other.first]).toEqual([1, "b", "b", 1, "a"])
+    expect(list.remove(a)).toBe(false)
+    expect(other.remove(a)).toBe(true)
+    expect(a.list).toBeUndefined()
   })
 
   it("lists its nodes as they were: removing some meanwhile is safe", () => {

@@ -11,7 +11,7 @@ import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import * as Http1 from "./http1.js"
-import { List, type ListNode } from "./list.js"
+import { List, ListNode } from "./list.js"
 import type { OriginPool } from "./pool.js"
 
 /** Response bytes buffered before the transport is paused while a stream reads. */
@@ -39,8 +39,8 @@ export interface Timing {
 export interface Deadline {
   readonly deadline: number
   expire(): void
-  /** Its place among what the watchdog watches (the watchdog's to set). */
-  watchNode: ListNode<Deadline> | undefined
+  /** Its place among what the watchdog watches, its own for good (see ListNode). */
+  readonly watchNode: ListNode<Deadline>
 }
 
 /**
@@ -80,13 +80,13 @@ export class Watchdog {
 
   /** It ended (a connection closed, an opening done): nothing of it to watch any more. */
   unwatch(item: Deadline): void {
-    if (this.#watched.remove(item.watchNode)) item.watchNode = undefined
+    this.#watched.remove(item.watchNode)
   }
 
   /** `item` has this deadline (Clock millis) now. */
   watch(item: Deadline, deadline: number): void {
-    if (item.watchNode?.list === undefined) {
-      item.watchNode = this.#watched.push(item)
+    if (item.watchNode.list === undefined) {
+      this.#watched.append(item.watchNode)
       this.#listed++
     }
     if (deadline >= this.#wakeAt || this.#stopped) return
@@ -174,7 +174,7 @@ let nextId = 1
  */
 export class Connection implements TransportListener, Deadline {
   readonly id = nextId++
-  watchNode: ListNode<Deadline> | undefined = undefined
+  readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
   /** Requests completed on this connection. */
   served = 0
   /** Clock millis when it last became idle. */
@@ -193,8 +193,8 @@ export class Connection implements TransportListener, Deadline {
   timerGeneration = 0
   /** The pool's record of its origin (set once open). */
   site: OriginPool | undefined = undefined
-  /** Its place in the pool's list of idle connections, while idle. */
-  idleNode: ListNode<Connection> | undefined = undefined
+  /** Its place in the pool's list of idle connections (in it while idle). */
+  readonly idleNode = new ListNode<Connection>(this)
   /** The scope the connection lives in (its place in the pool's list); undefined once the pool closed it. */
   scope: ListNode<Scope.CloseableScope> | undefined = undefined
   /** Clock millis when it opened (for `maxConnectionAge`). */

@@ -1,12 +1,16 @@
 /**
- * The place of a value in a `List`; what `List.remove` takes back.
+ * The place of a value in a `List`; what `List.remove` takes back. A value that
+ * comes and goes (an idle connection, a watched deadline) keeps one node for
+ * good and `append`s it again, rather than allocating a node each time.
  *
  * @internal
  */
 export class ListNode<A> {
   prev: ListNode<A> | undefined = undefined
   next: ListNode<A> | undefined = undefined
-  constructor(readonly value: A, public list: List<A> | undefined) {}
+  /** The list it is in, if any. */
+  list: List<A> | undefined = undefined
+  constructor(readonly value: A) {}
 }
 
 /**
@@ -30,7 +34,13 @@ export class List<A> {
 
   /** Appends a value; its node removes it. */
   push(value: A): ListNode<A> {
-    const node = new ListNode(value, this)
+    return this.append(new ListNode(value))
+  }
+
+  /** Appends a node, taken out of the list it was in first. */
+  append(node: ListNode<A>): ListNode<A> {
+    node.list?.remove(node)
+    node.list = this
     node.prev = this.#tail
     if (this.#tail === undefined) this.#head = node
     else this.#tail.next = node
@@ -41,7 +51,7 @@ export class List<A> {
 
   /** Removes the node; false when it is not (or no longer) in this list. */
   remove(node: ListNode<A> | undefined): boolean {
-    if (node === undefined || node.list !== this) return false
+    if (node?.list !== this) return false
     const { next, prev } = node
     if (prev === undefined) this.#head = next
     else prev.next = next

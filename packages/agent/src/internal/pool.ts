@@ -28,7 +28,7 @@ class Waiter {
   pending: Effect.Effect<Connection, AgentError> | undefined = undefined
   granted: Connection | undefined = undefined
   /** Its place in the origin's line; removed once served, failed or abandoned. */
-  node: ListNode<Waiter> | undefined = undefined
+  readonly node = new ListNode<Waiter>(this)
   constructor(
     readonly site: OriginPool,
     /** Arrival order over all origins (fairness at the global cap). */
@@ -64,8 +64,8 @@ export class OriginPool {
 class Opening implements Deadline {
   timedOut = false
   /** Its place in the origin's openings. */
-  node: ListNode<Opening> | undefined = undefined
-  watchNode: ListNode<Deadline> | undefined = undefined
+  readonly node = new ListNode<Opening>(this)
+  readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
   constructor(readonly fiber: Fiber.RuntimeFiber<void>, readonly deadline: number) {}
   expire(): void {
     this.timedOut = true
@@ -189,7 +189,7 @@ export class KeyedPool {
   ): Effect.Effect<Connection, AgentError> {
     if (this.#closed) return Effect.fail(closedError(origin))
     const waiter = new Waiter(this.#siteOf(origin), ++this.#arrivals)
-    waiter.node = waiter.site.waiters.push(waiter)
+    waiter.site.waiters.append(waiter.node)
     this.waiting++
     return Effect.catchAllCause(
       restore(Effect.async<Connection, AgentError>((resume) => {
@@ -258,7 +258,7 @@ export class KeyedPool {
     Scope.make(ExecutionStrategy.sequential),
     (scope) =>
       this.#scopesClosed
-        ? Effect.as(Scope.close(scope, Exit.void), new ListNode(scope, undefined))
+        ? Effect.as(Scope.close(scope, Exit.void), new ListNode(scope))
         : Effect.succeed(this.#scopes.push(scope))
   )
 
@@ -302,7 +302,7 @@ export class KeyedPool {
     let dropped = false
     let conn: Connection | undefined
     while ((conn = site.idle.pop()) !== undefined) {
-      this.#unidle(conn)
+      this.#idle.remove(conn.idleNode)
       if (conn.broken || this.#tooOld(conn)) {
         this.#close(conn)
         dropped = true
@@ -457,17 +457,10 @@ export class KeyedPool {
     return conn.served >= lastConnectionTurn && theirs !== undefined && theirs.since < next.since
   }
 
-  /** Takes the connection out of the idle list; false when it was not in it. */
-  #unidle(conn: Connection): boolean {
-    const node = conn.idleNode
-    conn.idleNode = undefined
-    return this.#idle.remove(node)
-  }
-
   /** Closes a connection and frees its permit; the caller decides who gets the permit. */
   #close(conn: Connection): void {
     const site = conn.site!
-    if (this.#unidle(conn)) {
+    if (this.#idle.remove(conn.idleNode)) {
       const at = site.idle.indexOf(conn)
       if (at >= 0) site.idle.splice(at, 1)
     }
@@ -546,7 +539,7 @@ export class KeyedPool {
     )
     if (fiber.unsafePoll() !== null) return
     opening = new Opening(fiber, this.#env.clock.unsafeCurrentTimeMillis() + this.#connectMillis)
-    opening.node = site.openings.push(opening)
+    site.openings.append(opening.node)
     if (opening.deadline !== Infinity) this.#env.watchdog.watch(opening, opening.deadline)
   }
 
@@ -570,7 +563,7 @@ export class KeyedPool {
     conn.scope = scope
     conn.openedAt = this.#env.clock.unsafeCurrentTimeMillis()
     conn.onIdleBreak = () => {
-      if (conn.idleNode !== undefined) this.#drop(conn, site)
+      if (conn.idleNode.list !== undefined) this.#drop(conn, site)
     }
     if (calledOff) return this.#drop(conn, site)
     if (conn.broken && !this.#closed) {
@@ -634,7 +627,7 @@ export class KeyedPool {
   #markIdle(conn: Connection, site: OriginPool): void {
     conn.idleSince = this.#env.clock.unsafeCurrentTimeMillis()
     site.idle.push(conn)
-    conn.idleNode = this.#idle.push(conn)
+    this.#idle.append(conn.idleNode)
     const deadline = conn.idleSince + conn.idleTimeoutMillis
     if (conn.timerWakeAt <= deadline) return
     const generation = ++conn.timerGeneration
@@ -645,7 +638,7 @@ export class KeyedPool {
   #watchIdle(conn: Connection, generation: number): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (generation !== conn.timerGeneration) return Effect.void
-      if (conn.idleNode === undefined) {
+      if (conn.idleNode.list === undefined) {
         conn.timerWakeAt = Infinity
         return Effect.void
       }
