@@ -49,6 +49,17 @@ const stuckReader = (server: MemoryServer, path: string, onChunk: (chunk: Uint8A
   })
 
 describe("Agent over the in-memory transport", () => {
+  it.effect("a URL that does not parse fails with InvalidRequest, through request and requestWith, and opens nothing", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      const request = HttpClientRequest.get("not a url")
+      const viaRequest = yield* Effect.flip(Effect.scoped(Agent.request(request)))
+      const viaWith = yield* Effect.flip(Agent.requestWith(request, (r) => r.text))
+      for (const error of [viaRequest, viaWith]) expect(error).toMatchObject({ _tag: "AgentError", reason: "InvalidRequest" })
+      expect(server.connects).toBe(0)
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
   it.effect("reuses one connection for sequential requests", () => {
     const server = echoServer()
     return Effect.gen(function*() {

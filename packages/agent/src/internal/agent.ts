@@ -222,25 +222,27 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> =>
       Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), held.response))
 
-    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => {
-      // Resolving the URL is pure: done now; execute defers the rest.
+    /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
+    const executeAtUrl = <A, E, R>(
+      request: HttpClientRequest.HttpClientRequest,
+      keep: Keep<A, E, R>
+    ): Effect.Effect<A, AgentError | E, R> => {
       const url = Request.resolveUrl(request)
-      if (url instanceof AgentError) return Effect.fail(url)
-      return execute(request, url, keepInCallerScope)
+      return url instanceof AgentError ? Effect.fail(url) : execute(request, url, keep)
     }
+
+    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+      executeAtUrl(request, keepInCallerScope)
 
     const requestWith = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
       f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
-    ): Effect.Effect<A, AgentError | E, R> => {
-      const url = Request.resolveUrl(request)
-      if (url instanceof AgentError) return Effect.fail(url)
-      return execute(request, url, (held, restore) =>
+    ): Effect.Effect<A, AgentError | E, R> =>
+      executeAtUrl(request, (held, restore) =>
         Effect.flatMap(Effect.exit(restore(Effect.suspend(() => f(held.response)))), (exit) => {
           held.release()
           return exit
         }))
-    }
 
     // When the Agent's scope closes: the pool shuts down, then what is left of
     // the connections' scopes closes. Two finalizers (run in reverse order),

@@ -471,10 +471,9 @@ export class Connection implements TransportListener, Deadline {
     this.#fail(ex, "Timeout", `no ${phase === "headers" ? "response head" : "body bytes"} within the timeout`, undefined, phase)
   }
 
-  #released(): Effect.Effect<never, AgentError> {
-    return Effect.fail(
-      new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the response was released before its body was read" })
-    )
+  /** What reading a response fails with once its connection moved on without it. */
+  #released(): AgentError {
+    return new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the response was released before its body was read" })
   }
 
   /** The exchange in flight, the handle its response reads the body through. */
@@ -512,7 +511,7 @@ export class Connection implements TransportListener, Deadline {
       const now = take()
       if (now !== undefined) return now
       // What a settled exchange buffered stays readable after its connection moved on.
-      if (ex !== this.#exchange) return this.#released()
+      if (ex !== this.#exchange) return Effect.fail(this.#released())
       return waitFor(ex, () => ex.buffered > 0 || ex.settled, take)
     })
   }
@@ -536,7 +535,7 @@ export class Connection implements TransportListener, Deadline {
       }
       const now = ready()
       if (now !== undefined) return now
-      if (ex !== this.#exchange) return this.#released()
+      if (ex !== this.#exchange) return Effect.fail(this.#released())
       // Collecting, not streaming: no backpressure pause from here on.
       ex.streaming = false
       if (this.#paused) {
@@ -559,7 +558,7 @@ export class Connection implements TransportListener, Deadline {
     if (!ex.settled) {
       // Released mid-response: a reader still waiting (one forked off, say)
       // fails now rather than waiting for bytes that will never come.
-      ex.failure = new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the response was released before its body was read" })
+      ex.failure = this.#released()
       ex.wake()
     }
     ex.waiter = undefined
