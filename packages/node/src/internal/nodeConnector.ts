@@ -142,6 +142,9 @@ const open = (options: NodeConnector.Options, origin: Origin, connectOptions: Co
     : net.connect({
       host,
       port: origin.port,
+      // As an option, set once connected; setNoDelay before the connect
+      // made two setsockopt calls per connection.
+      noDelay: true,
       onread: {
         buffer: readBuffer,
         callback: (nread: number) => {
@@ -150,8 +153,8 @@ const open = (options: NodeConnector.Options, origin: Origin, connectOptions: Co
         }
       }
     })
-  socket.setNoDelay(true)
-  // TLS sockets take no `onread`: they read through 'data' events.
+  // TLS sockets take no `onread` (they read through 'data' events); no-delay is set on them by call.
+  if (!tcp) socket.setNoDelay(true)
   return transport = new SocketTransport(socket, tcp)
 }
 
