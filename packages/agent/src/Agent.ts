@@ -98,8 +98,10 @@ export interface Stats {
 export interface Service {
   readonly config: ResolvedConfig
   /**
-   * Sends a request and returns its response once the head arrived. The
-   * connection is held until the scope closes; a body left unread then closes it.
+   * Sends a request and returns its response once the head arrived. A
+   * response whose whole body came with its head frees its connection at once
+   * (its bytes stay readable); otherwise the connection is held until the
+   * scope closes, and a body left unread then closes it.
    */
   readonly request: (
     request: HttpClientRequest.HttpClientRequest
@@ -146,7 +148,9 @@ export const layer = (config?: Config): Layer.Layer<Agent, never, Connector> =>
   Layer.scoped(Agent, internal.make(config))
 
 /**
- * Sends a request through the Agent in the context.
+ * Sends a request through the Agent in the context. The connection goes back
+ * to the pool as soon as the whole response is here (at once for a small body
+ * that came with its head), else when the scope closes.
  *
  * @since 0.1.0
  * @category requests

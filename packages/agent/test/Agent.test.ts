@@ -413,6 +413,33 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
+  it.effect("request: a response that arrived whole frees its connection at once; one still arriving holds it until the scope closes", () => {
+    const server = new MemoryServer((req) =>
+      req.socket.send(
+        req.path === "/partial" ? "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello" : `HTTP/1.1 200 OK\r\ncontent-length: ${req.path.length}\r\n\r\n${req.path}`
+      )
+    )
+    return Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      // One connection, and every response kept in one open scope: without the
+      // early release the second request would wait for the scope forever.
+      const first = yield* Scope.extend(Agent.request(HttpClientRequest.get("http://a.test/first")), scope)
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+      const second = yield* Scope.extend(Agent.request(HttpClientRequest.get("http://a.test/second")), scope)
+      // Read after the connection carried another exchange: the bytes were kept.
+      expect(yield* first.text).toBe("/first")
+      expect(yield* second.text).toBe("/second")
+      const partial = yield* Scope.extend(Agent.request(HttpClientRequest.get("http://a.test/partial")), scope)
+      expect(partial.status).toBe(200)
+      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
+      yield* Scope.close(scope, Exit.void)
+      yield* settle
+      // Released with its body unread: closed, not reused.
+      expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 1, reused: 2 })
+      expect(server.sockets.length).toBe(1)
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
   it.effect("requestWith needs no Scope and gives the connection back when its function ends", () => {
     const server = echoServer()
     return Effect.gen(function*() {

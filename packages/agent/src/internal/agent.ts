@@ -217,10 +217,20 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return attempt(request, prepared, false, keep)
       })
 
-    // The connection is held until the caller's scope closes. Scope.addFinalizer,
-    // not Effect.addFinalizer: the latter diffs and patches all FiberRefs (~10 µs).
-    const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> =>
-      Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), held.response))
+    // The connection is held until the caller's scope closes, unless the whole
+    // response is here already (a small body arrives with its head): then its
+    // bytes are kept and the connection goes back at once, and the caller's
+    // scope gets no finalizer. Scope.addFinalizer, not Effect.addFinalizer: the
+    // latter diffs and patches all FiberRefs (~10 µs).
+    const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> => {
+      const response = held.response
+      if (response.exchange.settled) {
+        response.keepBody()
+        held.release()
+        return Effect.succeed(response)
+      }
+      return Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), response))
+    }
 
     /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
     const executeAtUrl = <A, E, R>(
