@@ -108,7 +108,8 @@ export interface Service {
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Scope.Scope>
   /**
    * Sends a request and runs `f` with its response. The connection is held
-   * until `f` ends, however it ends; a body left unread then closes it.
+   * until `f` ends, however it ends (a body left unread then closes it), or
+   * only until the whole body is here when it came with its head.
    */
   readonly requestWith: <A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
@@ -171,7 +172,9 @@ export const request = (
 /**
  * Sends a request through the Agent in the context and runs `f` with its
  * response; the connection is given back when `f` ends (closed if the body was
- * left unread). No `Scope` is needed, and none is made: about half the cost of
+ * left unread), or before `f` runs when the whole body came with its head, so
+ * that a slow `f` keeps no connection from others. No `Scope` is needed, and
+ * none is made: about half the cost of
  * `request` inside `Effect.scoped`, for the same work.
  *
  * @since 0.1.0

@@ -455,6 +455,36 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })
 
+  it.effect("requestWith: a body that came with its head frees the connection before f runs; one still arriving is held until f ends", () => {
+    const server = new MemoryServer((req) =>
+      req.socket.send(
+        req.path === "/partial" ? "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello" : `HTTP/1.1 200 OK\r\ncontent-length: ${req.path.length}\r\n\r\n${req.path}`
+      )
+    )
+    return Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      // f waits on the gate, then reads: the body was kept when the connection went back.
+      const slow = yield* Effect.fork(HttpClientRequest.get("http://a.test/slow").pipe(
+        Agent.requestWith((response) => Effect.zipRight(Deferred.await(gate), response.text))
+      ))
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+      // One connection per origin: this one is served while the slow f still runs.
+      expect(yield* HttpClientRequest.get("http://a.test/next").pipe(Agent.requestWith((r) => r.text))).toBe("/next")
+      const partial = yield* Effect.fork(HttpClientRequest.get("http://a.test/partial").pipe(
+        Agent.requestWith((response) => Effect.as(Deferred.await(gate), response.status))
+      ))
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
+      yield* Deferred.succeed(gate, void 0)
+      expect(yield* Fiber.join(slow)).toBe("/slow")
+      expect(yield* Fiber.join(partial)).toBe(200)
+      yield* settle
+      // The partial body was left unread: closed, not reused.
+      expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 1, reused: 2 })
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
   it.effect("requestWith gives the connection back when its function fails, dies, throws or is interrupted", () => {
     // The body of /slow never completes: a connection left with it unread is closed.
     const server = new MemoryServer((req) =>
@@ -483,6 +513,22 @@ describe("Agent over the in-memory transport", () => {
       yield* Fiber.interrupt(reading)
       yield* settle
       expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0, waiting: 0 })
+      expect(server.openSockets.length).toBe(0)
+      // The same endings while the body is still arriving (the connection is
+      // held by f then): each gives it back, closed, since its body was not read.
+      const slow = HttpClientRequest.get("http://a.test/slow")
+      const endings: ReadonlyArray<() => Effect.Effect<void, string>> = [
+        () => Effect.fail("nope"),
+        () => Effect.die("boom"),
+        () => {
+          throw new Error("thrown")
+        }
+      ]
+      for (const [i, ending] of endings.entries()) {
+        expect(Exit.isFailure(yield* Effect.exit(agent.requestWith(slow, ending)))).toBe(true)
+        yield* settle
+        expect(yield* Agent.stats).toMatchObject({ open: 0, busy: 0, opened: 2 + i })
+      }
       expect(server.openSockets.length).toBe(0)
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })

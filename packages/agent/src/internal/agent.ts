@@ -248,11 +248,20 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       request: HttpClientRequest.HttpClientRequest,
       f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, AgentError | E, R> =>
-      executeAtUrl(request, (held, restore) =>
-        Effect.flatMap(Effect.exit(restore(Effect.suspend(() => f(held.response)))), (exit) => {
+      executeAtUrl(request, (held, restore) => {
+        const response = held.response
+        if (response.exchange.settled) {
+          // All of it is here: keep the bytes, free the connection for the next
+          // request now, and run `f` with nothing left to give back.
+          response.keepBody()
+          held.release()
+          return restore(Effect.suspend(() => f(response)))
+        }
+        return Effect.flatMap(Effect.exit(restore(Effect.suspend(() => f(response)))), (exit) => {
           held.release()
           return exit
-        }))
+        })
+      })
 
     // When the Agent's scope closes: the pool shuts down, then what is left of
     // the connections' scopes closes. Two finalizers (run in reverse order),
