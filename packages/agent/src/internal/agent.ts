@@ -112,6 +112,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       clock,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runFork,
+      runtime,
       makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing),
       watchdog: timing.watchdog
     })

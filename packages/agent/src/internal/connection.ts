@@ -1,5 +1,4 @@
 import type * as Clock from "effect/Clock"
-import type * as Scope from "effect/Scope"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -12,6 +11,7 @@ import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import * as Http1 from "./http1.js"
 import { List, ListNode } from "./list.js"
+import type { ConnectionScope } from "./scope.js"
 import type { OriginPool } from "./pool.js"
 
 /** Response bytes buffered before the transport is paused while a stream reads. */
@@ -196,7 +196,7 @@ export class Connection implements TransportListener, Deadline {
   /** Its place in the pool's list of idle connections (in it while idle). */
   readonly idleNode = new ListNode<Connection>(this)
   /** The scope the connection lives in (its place in the pool's list); undefined once the pool closed it. */
-  scope: ListNode<Scope.CloseableScope> | undefined = undefined
+  scope: ListNode<ConnectionScope> | undefined = undefined
   /** Clock millis when it opened (for `maxConnectionAge`). */
   openedAt = 0
   /** Called when an idle connection breaks (FIN, RST, stray bytes). */

@@ -1,13 +1,13 @@
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
@@ -15,6 +15,7 @@ import type { Connector, Transport } from "../Connector.js"
 import type { Origin } from "../Origin.js"
 import { type Connection, type Deadline, type Watchdog } from "./connection.js"
 import { List, ListNode } from "./list.js"
+import { asCloseable, ConnectionScope } from "./scope.js"
 
 /**
  * A request of an origin waiting for a connection. `granted` is set when a
@@ -74,6 +75,28 @@ class Opening implements Deadline {
   }
 }
 
+/**
+ * What a connection's scope gives back when it closes, in one finalizer: its
+ * transport, destroyed, then its permit of the global Semaphore (even if the
+ * destroy throws).
+ */
+class Resources {
+  transport: Transport | undefined = undefined
+  constructor(readonly releasePermit: Effect.Effect<void>) {}
+  readonly finalize = (): Effect.Effect<void> => {
+    const transport = this.transport
+    this.transport = undefined
+    if (transport !== undefined) {
+      try {
+        transport.destroy()
+      } catch (defect) {
+        return Effect.zipRight(this.releasePermit, Effect.die(defect))
+      }
+    }
+    return this.releasePermit
+  }
+}
+
 /** What the pool needs from the Agent that owns it. @internal */
 export interface PoolEnv {
   readonly config: Agent.ResolvedConfig
@@ -83,6 +106,8 @@ export interface PoolEnv {
   readonly permits: Effect.Semaphore
   /** Runs an effect in a fiber of the Agent's runtime. */
   readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  /** The Agent's runtime (connections open in fibers of it, with their scope added). */
+  readonly runtime: Runtime.Runtime<never>
   /** Makes the Connection for a transport. */
   readonly makeConnection: (origin: Origin, transport: Transport) => Connection
   /** Times out connects (as it does the connections' header and body phases). */
@@ -138,8 +163,10 @@ export class KeyedPool {
   /** Idle timers and openings: interrupted when the pool shuts down. */
   readonly #fibers = new List<Fiber.RuntimeFiber<unknown, unknown>>()
   /** The scopes of the connections open or being opened (see `#newScope`). */
-  readonly #scopes = new List<Scope.CloseableScope>()
+  readonly #scopes = new List<ConnectionScope>()
   #scopesClosed = false
+  /** Gives a connection's permit back. */
+  readonly #releasePermit: Effect.Effect<void>
   #permitsHeld = 0
   #closed = false
   #arrivals = 0
@@ -153,6 +180,7 @@ export class KeyedPool {
 
   constructor(env: PoolEnv) {
     this.#env = env
+    this.#releasePermit = Effect.asVoid(env.permits.release(1))
     this.#maxPerOrigin = env.config.maxConnectionsPerOrigin
     this.#maxConnections = env.config.maxConnections
     this.#connectMillis = Duration.isFinite(env.config.connectTimeout)
@@ -242,7 +270,7 @@ export class KeyedPool {
     const nodes = this.#scopes.nodes()
     this.#scopes.clear()
     return Effect.flatMap(
-      Effect.forEach(nodes, (node) => Effect.exit(Scope.close(node.value, Exit.void))),
+      Effect.forEach(nodes, (node) => Effect.exit(node.value.close(Exit.void))),
       (exits) => Option.getOrElse(Exit.all(exits), () => Exit.void)
     ).pipe(Effect.asVoid)
   })
@@ -251,16 +279,17 @@ export class KeyedPool {
    * A scope for a connection, in `#scopes` until it closes. Its own, not a
    * child of the Agent's: `Scope.fork` would put and take a finalizer per
    * connection in the Agent's scope's Map, which keeps each connection's
-   * whole graph from minor GCs (see List). Closed at once after `closeScopes`,
-   * as a child of a closed scope would be.
+   * whole graph from minor GCs (see List); and a `ConnectionScope`, not
+   * `Scope.make()` (see there). Closed at once after `closeScopes`, as a
+   * child of a closed scope would be.
    */
-  readonly #newScope: Effect.Effect<ListNode<Scope.CloseableScope>> = Effect.flatMap(
-    Scope.make(ExecutionStrategy.sequential),
-    (scope) =>
-      this.#scopesClosed
-        ? Effect.as(Scope.close(scope, Exit.void), new ListNode(scope))
-        : Effect.succeed(this.#scopes.push(scope))
-  )
+  #newScope(): ListNode<ConnectionScope> {
+    const scope = new ConnectionScope()
+    if (!this.#scopesClosed) return this.#scopes.push(scope)
+    // No finalizer yet: closing it runs nothing; what is added later runs at once.
+    scope.unsafeClose(Exit.void)
+    return new ListNode(scope)
+  }
 
   /** Shuts the pool: waiters fail, idle connections close, timers and openings stop. */
   shutdown(): Effect.Effect<void> {
@@ -475,7 +504,7 @@ export class KeyedPool {
     if (site.queued && site.open + site.opening === 0 && this.#capQueue.delete(site)) this.#starving.add(site)
     // Releases the Semaphore permit and stops the connection's watchdog. Not
     // tracked: shutdown must not interrupt a scope halfway through closing.
-    this.#env.runFork(Scope.close(scope.value, Exit.void))
+    this.#env.runFork(scope.value.close(Exit.void))
   }
 
   #afterClose(site: OriginPool): void {
@@ -490,7 +519,20 @@ export class KeyedPool {
   }
 
   #fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> {
-    const fiber = this.#env.runFork(effect)
+    return this.#track(this.#env.runFork(effect))
+  }
+
+  /** `#fork` with the scope in the fiber's context from the start. */
+  #forkIn(scope: ConnectionScope, effect: Effect.Effect<void, never, Scope.Scope>): Fiber.RuntimeFiber<void> {
+    const runtime = this.#env.runtime
+    return this.#track(Runtime.runFork(Runtime.make({
+      context: Context.add(runtime.context, Scope.Scope, asCloseable(scope)),
+      runtimeFlags: runtime.runtimeFlags,
+      fiberRefs: runtime.fiberRefs
+    }))(effect))
+  }
+
+  #track(fiber: Fiber.RuntimeFiber<void>): Fiber.RuntimeFiber<void> {
     if (fiber.unsafePoll() !== null) return fiber
     const node = this.#fibers.push(fiber)
     fiber.addObserver(() => this.#fibers.remove(node))
@@ -503,38 +545,48 @@ export class KeyedPool {
   #openFor(site: OriginPool): void {
     site.opening++
     const env = this.#env
+    const scope = this.#newScope()
+    // The connector runs in the connection's scope: the opening fiber starts
+    // with it in its context (Scope.extend would copy the fiber's FiberRefs
+    // twice per connection, setting and restoring the context).
     const transport = env.connector.connect(site.origin, {})
     // The resource: a permit of the global Semaphore, then the transport.
     // The connector registers what it creates in the connection's scope
     // before it waits, so an interrupted connect (a request that gives up,
-    // shutdown) leaves nothing open, whenever the interruption lands.
+    // shutdown) leaves nothing open, whenever the interruption lands. The
+    // pool's own finalizer, added first so run last, destroys the transport
+    // (again: a connector may have forgotten) and gives the permit back.
     //
     // The permit is taken uninterruptibly: the accounting above guarantees
     // one is free or about to be (a connection closing for it), and a take
     // that resumes just as the fiber is interrupted would lose the permit.
-    const resource = (scope: Scope.CloseableScope, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
-      Effect.flatMap(env.permits.take(1), () =>
-        Effect.flatMap(Scope.addFinalizer(scope, env.permits.release(1)), () =>
-          Effect.flatMap(restore(Scope.extend(transport, scope)), (t) =>
-            Effect.as(
-              Scope.addFinalizer(scope, Effect.sync(() => t.destroy())),
-              env.makeConnection(site.origin, t)
-            ))))
-    // Undefined inside when the opening completes before runFork returns.
+    // Undefined inside when the opening completes before the fork returns.
     let opening: Opening | undefined = undefined
-    const fiber = this.#fork(
+    const fiber = this.#forkIn(
+      scope.value,
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(this.#newScope, (scope) =>
-          Effect.flatMap(Effect.exit(resource(scope.value, restore)), (exit) => {
+        Effect.flatMap(
+          Effect.exit(Effect.flatMap(env.permits.take(1), () => {
+            const resources = new Resources(this.#releasePermit)
+            const connect = Effect.map(restore(transport), (t) => {
+              resources.transport = t
+              return env.makeConnection(site.origin, t)
+            })
+            const closed = scope.value.addNow(resources.finalize)
+            return closed === undefined ? connect : Effect.zipRight(closed, connect)
+          })),
+          (exit) => {
             if (Exit.isSuccess(exit)) {
-              return Effect.sync(() => this.#opened(site, exit.value, scope, opening))
+              this.#opened(site, exit.value, scope, opening)
+              return Effect.void
             }
             this.#scopes.remove(scope)
             return Effect.zipRight(
-              Scope.close(scope.value, exit),
+              scope.value.close(exit),
               Effect.sync(() => this.#openFailed(site, exit, opening))
             )
-          }))
+          }
+        )
       )
     )
     if (fiber.unsafePoll() !== null) return
@@ -550,7 +602,7 @@ export class KeyedPool {
     return opening.timedOut
   }
 
-  #opened(site: OriginPool, conn: Connection, scope: ListNode<Scope.CloseableScope>, opening: Opening | undefined): void {
+  #opened(site: OriginPool, conn: Connection, scope: ListNode<ConnectionScope>, opening: Opening | undefined): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
     const calledOff = opening !== undefined && !site.openings.remove(opening.node)
     if (!calledOff) site.opening--

@@ -1,0 +1,103 @@
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import { pipeArguments } from "effect/Pipeable"
+import * as Scope from "effect/Scope"
+
+/**
+ * The scope of one connection: a `Scope.CloseableScope` the pool makes
+ * synchronously, one per connection, with sequential finalizers run last
+ * added first, as `Scope.make()`'s are.
+ *
+ * Why not `Scope.make()`: made without an effect, the scope is in the opening
+ * fiber's context from its start, so the connector runs in it without
+ * `Scope.extend` (which sets and restores the context FiberRef, copying the
+ * fiber's FiberRefs twice); the pool adds its finalizer without a step of its
+ * own (`addNow`); and closing runs two finalizers in a handful of steps, not
+ * through `Effect.forEach` and `Exit.all`. Effect steps are what a connection
+ * costs: 116 per request with a connection each before, 24 on a kept one,
+ * and each costs more with real sockets, which leave the CPU's caches cold.
+ *
+ * `fork`, `addFinalizer` and `close` are the methods Effect's `Scope` module
+ * calls on any scope (`Scope.addFinalizer`, `Scope.close`, `Scope.fork`,
+ * `Effect.acquireRelease`); Effect 3 leaves them out of its typings (marked
+ * internal), hence `asCloseable`.
+ *
+ * @internal
+ */
+export class ConnectionScope {
+  readonly [Scope.ScopeTypeId]: Scope.ScopeTypeId = Scope.ScopeTypeId
+  readonly [Scope.CloseableScopeTypeId]: Scope.CloseableScopeTypeId = Scope.CloseableScopeTypeId
+  readonly strategy: ExecutionStrategy.ExecutionStrategy = ExecutionStrategy.sequential
+  #finalizers: Array<Scope.Scope.Finalizer> | undefined = undefined
+  #exit: Exit.Exit<unknown, unknown> | undefined = undefined
+
+  pipe() {
+    // eslint-disable-next-line prefer-rest-params
+    return pipeArguments(this, arguments)
+  }
+
+  /** True once closed: a finalizer added then runs at once. */
+  get closed(): boolean {
+    return this.#exit !== undefined
+  }
+
+  addFinalizer(finalizer: Scope.Scope.Finalizer): Effect.Effect<void> {
+    return Effect.suspend(() => this.addNow(finalizer) ?? Effect.void)
+  }
+
+  /**
+   * Adds a finalizer now, from code already running in a fiber; when the
+   * scope is closed already, returns the finalizer's run, for the caller to do.
+   */
+  addNow(finalizer: Scope.Scope.Finalizer): Effect.Effect<void> | undefined {
+    if (this.#exit !== undefined) return finalizer(this.#exit)
+    ;(this.#finalizers ??= Array.of()).push(finalizer)
+    return undefined
+  }
+
+  /** A child scope, closed with this one (or at once if this one is closed). */
+  fork(strategy: ExecutionStrategy.ExecutionStrategy): Effect.Effect<Scope.CloseableScope> {
+    return Effect.flatMap(Scope.make(strategy), (child) =>
+      Effect.as(this.addFinalizer((exit) => Scope.close(child, exit)), child))
+  }
+
+  /** Runs the finalizers, last added first, every one even if some fail; the failures together. */
+  close(exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+    return Effect.suspend(() => this.unsafeClose(exit))
+  }
+
+  /** Closes the scope now; what it returns runs the finalizers. */
+  unsafeClose(exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+    if (this.#exit !== undefined) return Effect.void
+    this.#exit = exit
+    const finalizers = this.#finalizers
+    this.#finalizers = undefined
+    if (finalizers === undefined) return Effect.void
+    if (finalizers.length === 1) return finalizers[0]!(exit)
+    return runFinalizers(finalizers, finalizers.length - 1, exit, undefined)
+  }
+}
+
+/**
+ * Runs `finalizers[i]`, then those before it, each whatever the others did;
+ * fails with their failures together (what `Scope.close` does, with fewer
+ * steps than `Effect.forEach` + `Exit.all`).
+ */
+const runFinalizers = (
+  finalizers: ReadonlyArray<Scope.Scope.Finalizer>,
+  i: number,
+  exit: Exit.Exit<unknown, unknown>,
+  failed: Cause.Cause<never> | undefined
+): Effect.Effect<void> =>
+  Effect.flatMap(Effect.exit(Effect.suspend(() => finalizers[i]!(exit))), (result) => {
+    const cause = Exit.isFailure(result)
+      ? (failed === undefined ? result.cause : Cause.sequential(failed, result.cause))
+      : failed
+    if (i > 0) return runFinalizers(finalizers, i - 1, exit, cause)
+    return cause === undefined ? Effect.void : Effect.failCause(cause)
+  })
+
+/** The same object, as the type Effect's `Scope` functions take. @internal */
+export const asCloseable = (scope: ConnectionScope): Scope.CloseableScope => scope as unknown as Scope.CloseableScope
