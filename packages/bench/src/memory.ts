@@ -56,7 +56,7 @@ const viaAgent = Agent.request(HttpClientRequest.get(url)).pipe(
   Effect.flatMap((r) => r.arrayBuffer),
   Effect.scoped
 )
-const viaHttpClient = HttpClient.get(url).pipe(Effect.flatMap((r) => r.arrayBuffer), Effect.scoped)
+const viaHttpClient = HttpClient.get(url).pipe(Effect.flatMap((r) => r.arrayBuffer))
 const viaAgentStream = Agent.request(HttpClientRequest.get(url)).pipe(
   Effect.flatMap((r) => Stream.runFold(r.stream, 0, (size, chunk) => size + chunk.byteLength)),
   Effect.scoped
