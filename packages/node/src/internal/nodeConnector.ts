@@ -93,23 +93,33 @@ class SocketTransport implements Transport {
   }
 }
 
+/**
+ * Destroys the socket of a connect, once there is one: registered in the
+ * connection's scope before the socket is made.
+ */
+class Registration {
+  transport: SocketTransport | undefined = undefined
+  readonly finalizer = (): Effect.Effect<void> =>
+    Effect.sync(() => {
+      this.transport?.destroy()
+    })
+}
+
 /** @internal */
 export const connect = (options: NodeConnector.Options) =>
 (origin: Origin, connectOptions: ConnectOptions): Effect.Effect<Transport, AgentError, Scope.Scope> =>
-  Effect.flatMap(
-    // The socket belongs to the connection's scope from the start: however
-    // the wait below ends (even interrupted just as it connected), closing
-    // the scope destroys it. Made and registered uninterruptibly, with
-    // Scope.addFinalizer (Effect.acquireRelease's addFinalizer diffs and
-    // patches all FiberRefs, for every connection).
-    Effect.uninterruptible(Effect.flatMap(Effect.scope, (scope) => {
-      const transport = open(options, origin, connectOptions)
-      return Effect.as(Scope.addFinalizer(scope, Effect.sync(() => transport.destroy())), transport)
-    })),
-    (transport) =>
+  // The socket belongs to the connection's scope from the start: its
+  // finalizer is registered before the socket is made, so wherever an
+  // interruption lands (even just as it connected), closing the scope
+  // destroys it, with no uninterruptible region (Effect.acquireRelease
+  // would also diff and patch all FiberRefs, for every connection).
+  Effect.flatMap(Effect.scope, (scope) => {
+    const registration = new Registration()
+    return Effect.flatMap(Scope.addFinalizerExit(scope, registration.finalizer), () => {
+      const transport = registration.transport = open(options, origin, connectOptions)
       // No canceler: an interrupted wait ends with the scope closed, which
       // destroys the socket (and a canceler would wrap the wait in onInterrupt).
-      Effect.async<Transport, AgentError>((resume) => {
+      return Effect.async<Transport, AgentError>((resume) => {
         const socket = transport.socket
         const onError = (cause: unknown) => {
           socket.destroy()
@@ -123,7 +133,8 @@ export const connect = (options: NodeConnector.Options) =>
           resume(Effect.succeed(transport))
         })
       })
-  )
+    })
+  })
 
 /** A socket to the origin, connecting. */
 const open = (options: NodeConnector.Options, origin: Origin, connectOptions: ConnectOptions): SocketTransport => {
