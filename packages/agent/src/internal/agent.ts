@@ -1,8 +1,8 @@
 import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import type * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
@@ -145,55 +145,66 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       retried: boolean,
       keep: Keep<A, E, R>
     ): Effect.Effect<A, AgentError | E, R> =>
-      Effect.uninterruptibleMask((restore) => {
-        const exchange = (conn: Connection): Effect.Effect<A, AgentError | E, R> =>
-          Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
-            if (Exit.isSuccess(exit)) {
-              if (conn.served > 0) counters.reused++
-              const release = new Lease(conn, checkin).release
-              return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release), restore)
-            }
-            checkin(conn)
-            return restore(retryOrFail(request, prepared, retried, exit, keep))
-          })
-        // Found closed at checkout: nothing was sent, so the attempt starts
-        // over (no retry) with another connection. A connection that never
-        // carried a request and is already closed means the server turns us
-        // away: failing rather than starting over keeps a server that always
-        // does so from looping us.
-        const broken = (conn: Connection): Effect.Effect<A, AgentError | E, R> => {
-          pool.putBack(conn)
-          if (conn.served === 0) {
-            return Effect.fail(
-              new AgentError({ reason: "Connect", origin: conn.origin.key, detail: "closed by the server before the request was sent" })
-            )
+      Effect.uninterruptibleMask((restore) => attemptMasked(restore, request, prepared, retried, keep))
+
+    /** `attempt`, in an uninterruptible region `restore` leaves. */
+    const attemptMasked = <A, E, R>(
+      restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>,
+      request: HttpClientRequest.HttpClientRequest,
+      prepared: Request.Prepared,
+      retried: boolean,
+      keep: Keep<A, E, R>
+    ): Effect.Effect<A, AgentError | E, R> => {
+      const exchange = (conn: Connection): Effect.Effect<A, AgentError | E, R> =>
+        // Effect.exit + flatMap, not matchCauseEffect: its options would be an
+        // object literal per request (see `Head` in http1.ts).
+        Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
+          if (exit._tag === "Success") {
+            if (conn.served > 0) counters.reused++
+            const release = new Lease(conn, checkin).release
+            return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release), restore)
           }
-          return restore(attempt(request, prepared, retried, keep))
-        }
-        const checked = (conn: Connection): Effect.Effect<A, AgentError | E, R> => {
-          if (conn.broken) return broken(conn)
-          if (!mustYield(conn)) return exchange(conn)
-          return Effect.flatMap(
-            // Interrupted here, the connection goes back as it came.
-            Effect.onInterrupt(restore(connector.yieldToIo), () => Effect.sync(() => pool.putBack(conn))),
-            () => conn.broken ? broken(conn) : exchange(conn)
+          checkin(conn)
+          return restore(retryOrFail(request, prepared, retried, exit.cause, keep))
+        })
+      // Found closed at checkout: nothing was sent, so the attempt starts
+      // over (no retry) with another connection. A connection that never
+      // carried a request and is already closed means the server turns us
+      // away: failing rather than starting over keeps a server that always
+      // does so from looping us.
+      const broken = (conn: Connection): Effect.Effect<A, AgentError | E, R> => {
+        pool.putBack(conn)
+        if (conn.served === 0) {
+          return Effect.fail(
+            new AgentError({ reason: "Connect", origin: conn.origin.key, detail: "closed by the server before the request was sent" })
           )
         }
-        // The common case: an idle connection, used within the last millisecond.
-        const idle = pool.takeIdle(prepared.origin)
-        if (idle !== undefined) return checked(idle)
-        return Effect.flatMap(pool.wait(prepared.origin, restore), checked)
-      })
+        return restore(attempt(request, prepared, retried, keep))
+      }
+      const checked = (conn: Connection): Effect.Effect<A, AgentError | E, R> => {
+        if (conn.broken) return broken(conn)
+        if (!mustYield(conn)) return exchange(conn)
+        return Effect.flatMap(
+          // Interrupted here, the connection goes back as it came.
+          Effect.onInterrupt(restore(connector.yieldToIo), () => Effect.sync(() => pool.putBack(conn))),
+          () => conn.broken ? broken(conn) : exchange(conn)
+        )
+      }
+      // The common case: an idle connection, used within the last millisecond.
+      const idle = pool.takeIdle(prepared.origin)
+      if (idle !== undefined) return checked(idle)
+      return Effect.flatMap(pool.wait(prepared.origin, restore), checked)
+    }
 
     const retryOrFail = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
       prepared: Request.Prepared,
       retried: boolean,
-      exit: Exit.Exit<unknown, AgentError>,
+      cause: Cause.Cause<AgentError>,
       keep: Keep<A, E, R>
     ): Effect.Effect<A, AgentError | E, R> => {
-      if (Exit.isSuccess(exit) || exit.cause._tag !== "Fail") return exit as Exit.Exit<never, AgentError>
-      const error = exit.cause.error
+      if (cause._tag !== "Fail") return Effect.failCause(cause)
+      const error = cause.error
       if (!retried && prepared.retryable && error.reason === "Stale") {
         // The server closed an idle connection: its other idle connections of
         // that age are likely dead too. The one retry goes to a fresh one.
@@ -208,14 +219,15 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       url: URL,
       keep: Keep<A, E, R>
     ): Effect.Effect<A, AgentError | E, R> =>
-      Effect.suspend(() => {
+      // The mask's function runs when the effect does: it prepares the request then.
+      Effect.uninterruptibleMask((restore) => {
         if (pool.closed) {
           return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
         }
         const prepared = Request.prepare(request, url, config.persist)
         if (prepared instanceof AgentError) return Effect.fail(prepared)
-        if (Effect.isEffect(prepared)) return Effect.flatMap(prepared, (p) => attempt(request, p, false, keep))
-        return attempt(request, prepared, false, keep)
+        if (Effect.isEffect(prepared)) return Effect.flatMap(restore(prepared), (p) => attemptMasked(restore, request, p, false, keep))
+        return attemptMasked(restore, request, prepared, false, keep)
       })
 
     // The connection is held until the caller's scope closes, unless the whole
@@ -256,7 +268,11 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           // request now, and run `f` with nothing left to give back.
           response.keepBody()
           held.release()
-          return restore(Effect.suspend(() => f(response)))
+          try {
+            return restore(f(response))
+          } catch (defect) {
+            return Effect.die(defect)
+          }
         }
         return Effect.flatMap(Effect.exit(restore(Effect.suspend(() => f(response)))), (exit) => {
           held.release()
