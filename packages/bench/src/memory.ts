@@ -9,44 +9,13 @@
  * floor of scenario e through `stream`); last, a connection opened and closed
  * per request. Run it compiled (the script does).
  */
-import { Agent, AgentHttpClient, Connector } from "@keepalive/agent"
-import type { Transport, TransportListener } from "@keepalive/agent/Connector"
+import { Agent, AgentHttpClient } from "@keepalive/agent"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
-
-const response = new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\nhello, world\n")
-
-/** Answers each request as soon as its head has arrived (GETs only: no body). */
-class AnsweringTransport implements Transport {
-  #listener: TransportListener | undefined
-  #destroyed = false
-  readonly remoteAddress = "memory"
-  listen(listener: TransportListener): void {
-    this.#listener = listener
-  }
-  write(chunk: Uint8Array): boolean {
-    // A request head ends with CRLF CRLF; the serialiser writes one head per call.
-    if (chunk[chunk.length - 1] === 10 && chunk[chunk.length - 2] === 13) {
-      queueMicrotask(() => this.#listener?.onData(response.slice()))
-    }
-    return true
-  }
-  pause(): void {}
-  resume(): void {}
-  destroy(): void {
-    if (this.#destroyed) return
-    this.#destroyed = true
-    queueMicrotask(() => this.#listener?.onClose())
-  }
-}
-
-const MemoryConnector = Layer.succeed(Connector.Connector, {
-  connect: () => Effect.sync((): Transport => new AnsweringTransport()),
-  yieldToIo: Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-})
+import { MemoryConnector } from "./memoryConnector.js"
 
 const AgentLive = Agent.layer({}).pipe(Layer.provide(MemoryConnector))
 const ClientLive = AgentHttpClient.layer.pipe(Layer.provideMerge(AgentLive))

@@ -1,0 +1,90 @@
+/**
+ * Effect steps per request: every step the Effect runtime runs (counted with
+ * a Supervisor under `RuntimeFlags.OpSupervision`), in the request's fiber
+ * and in the fibers the Agent forks for it (opening and closing a
+ * connection), divided by the number of requests. Time per step varies, but
+ * with real sockets each one costs more than in a hot loop, and fewer steps
+ * is what made the Agent faster more often than not.
+ *
+ * `pnpm --filter @keepalive/bench steps` prints, over the in-memory transport:
+ * `requestWith`, `Agent.request` in `Effect.scoped`, the HttpClient adapter,
+ * @effect/platform's `HttpClient.make` over a backend that answers at once
+ * (what every HttpClient backend pays before its own work), and
+ * `requestWith` with a connection per request (`persist: false`).
+ * With `STEPS_PORT=<port>` the last one runs over node:net against
+ * `http://127.0.0.1:<port>/small` instead (the bench's nginx).
+ */
+import { Agent, AgentHttpClient } from "@keepalive/agent"
+import { NodeConnector } from "@keepalive/node"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as RuntimeFlags from "effect/RuntimeFlags"
+import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
+import * as Supervisor from "effect/Supervisor"
+import { MemoryConnector } from "./memoryConnector.js"
+
+/** Counts steps while `counting` is on. */
+class StepCounter extends Supervisor.AbstractSupervisor<void> {
+  readonly value = Effect.void
+  counting = false
+  steps = 0
+  override onEffect(): void {
+    if (this.counting) this.steps++
+  }
+}
+
+const requests = Number(process.env.STEPS_REQUESTS ?? 2_000)
+const port = process.env.STEPS_PORT
+
+const measure = <E, R>(name: string, once: Effect.Effect<unknown, E, R>, layer: Layer.Layer<R, unknown>) => {
+  const counter = new StepCounter()
+  const program = Effect.gen(function*() {
+    yield* Effect.repeatN(once, 199) // warm-up: connections open, code paths taken
+    counter.counting = true
+    yield* Effect.repeatN(once, requests - 1)
+    counter.counting = false
+  }).pipe(Effect.provide(layer))
+  return Effect.map(
+    // The Agent's runtime is captured when its layer is built, inside this
+    // region: the fibers it forks count too.
+    program.pipe(
+      Effect.supervised(counter),
+      Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
+    ),
+    () => console.log(`${name.padEnd(46)} ${(counter.steps / requests).toFixed(1).padStart(6)} steps/request`)
+  )
+}
+
+const url = "http://memory.test:80/x"
+const agentOn = (config: Agent.Config) => Agent.layer(config).pipe(Layer.provide(MemoryConnector))
+const clientOn = AgentHttpClient.layer.pipe(Layer.provideMerge(agentOn({})))
+const requestWith = (target: string) => Agent.requestWith(HttpClientRequest.get(target), (r) => r.arrayBuffer)
+/** @effect/platform's HttpClient.make over a backend that answers at once, from a web Response. */
+const instant = HttpClient.make((request) =>
+  Effect.succeed(HttpClientResponse.fromWeb(request, new Response("hello, world\n")))
+)
+
+const program = Effect.gen(function*() {
+  yield* measure("requestWith, kept connection", requestWith(url), agentOn({}))
+  yield* measure(
+    "Agent.request in Effect.scoped, kept connection",
+    Effect.scoped(Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => r.arrayBuffer)),
+    agentOn({})
+  )
+  yield* measure("HttpClient (keepalive), kept connection", Effect.flatMap(HttpClient.get(url), (r) => r.arrayBuffer), clientOn)
+  yield* measure("HttpClient.make over an instant backend", Effect.flatMap(instant.get(url), (r) => r.arrayBuffer), Layer.empty)
+  if (port === undefined) {
+    yield* measure("requestWith, persist: false", requestWith(url), agentOn({ persist: false }))
+  } else {
+    const layer = Agent.layer({ persist: false }).pipe(Layer.provide(NodeConnector.layer))
+    yield* measure(`requestWith, persist: false, node:net :${port}`, requestWith(`http://127.0.0.1:${port}/small`), layer)
+  }
+})
+
+Effect.runPromise(program).catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
