@@ -3,6 +3,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import { asCloseable, ConnectionScope } from "../src/internal/scope.js"
 
@@ -77,6 +78,33 @@ describe("ConnectionScope", () => {
       expect(late).toBeDefined()
       yield* late!
       expect(ran).toBe(2)
+    }))
+
+  it.effect("Effect.forkIn and forkScoped work on it: the fiber is interrupted when the scope closes, or leaves it when done first", () =>
+    Effect.gen(function*() {
+      const scope = new ConnectionScope()
+      let interrupted = 0
+      const forever = Effect.onInterrupt(Effect.never, () => Effect.sync(() => void interrupted++))
+      yield* Effect.forkIn(forever, asCloseable(scope))
+      yield* Scope.extend(Effect.forkScoped(forever), asCloseable(scope))
+      const quick = yield* Effect.forkIn(Effect.void, asCloseable(scope))
+      yield* Fiber.await(quick)
+      // The quick fiber took itself out of the scope; the two others are in it.
+      expect(scope.state._tag === "Open" && scope.state.finalizers.size).toBe(2)
+      yield* Scope.close(asCloseable(scope), Exit.void)
+      expect(interrupted).toBe(2)
+      // Forked into a closed scope: interrupted at once, as with Scope.make().
+      const late = yield* Effect.forkIn(forever, asCloseable(scope))
+      expect(Exit.isInterrupted(yield* Fiber.await(late))).toBe(true)
+    }))
+
+  it.effect("a forked child closed first leaves its parent", () =>
+    Effect.gen(function*() {
+      const scope = new ConnectionScope()
+      const child = yield* Scope.fork(asCloseable(scope), ExecutionStrategy.sequential)
+      expect(scope.state._tag === "Open" && scope.state.finalizers.size).toBe(1)
+      yield* Scope.close(child, Exit.void)
+      expect(scope.state._tag === "Open" && scope.state.finalizers.size).toBe(0)
     }))
 
   it.effect("acquireRelease, Scope.extend and Scope.fork work on it as on any scope", () =>

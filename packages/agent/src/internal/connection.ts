@@ -222,13 +222,15 @@ export class Connection implements TransportListener, Deadline {
     this.idleTimeoutMillis = idleTimeoutMillis
     this.#timing = timing
     this.#transport = transport
+    // Read once connected: a destroyed Node socket no longer knows it, and a
+    // response may outlive its connection (freed as soon as the body came).
+    this.remoteAddress = transport.remoteAddress
     this.#parser = new Http1.ResponseParser(this, parserOptions)
     transport.listen(this)
   }
 
-  get remoteAddress(): string | undefined {
-    return this.#transport.remoteAddress
-  }
+  /** The peer's address, as the transport gave it when the connection was made. */
+  readonly remoteAddress: string | undefined
 
   // --- parser events -------------------------------------------------------
 

@@ -572,8 +572,9 @@ export class KeyedPool {
               resources.transport = t
               return env.makeConnection(site.origin, t)
             })
+            // Its scope closed already (the Agent shut down): the permit goes back, nothing opens.
             const closed = scope.value.addNow(resources.finalize)
-            return closed === undefined ? connect : Effect.zipRight(closed, connect)
+            return closed === undefined ? connect : Effect.zipRight(closed, Effect.interrupt)
           })),
           (exit) => {
             if (Exit.isSuccess(exit)) {

@@ -22,7 +22,9 @@ import * as Scope from "effect/Scope"
  * `fork`, `addFinalizer` and `close` are the methods Effect's `Scope` module
  * calls on any scope (`Scope.addFinalizer`, `Scope.close`, `Scope.fork`,
  * `Effect.acquireRelease`); Effect 3 leaves them out of its typings (marked
- * internal), hence `asCloseable`.
+ * internal), hence `asCloseable`. `state` has the shape of Effect's own
+ * scopes' state, which `Effect.forkIn` and `Effect.forkScoped` use directly
+ * (a connector may fork into the connection's scope).
  *
  * @internal
  */
@@ -30,8 +32,11 @@ export class ConnectionScope {
   readonly [Scope.ScopeTypeId]: Scope.ScopeTypeId = Scope.ScopeTypeId
   readonly [Scope.CloseableScopeTypeId]: Scope.CloseableScopeTypeId = Scope.CloseableScopeTypeId
   readonly strategy: ExecutionStrategy.ExecutionStrategy = ExecutionStrategy.sequential
-  #finalizers: Array<Scope.Scope.Finalizer> | undefined = undefined
-  #exit: Exit.Exit<unknown, unknown> | undefined = undefined
+  /**
+   * The same shape as the state of Effect's own scopes: `Effect.forkIn` and
+   * `Effect.forkScoped` read and write it directly on whatever scope they get.
+   */
+  state: Open | Closed = new Open()
 
   pipe() {
     // eslint-disable-next-line prefer-rest-params
@@ -40,7 +45,7 @@ export class ConnectionScope {
 
   /** True once closed: a finalizer added then runs at once. */
   get closed(): boolean {
-    return this.#exit !== undefined
+    return this.state._tag === "Closed"
   }
 
   addFinalizer(finalizer: Scope.Scope.Finalizer): Effect.Effect<void> {
@@ -52,15 +57,24 @@ export class ConnectionScope {
    * scope is closed already, returns the finalizer's run, for the caller to do.
    */
   addNow(finalizer: Scope.Scope.Finalizer): Effect.Effect<void> | undefined {
-    if (this.#exit !== undefined) return finalizer(this.#exit)
-    ;(this.#finalizers ??= Array.of()).push(finalizer)
+    const state = this.state
+    if (state._tag === "Closed") return finalizer(state.exit)
+    state.finalizers.set(new Key(), finalizer)
     return undefined
   }
 
-  /** A child scope, closed with this one (or at once if this one is closed). */
+  /** A child scope, closed with this one (or at once if this one is closed); one closed first leaves. */
   fork(strategy: ExecutionStrategy.ExecutionStrategy): Effect.Effect<Scope.CloseableScope> {
-    return Effect.flatMap(Scope.make(strategy), (child) =>
-      Effect.as(this.addFinalizer((exit) => Scope.close(child, exit)), child))
+    return Effect.flatMap(Scope.make(strategy), (child) => {
+      const state = this.state
+      if (state._tag === "Closed") return Effect.as(Scope.close(child, state.exit), child)
+      const key = new Key()
+      state.finalizers.set(key, (exit) => Scope.close(child, exit))
+      return Effect.as(
+        Scope.addFinalizer(child, Effect.sync(() => this.state._tag === "Open" && this.state.finalizers.delete(key))),
+        child
+      )
+    })
   }
 
   /** Runs the finalizers, last added first, every one even if some fail; the failures together. */
@@ -70,14 +84,29 @@ export class ConnectionScope {
 
   /** Closes the scope now; what it returns runs the finalizers. */
   unsafeClose(exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
-    if (this.#exit !== undefined) return Effect.void
-    this.#exit = exit
-    const finalizers = this.#finalizers
-    this.#finalizers = undefined
-    if (finalizers === undefined) return Effect.void
-    if (finalizers.length === 1) return finalizers[0]!(exit)
-    return runFinalizers(finalizers, finalizers.length - 1, exit, undefined)
+    const state = this.state
+    if (state._tag === "Closed") return Effect.void
+    this.state = new Closed(exit)
+    const size = state.finalizers.size
+    if (size === 0) return Effect.void
+    if (size === 1) {
+      for (const finalizer of state.finalizers.values()) return finalizer(exit)
+    }
+    return runFinalizers(Array.from(state.finalizers.values()), size - 1, exit, undefined)
   }
+}
+
+/** A finalizer's key in an open scope's Map (what Effect's scopes use: `{}`). */
+class Key {}
+
+class Open {
+  readonly _tag = "Open"
+  readonly finalizers = new Map<Key, Scope.Scope.Finalizer>()
+}
+
+class Closed {
+  readonly _tag = "Closed"
+  constructor(readonly exit: Exit.Exit<unknown, unknown>) {}
 }
 
 /**

@@ -99,8 +99,11 @@ class SocketTransport implements Transport {
  */
 class Registration {
   transport: SocketTransport | undefined = undefined
+  /** Set when the finalizer ran: the scope closed (before the socket was made, if `transport` is unset). */
+  closed = false
   readonly finalizer = (): Effect.Effect<void> =>
     Effect.sync(() => {
+      this.closed = true
       this.transport?.destroy()
     })
 }
@@ -116,6 +119,8 @@ export const connect = (options: NodeConnector.Options) =>
   Effect.flatMap(Effect.scope, (scope) => {
     const registration = new Registration()
     return Effect.flatMap(Scope.addFinalizerExit(scope, registration.finalizer), () => {
+      // A scope closed already ran the finalizer at once: nothing may be opened in it.
+      if (registration.closed) return Effect.interrupt
       const transport = registration.transport = open(options, origin, connectOptions)
       // No canceler: an interrupted wait ends with the scope closed, which
       // destroys the socket (and a canceler would wrap the wait in onInterrupt).
