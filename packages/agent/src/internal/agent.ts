@@ -268,11 +268,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           // request now, and run `f` with nothing left to give back.
           response.keepBody()
           held.release()
-          try {
-            return restore(f(response))
-          } catch (defect) {
-            return Effect.die(defect)
-          }
+          // Called once the region is interruptible again: an interruption
+          // already pending stops `f` before even its synchronous part runs.
+          return restore(Effect.suspend(() => f(response)))
         }
         return Effect.flatMap(Effect.exit(restore(Effect.suspend(() => f(response)))), (exit) => {
           held.release()
