@@ -44,6 +44,18 @@ const yieldAfterIdleNanos = 1_000_000n
  */
 export class Held {
   constructor(readonly response: AgentResponse, readonly release: () => void) {}
+
+  /**
+   * When the whole response (or its failure) is here already, as a small body
+   * that came with its head: keeps its bytes with the response and gives the
+   * connection back now. True then; whoever holds it has nothing left to free.
+   */
+  freeIfComplete(): boolean {
+    if (!this.response.exchange.settled) return false
+    this.response.keepBody()
+    this.release()
+    return true
+  }
 }
 
 /**
@@ -235,15 +247,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     // bytes are kept and the connection goes back at once, and the caller's
     // scope gets no finalizer. Scope.addFinalizer, not Effect.addFinalizer: the
     // latter diffs and patches all FiberRefs (~10 µs).
-    const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> => {
-      const response = held.response
-      if (response.exchange.settled) {
-        response.keepBody()
-        held.release()
-        return Effect.succeed(response)
-      }
-      return Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), response))
-    }
+    const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> =>
+      held.freeIfComplete()
+        ? Effect.succeed(held.response)
+        : Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), held.response))
 
     /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
     const executeAtUrl = <A, E, R>(
@@ -262,17 +269,12 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, AgentError | E, R> =>
       executeAtUrl(request, (held, restore) => {
-        const response = held.response
-        if (response.exchange.settled) {
-          // All of it is here: keep the bytes, free the connection for the next
-          // request now, and run `f` with nothing left to give back.
-          response.keepBody()
-          held.release()
-          // Called once the region is interruptible again: an interruption
-          // already pending stops `f` before even its synchronous part runs.
-          return restore(Effect.suspend(() => f(response)))
-        }
-        return Effect.flatMap(Effect.exit(restore(Effect.suspend(() => f(response)))), (exit) => {
+        // `f` is called once the region is interruptible again: an interruption
+        // already pending stops it before even its synchronous part runs.
+        const run = restore(Effect.suspend(() => f(held.response)))
+        // All of the response here already: `f` runs with nothing left to give back.
+        if (held.freeIfComplete()) return run
+        return Effect.flatMap(Effect.exit(run), (exit) => {
           held.release()
           return exit
         })

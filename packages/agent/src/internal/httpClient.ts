@@ -19,13 +19,8 @@ const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: Age
 
 const respond = (held: Held): Effect.Effect<AgentResponse> => {
   const { release, response } = held
-  if (response.exchange.settled) {
-    // The whole response (or its failure) is here already: keep its bytes and
-    // free the connection now rather than when the caller reads the body.
-    response.keepBody()
-    release()
-    return Effect.succeed(response)
-  }
+  // Freed now rather than when the caller reads the body.
+  if (held.freeIfComplete()) return Effect.succeed(response)
   response.onBodyDone = Effect.sync(release)
   // Unless the caller streams it, the body is buffered as it arrives: once
   // complete, the connection is free for others even if nobody reads the

@@ -89,9 +89,6 @@ export class ConnectionScope {
     this.state = new Closed(exit)
     const size = state.finalizers.size
     if (size === 0) return Effect.void
-    if (size === 1) {
-      for (const finalizer of state.finalizers.values()) return finalizer(exit)
-    }
     return runFinalizers(Array.from(state.finalizers.values()), size - 1, exit, undefined)
   }
 }
