@@ -123,7 +123,6 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       connector,
       clock,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
-      runFork,
       runtime,
       makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing),
       watchdog: timing.watchdog

@@ -104,9 +104,7 @@ export interface PoolEnv {
   readonly clock: Clock.Clock
   /** One permit per open connection, held from connect to close. */
   readonly permits: Effect.Semaphore
-  /** Runs an effect in a fiber of the Agent's runtime. */
-  readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-  /** The Agent's runtime (connections open in fibers of it, with their scope added). */
+  /** The Agent's runtime: the pool's fibers run in it (a connection's opening, with its scope added). */
   readonly runtime: Runtime.Runtime<never>
   /** Makes the Connection for a transport. */
   readonly makeConnection: (origin: Origin, transport: Transport) => Connection
@@ -149,6 +147,7 @@ const firstOf = <A>(set: Set<A>): A | undefined => {
  */
 export class KeyedPool {
   readonly #env: PoolEnv
+  readonly #runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
   readonly #maxPerOrigin: number
   readonly #maxConnections: number
   readonly #maxAgeMillis: number
@@ -180,6 +179,7 @@ export class KeyedPool {
 
   constructor(env: PoolEnv) {
     this.#env = env
+    this.#runFork = Runtime.runFork(env.runtime)
     this.#releasePermit = Effect.asVoid(env.permits.release(1))
     this.#maxPerOrigin = env.config.maxConnectionsPerOrigin
     this.#maxConnections = env.config.maxConnections
@@ -504,7 +504,7 @@ export class KeyedPool {
     if (site.queued && site.open + site.opening === 0 && this.#capQueue.delete(site)) this.#starving.add(site)
     // Releases the Semaphore permit and stops the connection's watchdog. Not
     // tracked: shutdown must not interrupt a scope halfway through closing.
-    this.#env.runFork(scope.value.close(Exit.void))
+    this.#runFork(scope.value.close(Exit.void))
   }
 
   #afterClose(site: OriginPool): void {
@@ -519,7 +519,7 @@ export class KeyedPool {
   }
 
   #fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> {
-    return this.#track(this.#env.runFork(effect))
+    return this.#track(this.#runFork(effect))
   }
 
   /** `#fork` with the scope in the fiber's context from the start. */
