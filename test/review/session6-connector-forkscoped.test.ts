@@ -14,7 +14,7 @@ import { echoServer } from "../../packages/agent/test/support/MemoryConnector.js
 // the connection's scope (a TLS/proxy handshake watcher, a keep-alive pinger)
 // dies with a TypeError, and every request fails with "the connector failed".
 describe("a connector that forks into the connection's scope", () => {
-  it.effect("Effect.forkScoped inside connect works, and the fiber is interrupted when the connection closes", () =>
+  it.effect("Effect.forkScoped inside connect works, and the fiber is interrupted when the connection closes, not with the Agent", () =>
     Effect.gen(function*() {
       const server = echoServer()
       let helperInterrupted = 0
@@ -30,10 +30,14 @@ describe("a connector that forks into the connection's scope", () => {
         }))
       ).pipe(Layer.provide(server.layer))
       const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(Agent.layer({}).pipe(Layer.provide(forking)), scope)
+      // persist: false: the connection closes after its response, long before the Agent.
+      const context = yield* Layer.buildWithScope(Agent.layer({ persist: false }).pipe(Layer.provide(forking)), scope)
       const result = yield* Effect.exit(Effect.provide(Agent.requestString("http://a.test/x"), context))
-      yield* Scope.close(scope, Exit.void)
       expect(result).toEqual(Exit.succeed("GET /x"))
+      // The fiber was forked into the connection's own scope: closed with the connection.
+      yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+      expect(helperInterrupted).toBe(1)
+      yield* Scope.close(scope, Exit.void)
       expect(helperInterrupted).toBe(1)
     }))
 })
