@@ -23,7 +23,7 @@ describe("ConnectionScope", () => {
       yield* Scope.close(asCloseable(scope), Exit.void)
       expect(ran).toEqual(["third", "first"])
       expect(closedWith).toEqual([exit])
-      expect(scope.closed).toBe(true)
+      expect(scope.state._tag).toBe("Closed")
     }))
 
   it.effect("runs every finalizer when some die, and fails with all their defects, as Scope.make() does", () =>

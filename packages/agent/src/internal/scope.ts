@@ -43,11 +43,6 @@ export class ConnectionScope {
     return pipeArguments(this, arguments)
   }
 
-  /** True once closed: a finalizer added then runs at once. */
-  get closed(): boolean {
-    return this.state._tag === "Closed"
-  }
-
   addFinalizer(finalizer: Scope.Scope.Finalizer): Effect.Effect<void> {
     return Effect.suspend(() => this.addNow(finalizer) ?? Effect.void)
   }
