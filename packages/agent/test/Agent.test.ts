@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
@@ -437,6 +438,65 @@ describe("Agent over the in-memory transport", () => {
       // Released with its body unread: closed, not reused.
       expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 1, reused: 2 })
       expect(server.sockets.length).toBe(1)
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
+  it.effect("a body that completes after its head frees the connection with its last byte, while the caller still holds or streams it", () => {
+    // /late sends half its body with the head; the test sends the rest.
+    const server = new MemoryServer((req) =>
+      req.socket.send(
+        req.path === "/late" ? "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello" : `HTTP/1.1 200 OK\r\ncontent-length: ${req.path.length}\r\n\r\n${req.path}`
+      )
+    )
+    const text = new TextDecoder()
+    const late = HttpClientRequest.get("http://a.test/late")
+    // One connection per origin: each `next` is served only if the held response let it go.
+    const next = HttpClientRequest.get("http://a.test/next").pipe(Agent.requestWith((r) => r.text))
+    const rest = Effect.zipRight(Effect.sync(() => server.sockets[0]!.send("world")), settle)
+    return Effect.gen(function*() {
+      // Agent.request, its scope open and its stream read halfway.
+      const scope = yield* Scope.make()
+      const response = yield* Scope.extend(Agent.request(late), scope)
+      const pull = yield* Scope.extend(Stream.toPull(response.stream), scope)
+      expect(Chunk.toArray(yield* pull).map((c) => text.decode(c))).toEqual(["hello"])
+      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
+      yield* rest
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+      expect(yield* next).toBe("/next")
+      // The rest of the body is still the response's after its connection carried another exchange.
+      expect(Chunk.toArray(yield* pull).map((c) => text.decode(c))).toEqual(["world"])
+      expect(yield* Effect.flip(pull)).toEqual(Option.none())
+      yield* Scope.close(scope, Exit.void)
+
+      // requestWith, its function still waiting.
+      const gate = yield* Deferred.make<void>()
+      const slow = yield* Effect.fork(
+        Agent.requestWith(late, (r) => Effect.zipRight(Deferred.await(gate), r.text))
+      )
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
+      yield* rest
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+      expect(yield* next).toBe("/next")
+      yield* Deferred.succeed(gate, void 0)
+      expect(yield* Fiber.join(slow)).toBe("helloworld")
+
+      // Through HttpClient, streamed by a reader that stops after the first piece.
+      const client = AgentHttpClient.make(yield* Agent.Agent)
+      const streamGate = yield* Deferred.make<void>()
+      const streamed = yield* client.execute(late)
+      const collected = yield* Effect.fork(Stream.runCollect(Stream.tap(streamed.stream, () => Deferred.await(streamGate))))
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
+      yield* rest
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+      expect(yield* next).toBe("/next")
+      yield* Deferred.succeed(streamGate, void 0)
+      expect(Chunk.toArray(yield* Fiber.join(collected)).map((c) => text.decode(c))).toEqual(["hello", "world"])
+
+      yield* settle
+      // Every body was read to its end: one connection carried all six exchanges.
+      expect(yield* Agent.stats).toMatchObject({ open: 1, opened: 1, reused: 5, busy: 0 })
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })
 

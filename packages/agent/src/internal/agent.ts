@@ -46,12 +46,19 @@ export class Held {
   constructor(readonly response: AgentResponse, readonly release: () => void) {}
 
   /**
-   * When the whole response (or its failure) is here already, as a small body
-   * that came with its head: keeps its bytes with the response and gives the
-   * connection back now. True then; whoever holds it has nothing left to free.
+   * Gives the connection back as soon as the whole response (or its failure)
+   * is here, whoever still reads it: the bytes stay with the response.
+   * When it is here already, as a small body that came with its head, the
+   * bytes are kept and the connection goes back now: true then, and whoever
+   * holds it has nothing left to free. Else the transport callback that
+   * completes the body frees it, unless the holder released it before.
    */
-  freeIfComplete(): boolean {
-    if (!this.response.exchange.settled) return false
+  freeWhenComplete(): boolean {
+    const exchange = this.response.exchange
+    if (!exchange.settled) {
+      exchange.onSettled = this.release
+      return false
+    }
     this.response.keepBody()
     this.release()
     return true
@@ -241,13 +248,13 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         return attemptMasked(restore, request, prepared, false, keep)
       })
 
-    // The connection is held until the caller's scope closes, unless the whole
-    // response is here already (a small body arrives with its head): then its
-    // bytes are kept and the connection goes back at once, and the caller's
-    // scope gets no finalizer. Scope.addFinalizer, not Effect.addFinalizer: the
+    // The connection is held until the caller's scope closes or the body is
+    // all here, whichever comes first. When the whole response is here already
+    // (a small body arrives with its head) its bytes are kept, the connection
+    // goes back at once, and the caller's scope gets no finalizer. Scope.addFinalizer, not Effect.addFinalizer: the
     // latter diffs and patches all FiberRefs (~10 µs).
     const keepInCallerScope = (held: Held): Effect.Effect<AgentResponse, never, Scope.Scope> =>
-      held.freeIfComplete()
+      held.freeWhenComplete()
         ? Effect.succeed(held.response)
         : Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), held.response))
 
@@ -271,8 +278,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         // `f` is called once the region is interruptible again: an interruption
         // already pending stops it before even its synchronous part runs.
         const run = restore(Effect.suspend(() => f(held.response)))
-        // All of the response here already: `f` runs with nothing left to give back.
-        if (held.freeIfComplete()) return run
+        // All of the response here already: `f` runs with nothing left to give
+        // back. Else the connection goes back when `f` ends or the body is all
+        // here, whichever comes first.
+        if (held.freeWhenComplete()) return run
         return Effect.flatMap(Effect.exit(run), (exit) => {
           held.release()
           return exit

@@ -622,7 +622,7 @@ export class Exchange {
   get settled(): boolean {
     return this.complete || this.failure !== undefined
   }
-  /** Called once when the response completed or failed (the HttpClient adapter frees the connection there). */
+  /** Called once when the response completed or failed (the connection is freed there: `Held.freeWhenComplete`). */
   onSettled: (() => void) | undefined = undefined
   constructor(readonly reused: boolean) {}
   wake(): void {

@@ -19,15 +19,11 @@ const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: Age
 
 const respond = (held: Held): Effect.Effect<AgentResponse> => {
   const { release, response } = held
-  // Freed now rather than when the caller reads the body.
-  if (held.freeIfComplete()) return Effect.succeed(response)
+  // Freed once the body is all here, rather than when the caller reads it
+  // (or never, a caller that only looks at the status); else when the caller
+  // read its end, or the response was aborted.
+  if (held.freeWhenComplete()) return Effect.succeed(response)
   response.onBodyDone = Effect.sync(release)
-  // Unless the caller streams it, the body is buffered as it arrives: once
-  // complete, the connection is free for others even if nobody reads the
-  // response (a caller that only looks at the status).
-  response.exchange.onSettled = () => {
-    if (!response.exchange.streaming) release()
-  }
   response.onAbort = release
   return Effect.succeed(response)
 }
