@@ -13,7 +13,9 @@ import * as internal from "./internal/httpClient.js"
 
 /**
  * Wraps an Agent as an `HttpClient`. A response holds its connection until its
- * body was read to the end (or it is garbage collected, which closes it).
+ * body is all here or was read to the end; a reader that gives up (interrupted,
+ * or a stream ended early), `HttpClient.withScope`'s scope closing, or garbage
+ * collection of the response frees it sooner, closing it.
  *
  * @since 0.1.0
  * @category constructors

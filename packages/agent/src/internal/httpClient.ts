@@ -1,8 +1,15 @@
+import * as Headers from "@effect/platform/Headers"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientError from "@effect/platform/HttpClientError"
-import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
+import * as UrlParams from "@effect/platform/UrlParams"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import { globalValue } from "effect/GlobalValue"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
@@ -17,43 +24,130 @@ const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: Age
     description: error.message
   })
 
-const respond = (held: Held): Effect.Effect<AgentResponse> => {
+/**
+ * What `HttpClient.withScope` registers: the request's AbortController, aborted
+ * when the scope closes. @effect/platform keeps it under this global key, and
+ * `HttpClient.make` reads it from there; so do we.
+ */
+const scopedRequests = globalValue(
+  "@effect/platform/HttpClient/scopedRequests",
+  () => new WeakMap<HttpClientRequest.HttpClientRequest, AbortController>()
+)
+
+/** Frees the connection of a response garbage collected with its body unread and still arriving. */
+const unreadResponses = globalValue(
+  Symbol.for("@keepalive/agent/HttpClient/unreadResponses"),
+  () => new FinalizationRegistry<() => void>((release) => release())
+)
+
+const respond = (scoped: AbortController | undefined) => (held: Held): Effect.Effect<AgentResponse> => {
   const { release, response } = held
   // Freed once the body is all here, rather than when the caller reads it
   // (or never, a caller that only looks at the status); else when the caller
-  // read its end, or the response was aborted.
+  // read its end or gave up reading it, or the request's scope closed, or the
+  // response was garbage collected.
   if (held.freeWhenComplete()) return Effect.succeed(response)
   response.onBodyDone = Effect.sync(release)
   response.onAbort = release
+  unreadResponses.register(response, release)
+  scoped?.signal.addEventListener("abort", release, { once: true })
   return Effect.succeed(response)
 }
 
-/** @internal */
+const ATTR_HTTP_REQUEST_METHOD = "http.request.method"
+const ATTR_HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+const ATTR_SERVER_ADDRESS = "server.address"
+const ATTR_SERVER_PORT = "server.port"
+const ATTR_URL_FULL = "url.full"
+const ATTR_URL_PATH = "url.path"
+const ATTR_URL_SCHEME = "url.scheme"
+const ATTR_URL_QUERY = "url.query"
+
+/**
+ * The span `HttpClient.make` would make: its name, attributes (headers
+ * redacted), trace propagation, and the tracer switches
+ * (`withTracerDisabledWhen`, `withTracerPropagation`, `withSpanNameGenerator`),
+ * read from the same FiberRefs and services.
+ */
+const traced = (
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  redactedNames: ReadonlyArray<string | RegExp>,
+  propagate: boolean,
+  name: string,
+  send: (request: HttpClientRequest.HttpClientRequest) => Effect.Effect<AgentResponse, HttpClientError.RequestError>
+) =>
+  Effect.useSpan(name, { kind: "client", captureStackTrace: false }, (span) => {
+    span.attribute(ATTR_HTTP_REQUEST_METHOD, request.method)
+    span.attribute(ATTR_SERVER_ADDRESS, url.origin)
+    if (url.port !== "") span.attribute(ATTR_SERVER_PORT, +url.port)
+    span.attribute(ATTR_URL_FULL, url.toString())
+    span.attribute(ATTR_URL_PATH, url.pathname)
+    span.attribute(ATTR_URL_SCHEME, url.protocol.slice(0, -1))
+    const query = url.search.slice(1)
+    if (query !== "") span.attribute(ATTR_URL_QUERY, query)
+    const requestHeaders = Headers.redact(request.headers, redactedNames)
+    for (const key in requestHeaders) span.attribute(`http.request.header.${key}`, String(requestHeaders[key]))
+    const sent = propagate ? HttpClientRequest.setHeaders(request, HttpTraceContext.toHeaders(span)) : request
+    return Effect.map(Effect.withParentSpan(send(sent), span), (response) => {
+      span.attribute(ATTR_HTTP_RESPONSE_STATUS_CODE, response.status)
+      const responseHeaders = Headers.redact(response.headers, redactedNames)
+      for (const key in responseHeaders) span.attribute(`http.response.header.${key}`, String(responseHeaders[key]))
+      return response
+    })
+  })
+
+/**
+ * The Agent as an HttpClient. Built with `HttpClient.makeWith`, not
+ * `HttpClient.make`: that one gives every request an AbortController, a
+ * FinalizationRegistry entry and a wrapper around the response whose body
+ * reads abort on interruption. The Agent frees a connection itself (when the
+ * body is all here, read, or given up), so only a response whose body is
+ * still arriving is registered, and the response is the Agent's own.
+ *
+ * @internal
+ */
 export const make = (agent: Agent.Service): HttpClient.HttpClient => {
   const execute = isInternalService(agent)
-    ? (request: HttpClientRequest.HttpClientRequest, url: URL) => agent.execute(request, url, respond)
-    : (request: HttpClientRequest.HttpClientRequest) =>
+    ? (request: HttpClientRequest.HttpClientRequest, url: URL, scoped: AbortController | undefined) =>
+      agent.execute(request, url, respond(scoped))
+    : (request: HttpClientRequest.HttpClientRequest, _url: URL, scoped: AbortController | undefined) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Scope.make(), (scope) =>
           Effect.flatMap(
             Effect.exit(restore(Scope.extend(agent.request(request), scope))),
             (exit) =>
               Exit.isSuccess(exit)
-                ? respond(
+                ? respond(scoped)(
                   new Held(exit.value as AgentResponse, () => void Effect.runFork(Scope.close(scope, Exit.void)))
                 )
                 : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
           ))
       )
-  return HttpClient.make((request, url, signal) =>
-    Effect.matchEffect(execute(request, url), {
-      onFailure: (error) => Effect.fail(toRequestError(request, error)),
-      onSuccess: (response) => {
-        // Aborted after a stream was read (harmless), or when the response is
-        // garbage collected unread: closing the scope then closes the connection.
-        if (response.onAbort !== undefined) signal.addEventListener("abort", response.onAbort, { once: true })
-        return Effect.succeed(response)
-      }
-    })
-  )
+  const send = (url: URL, scoped: AbortController | undefined) => (request: HttpClientRequest.HttpClientRequest) =>
+    Effect.mapError(execute(request, url, scoped), (error) => toRequestError(request, error))
+  const postprocess = (
+    effect: Effect.Effect<HttpClientRequest.HttpClientRequest, HttpClientError.HttpClientError>
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
+    Effect.flatMap(effect, (request) =>
+      Effect.withFiberRuntime((fiber) => {
+        const url = UrlParams.makeUrl(request.url, request.urlParams, request.hash)
+        if (url._tag === "Left") {
+          return Effect.fail(new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause: url.left }))
+        }
+        // Looked up by the request as given: the traced one sent is a copy.
+        const scoped = scopedRequests.get(request)
+        const tracing = fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
+          !fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)(request)
+        if (!tracing) return send(url.right, scoped)(request)
+        return traced(
+          request,
+          url.right,
+          fiber.getFiberRef(Headers.currentRedactedNames),
+          fiber.getFiberRef(HttpClient.currentTracerPropagation),
+          Context.get(fiber.currentContext, HttpClient.SpanNameGenerator)(request),
+          send(url.right, scoped)
+        )
+      }))
+  return HttpClient.makeWith(postprocess, Effect.succeed)
 }

@@ -62,7 +62,12 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   #bytes: Uint8Array | undefined = undefined
   #headers: Headers.Headers | undefined = undefined
   #cookies: Cookies.Cookies | undefined = undefined
-  /** What the HttpClient adapter runs when @effect/platform aborts the request. */
+  /**
+   * Frees the connection when a reader gives up on a body still arriving
+   * (interrupted, or its stream or `forEachChunk` ended early). Set by the
+   * HttpClient adapter only: an `Agent.request` response is freed by its scope,
+   * a `requestWith` one when its function ends.
+   */
   onAbort: (() => void) | undefined = undefined
 
   constructor(
@@ -118,13 +123,19 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   get bytes(): Effect.Effect<Uint8Array, AgentError> {
     const now = this.#bodyNow()
     if (now !== undefined) return this.onBodyDone === Effect.void ? Effect.succeed(now) : Effect.as(this.onBodyDone, now)
-    return this.#body ??= Effect.suspend(() => {
+    return this.#body ??= this.#guard(Effect.suspend(() => {
       if (this.#bytes !== undefined) return Effect.succeed(this.#bytes)
       return Effect.map(
         Effect.zipLeft(this.connection.readAll(this.exchange), Effect.suspend(() => this.onBodyDone)),
         (chunks) => this.#bytes = concat(chunks)
       )
-    })
+    }))
+  }
+
+  /** A read of the body that frees the connection however it ends, when `onAbort` says how. */
+  #guard<A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    const abort = this.onAbort
+    return abort === undefined ? read : Effect.ensuring(read, Effect.sync(abort))
   }
 
   #decodeError(cause: unknown): HttpClientError.ResponseError {
@@ -178,7 +189,10 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   get stream(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
     return Stream.suspend(() => {
       const kept = this.#bytes
-      if (kept === undefined) return this.#pulled()
+      if (kept === undefined) {
+        const abort = this.onAbort
+        return abort === undefined ? this.#pulled() : Stream.ensuring(this.#pulled(), Effect.sync(abort))
+      }
       const done = Effect.suspend(() => this.onBodyDone)
       return Stream.fromEffect(Effect.as(done, kept)).pipe(Stream.filter((bytes) => bytes.length > 0))
     })
@@ -203,7 +217,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
           )
         }
       )
-      return loop
+      return this.#guard(loop)
     })
   }
 
