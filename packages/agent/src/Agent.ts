@@ -98,18 +98,18 @@ export interface Stats {
 export interface Service {
   readonly config: ResolvedConfig
   /**
-   * Sends a request and returns its response once the head arrived. A
-   * response whose whole body came with its head frees its connection at once
-   * (its bytes stay readable); otherwise the connection is held until the
-   * scope closes, and a body left unread then closes it.
+   * Sends a request and returns its response once the head arrived. The
+   * connection is freed as soon as the whole body is here (at once when it came
+   * with its head; its bytes stay readable), or when the scope closes before
+   * that, a body left unread then closing it.
    */
   readonly request: (
     request: HttpClientRequest.HttpClientRequest
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Scope.Scope>
   /**
    * Sends a request and runs `f` with its response. The connection is held
-   * until `f` ends, however it ends (a body left unread then closes it), or
-   * only until the whole body is here when it came with its head.
+   * until the whole body is here or `f` ends, however it ends, whichever comes
+   * first (a body left unread then closes it).
    */
   readonly requestWith: <A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
@@ -151,7 +151,8 @@ export const layer = (config?: Config): Layer.Layer<Agent, never, Connector> =>
 /**
  * Sends a request through the Agent in the context. The connection goes back
  * to the pool as soon as the whole response is here (at once for a small body
- * that came with its head), else when the scope closes.
+ * that came with its head, else with its last byte), or when the scope closes
+ * before that.
  *
  * @since 0.1.0
  * @category requests
@@ -172,8 +173,8 @@ export const request = (
 /**
  * Sends a request through the Agent in the context and runs `f` with its
  * response; the connection is given back when `f` ends (closed if the body was
- * left unread), or before `f` runs when the whole body came with its head, so
- * that a slow `f` keeps no connection from others. No `Scope` is needed, and
+ * left unread), or before that once the whole body is here (before `f` runs
+ * when it came with its head), so that a slow `f` keeps no connection from others. No `Scope` is needed, and
  * none is made: about half the cost of
  * `request` inside `Effect.scoped`, for the same work.
  *
