@@ -54,6 +54,9 @@ const respond = (scoped: AbortController | undefined) => (held: Held): Effect.Ef
   return Effect.succeed(response)
 }
 
+/** `respond` for a request outside `HttpClient.withScope`, the usual case: one function for all. */
+const respondUnscoped = respond(undefined)
+
 const ATTR_HTTP_REQUEST_METHOD = "http.request.method"
 const ATTR_HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 const ATTR_SERVER_ADDRESS = "server.address"
@@ -110,7 +113,7 @@ const traced = (
 export const make = (agent: Agent.Service): HttpClient.HttpClient => {
   const execute = isInternalService(agent)
     ? (request: HttpClientRequest.HttpClientRequest, url: URL, scoped: AbortController | undefined) =>
-      agent.execute(request, url, respond(scoped))
+      agent.execute(request, url, scoped === undefined ? respondUnscoped : respond(scoped))
     : (request: HttpClientRequest.HttpClientRequest, _url: URL, scoped: AbortController | undefined) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Scope.make(), (scope) =>
@@ -118,7 +121,7 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
             Effect.exit(restore(Scope.extend(agent.request(request), scope))),
             (exit) =>
               Exit.isSuccess(exit)
-                ? respond(scoped)(
+                ? (scoped === undefined ? respondUnscoped : respond(scoped))(
                   new Held(exit.value as AgentResponse, () => void Effect.runFork(Scope.close(scope, Exit.void)))
                 )
                 : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
