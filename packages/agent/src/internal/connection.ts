@@ -662,7 +662,15 @@ export class Exchange {
     if (onSettled !== undefined) {
       this.onSettled = undefined
       // Not from inside the parser's callback: the connection may be checked in.
-      queueMicrotask(onSettled)
+      queueMicrotask(() => {
+        try {
+          onSettled()
+        } catch {
+          // Only a transport whose destroy throws gets here, the connection
+          // closed and the pool's books right (see the pool's #close): no
+          // fiber is here to fail, and the process must not.
+        }
+      })
     }
   }
 }

@@ -497,14 +497,19 @@ export class KeyedPool {
     const scope = conn.scope
     conn.scope = undefined
     this.#scopes.remove(scope)
-    conn.destroy()
-    site.open--
-    this.open--
-    this.#permitsHeld--
-    if (site.queued && site.open + site.opening === 0 && this.#capQueue.delete(site)) this.#starving.add(site)
-    // Releases the Semaphore permit and stops the connection's watchdog. Not
-    // tracked: shutdown must not interrupt a scope halfway through closing.
-    this.#runFork(scope.value.close(Exit.void))
+    // A transport whose destroy throws (a buggy Connector) still leaves the
+    // books right: the throw goes on to the caller once they are.
+    try {
+      conn.destroy()
+    } finally {
+      site.open--
+      this.open--
+      this.#permitsHeld--
+      if (site.queued && site.open + site.opening === 0 && this.#capQueue.delete(site)) this.#starving.add(site)
+      // Releases the Semaphore permit and stops the connection's watchdog. Not
+      // tracked: shutdown must not interrupt a scope halfway through closing.
+      this.#runFork(scope.value.close(Exit.void))
+    }
   }
 
   #afterClose(site: OriginPool): void {
@@ -514,8 +519,11 @@ export class KeyedPool {
   }
 
   #drop(conn: Connection, site: OriginPool): void {
-    this.#close(conn)
-    this.#afterClose(site)
+    try {
+      this.#close(conn)
+    } finally {
+      this.#afterClose(site)
+    }
   }
 
   #fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> {
