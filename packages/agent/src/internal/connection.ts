@@ -521,7 +521,7 @@ export class Connection implements TransportListener, Deadline {
   /** The whole body, taken from the exchange, when it is all here already. */
   takeCompleteBody(ex: Exchange): ReadonlyArray<Uint8Array> | undefined {
     if (!ex.complete || ex.failure !== undefined) return undefined
-    return ex.take()
+    return ex.takeRest()
   }
 
   /**
@@ -563,7 +563,7 @@ export class Connection implements TransportListener, Deadline {
       ex.failure = this.#released()
       ex.wake()
     }
-    ex.waiter = undefined
+    ex.clearWaiters()
     ex.drain = undefined
     this.#exchange = undefined
     this.#deadline = Infinity
@@ -616,7 +616,10 @@ export class Exchange {
   abandonedBody = false
   /** False while a streamed request body is still being written. */
   requestSent = true
-  waiter: (() => void) | undefined = undefined
+  /** A reader's wait: true once it resumed its reader (see `waitFor`). */
+  #waiter: (() => boolean) | undefined = undefined
+  /** Readers waiting besides the first: two reads of one body at once, say. */
+  #moreWaiters: Array<() => boolean> | undefined = undefined
   drain: (() => void) | undefined = undefined
   /** True once the response completed or failed. */
   get settled(): boolean {
@@ -625,8 +628,23 @@ export class Exchange {
   /** Called once when the response completed or failed (the connection is freed there: `Held.freeWhenComplete`). */
   onSettled: (() => void) | undefined = undefined
   constructor(readonly reused: boolean) {}
+  /** Registers a reader's wait; several readers may wait at once. */
+  addWaiter(waiter: () => boolean): void {
+    if (this.#waiter === undefined) this.#waiter = waiter
+    else (this.#moreWaiters ??= Array.of()).push(waiter)
+  }
+  /** Lets every waiting reader whose wait is over resume. */
   wake(): void {
-    if (this.waiter !== undefined) this.waiter()
+    const first = this.#waiter
+    if (first !== undefined && first()) this.#waiter = undefined
+    const more = this.#moreWaiters
+    if (more === undefined) return
+    this.#moreWaiters = undefined
+    for (const waiter of more) if (!waiter()) this.addWaiter(waiter)
+  }
+  clearWaiters(): void {
+    this.#waiter = undefined
+    this.#moreWaiters = undefined
   }
   /**
    * Keeps a copy of body bytes: a transport lends its bytes only for the
@@ -657,6 +675,14 @@ export class Exchange {
     this.#taken = this.#filled
     return Array.of(from === 0 && this.#filled === body.length ? body : body.subarray(from, this.#filled))
   }
+  /**
+   * The rest of a complete body: taken once, then the same for every reader
+   * that asks, so that two whole-body reads at once both get all of it.
+   */
+  takeRest(): ReadonlyArray<Uint8Array> {
+    return this.#rest ??= this.take()
+  }
+  #rest: ReadonlyArray<Uint8Array> | undefined = undefined
   settle(): void {
     const onSettled = this.onSettled
     if (onSettled !== undefined) {
@@ -694,10 +720,10 @@ const waitFor = <A>(
   const next = Effect.suspend(() => ready() ?? waitFor(ex, isReady, ready))
   return Effect.async<A, AgentError>((resume) => {
     if (isReady()) return resume(next)
-    ex.waiter = () => {
-      if (!isReady()) return
-      ex.waiter = undefined
+    ex.addWaiter(() => {
+      if (!isReady()) return false
       resume(next)
-    }
+      return true
+    })
   })
 }
