@@ -253,6 +253,26 @@ describe("AgentHttpClient: a body still arriving is freed when its reader gives 
       Effect.asVoid(client.pipe(HttpClient.withScope).get("http://a.test/stall"))
     ))
 
+  it.live("HttpClient.withScope's scope closed before the response came", () => {
+    const server = new MemoryServer((req) =>
+      req.path === "/late-head"
+        ? void 0 // answered by the test, once the scope is closed
+        : req.socket.respond("ok")
+    )
+    return Effect.gen(function*() {
+      const client = AgentHttpClient.make(yield* Agent.Agent)
+      const scope = yield* Scope.make()
+      const response = yield* Effect.fork(Scope.extend(client.pipe(HttpClient.withScope).get("http://a.test/late-head"), scope))
+      yield* settle
+      yield* Scope.close(scope, Exit.void)
+      server.sockets[0]!.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel")
+      yield* settle
+      expect((yield* Fiber.join(response)).status).toBe(200)
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, open: 0 })
+      expect(yield* next(client)).toBe("ok")
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+  })
+
   it.live("the response garbage collected unread", () => {
     const server = stallingServer()
     return Effect.gen(function*() {

@@ -50,7 +50,11 @@ const respond = (scoped: AbortController | undefined) => (held: Held): Effect.Ef
   response.onBodyDone = Effect.sync(release)
   response.onAbort = release
   unreadResponses.register(response, release)
-  scoped?.signal.addEventListener("abort", release, { once: true })
+  if (scoped !== undefined) {
+    // Its scope may have closed while the request was on its way.
+    if (scoped.signal.aborted) release()
+    else scoped.signal.addEventListener("abort", release, { once: true })
+  }
   return Effect.succeed(response)
 }
 
