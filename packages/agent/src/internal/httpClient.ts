@@ -96,7 +96,10 @@ const traced = (
     const requestHeaders = Headers.redact(request.headers, redactedNames)
     for (const key in requestHeaders) span.attribute(`http.request.header.${key}`, String(requestHeaders[key]))
     const sent = propagate ? HttpClientRequest.setHeaders(request, HttpTraceContext.toHeaders(span)) : request
-    return Effect.map(Effect.withParentSpan(send(sent), span), (response) => {
+    // Only a Stream body runs the caller's code (and its spans) while the
+    // request is sent: the span is made the parent for that case alone.
+    const sending = request.body._tag === "Stream" ? Effect.withParentSpan(send(sent), span) : send(sent)
+    return Effect.map(sending, (response) => {
       span.attribute(ATTR_HTTP_RESPONSE_STATUS_CODE, response.status)
       const responseHeaders = Headers.redact(response.headers, redactedNames)
       for (const key in responseHeaders) span.attribute(`http.response.header.${key}`, String(responseHeaders[key]))
