@@ -452,19 +452,24 @@ describe("Agent over the in-memory transport", () => {
     const late = HttpClientRequest.get("http://a.test/late")
     // One connection per origin: each `next` is served only if the held response let it go.
     const next = HttpClientRequest.get("http://a.test/next").pipe(Agent.requestWith((r) => r.text))
-    const rest = Effect.zipRight(Effect.sync(() => server.sockets[0]!.send("world")), settle)
+    // Held busy until the rest of the body comes, then free while still held, and serving `next`.
+    const freedByTheRest = Effect.gen(function*() {
+      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
+      server.sockets[0]!.send("world")
+      yield* settle
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+      expect(yield* next).toBe("/next")
+    })
+    const texts = (chunks: Chunk.Chunk<Uint8Array>) => Chunk.toArray(chunks).map((c) => text.decode(c))
     return Effect.gen(function*() {
       // Agent.request, its scope open and its stream read halfway.
       const scope = yield* Scope.make()
       const response = yield* Scope.extend(Agent.request(late), scope)
       const pull = yield* Scope.extend(Stream.toPull(response.stream), scope)
-      expect(Chunk.toArray(yield* pull).map((c) => text.decode(c))).toEqual(["hello"])
-      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
-      yield* rest
-      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
-      expect(yield* next).toBe("/next")
+      expect(texts(yield* pull)).toEqual(["hello"])
+      yield* freedByTheRest
       // The rest of the body is still the response's after its connection carried another exchange.
-      expect(Chunk.toArray(yield* pull).map((c) => text.decode(c))).toEqual(["world"])
+      expect(texts(yield* pull)).toEqual(["world"])
       expect(yield* Effect.flip(pull)).toEqual(Option.none())
       yield* Scope.close(scope, Exit.void)
 
@@ -474,10 +479,7 @@ describe("Agent over the in-memory transport", () => {
         Agent.requestWith(late, (r) => Effect.zipRight(Deferred.await(gate), r.text))
       )
       yield* settle
-      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
-      yield* rest
-      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
-      expect(yield* next).toBe("/next")
+      yield* freedByTheRest
       yield* Deferred.succeed(gate, void 0)
       expect(yield* Fiber.join(slow)).toBe("helloworld")
 
@@ -487,12 +489,9 @@ describe("Agent over the in-memory transport", () => {
       const streamed = yield* client.execute(late)
       const collected = yield* Effect.fork(Stream.runCollect(Stream.tap(streamed.stream, () => Deferred.await(streamGate))))
       yield* settle
-      expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
-      yield* rest
-      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
-      expect(yield* next).toBe("/next")
+      yield* freedByTheRest
       yield* Deferred.succeed(streamGate, void 0)
-      expect(Chunk.toArray(yield* Fiber.join(collected)).map((c) => text.decode(c))).toEqual(["hello", "world"])
+      expect(texts(yield* Fiber.join(collected))).toEqual(["hello", "world"])
 
       yield* settle
       // Every body was read to its end: one connection carried all six exchanges.
@@ -679,25 +678,9 @@ describe("Agent over the in-memory transport", () => {
     })
   })
 
-  /** The first `destroy` of the server's socket `id` throws (after destroying). */
-  const destroyThrowsOnce = (server: MemoryServer, id: number) => {
-    server.onConnect = (socket) => {
-      if (socket.id !== id) return
-      const destroy = socket.destroy.bind(socket)
-      let first = true
-      socket.destroy = () => {
-        destroy()
-        if (first) {
-          first = false
-          throw new Error("destroy threw")
-        }
-      }
-    }
-  }
-
   it.effect("at shutdown every busy connection closes, even when one transport's destroy throws", () => {
     const server = new MemoryServer(() => {})
-    destroyThrowsOnce(server, 1)
+    server.destroyThrowsOnce(1)
     return Effect.gen(function*() {
       const scope = yield* Scope.make()
       const agent = yield* Effect.provide(Agent.make(), server.layer).pipe(Scope.extend(scope))
@@ -718,7 +701,7 @@ describe("Agent over the in-memory transport", () => {
     const server = new MemoryServer((req) => {
       if (req.path === "/ok") req.socket.respond("ok")
     })
-    destroyThrowsOnce(server, 1)
+    server.destroyThrowsOnce(1)
     return Effect.gen(function*() {
       const scope = yield* Scope.make()
       const agent = yield* Effect.provide(Agent.make(), server.layer).pipe(Scope.extend(scope))

@@ -38,6 +38,21 @@ export const resolveConfig = (config: Agent.Config = {}): Agent.ResolvedConfig =
 const yieldAfterIdleNanos = 1_000_000n
 
 /**
+ * Runs a connection's release from a callback no fiber runs (a microtask, an
+ * abort listener, a finalization registry). Only a transport whose destroy
+ * throws can make it throw; there is nobody to fail there, and the pool's
+ * books are right regardless (see the pool's `#close`). Inside an Effect the
+ * same throw is a defect of that Effect. @internal
+ */
+export const releaseOutsideFiber = (release: () => void): void => {
+  try {
+    release()
+  } catch {
+    // The connection is closed as far as the Agent is concerned.
+  }
+}
+
+/**
  * A response and what gives its connection back: synchronous and idempotent,
  * so that it can run from a transport callback without a fiber. A class, as
  * every object made per request (see `Head` in http1.ts). @internal
@@ -56,7 +71,8 @@ export class Held {
   freeWhenComplete(): boolean {
     const exchange = this.response.exchange
     if (!exchange.settled) {
-      exchange.onSettled = this.release
+      const release = this.release
+      exchange.onSettled = () => releaseOutsideFiber(release)
       return false
     }
     this.response.keepBody()

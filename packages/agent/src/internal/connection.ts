@@ -606,6 +606,8 @@ export class Exchange {
   body: Uint8Array | undefined = undefined
   #filled = 0
   #taken = 0
+  /** What `takeRest` took, for the next whole-body reader. */
+  #rest: ReadonlyArray<Uint8Array> | undefined = undefined
   // No array literals here: V8 may pretenure them (see `Head` in http1.ts), and
   // these point to young body bytes. `Array.of` is not pretenured.
   #chunks: Array<Uint8Array> | undefined = undefined
@@ -682,21 +684,12 @@ export class Exchange {
   takeRest(): ReadonlyArray<Uint8Array> {
     return this.#rest ??= this.take()
   }
-  #rest: ReadonlyArray<Uint8Array> | undefined = undefined
   settle(): void {
     const onSettled = this.onSettled
     if (onSettled !== undefined) {
       this.onSettled = undefined
       // Not from inside the parser's callback: the connection may be checked in.
-      queueMicrotask(() => {
-        try {
-          onSettled()
-        } catch {
-          // Only a transport whose destroy throws gets here, the connection
-          // closed and the pool's books right (see the pool's #close): no
-          // fiber is here to fail, and the process must not.
-        }
-      })
+      queueMicrotask(onSettled)
     }
   }
 }

@@ -13,7 +13,7 @@ import { globalValue } from "effect/GlobalValue"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
-import { Held, isInternalService } from "./agent.js"
+import { Held, isInternalService, releaseOutsideFiber } from "./agent.js"
 import type { AgentResponse } from "./response.js"
 
 const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: AgentError) =>
@@ -37,7 +37,7 @@ const scopedRequests = globalValue(
 /** Frees the connection of a response garbage collected with its body unread and still arriving. */
 const unreadResponses = globalValue(
   Symbol.for("@keepalive/agent/HttpClient/unreadResponses"),
-  () => new FinalizationRegistry<() => void>((release) => release())
+  () => new FinalizationRegistry<() => void>(releaseOutsideFiber)
 )
 
 const respond = (scoped: AbortController | undefined) => (held: Held): Effect.Effect<AgentResponse> => {
@@ -53,7 +53,7 @@ const respond = (scoped: AbortController | undefined) => (held: Held): Effect.Ef
   if (scoped !== undefined) {
     // Its scope may have closed while the request was on its way.
     if (scoped.signal.aborted) release()
-    else scoped.signal.addEventListener("abort", release, { once: true })
+    else scoped.signal.addEventListener("abort", () => releaseOutsideFiber(release), { once: true })
   }
   return Effect.succeed(response)
 }

@@ -132,6 +132,22 @@ export class MemoryServer {
 
   constructor(public onRequest: (request: SeenRequest) => void) {}
 
+  /** The first `destroy` of socket `id` throws, after destroying it (a buggy Connector). */
+  destroyThrowsOnce(id: number): void {
+    this.onConnect = (socket) => {
+      if (socket.id !== id) return
+      const destroy = socket.destroy.bind(socket)
+      let first = true
+      socket.destroy = () => {
+        destroy()
+        if (first) {
+          first = false
+          throw new Error("destroy threw")
+        }
+      }
+    }
+  }
+
   /** Sockets not closed yet. */
   get openSockets(): Array<ServerSocket> {
     return this.sockets.filter((s) => !s.destroyed)
