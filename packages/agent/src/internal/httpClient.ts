@@ -40,7 +40,10 @@ const unreadResponses = globalValue(
   () => new FinalizationRegistry<() => void>(releaseOutsideFiber)
 )
 
-const respond = (scoped: AbortController | undefined) => (held: Held): Effect.Effect<AgentResponse> => {
+/** Takes charge of a response: frees its connection when it should (see `make`). */
+type Respond = (held: Held) => Effect.Effect<AgentResponse>
+
+const respond = (scoped: AbortController | undefined): Respond => (held) => {
   const { release, response } = held
   // Freed once the body is all here, rather than when the caller reads it
   // (or never, a caller that only looks at the status); else when the caller
@@ -70,6 +73,13 @@ const ATTR_URL_PATH = "url.path"
 const ATTR_URL_SCHEME = "url.scheme"
 const ATTR_URL_QUERY = "url.query"
 
+/** Sends a request through the Agent, its failure as @effect/platform's. */
+type Send = (
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  keep: Respond
+) => Effect.Effect<AgentResponse, HttpClientError.RequestError>
+
 /**
  * The span `HttpClient.make` would make: its name, attributes (headers
  * redacted), trace propagation, and the tracer switches
@@ -77,12 +87,13 @@ const ATTR_URL_QUERY = "url.query"
  * read from the same FiberRefs and services.
  */
 const traced = (
+  send: Send,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
+  keep: Respond,
   redactedNames: ReadonlyArray<string | RegExp>,
   propagate: boolean,
-  name: string,
-  send: (request: HttpClientRequest.HttpClientRequest) => Effect.Effect<AgentResponse, HttpClientError.RequestError>
+  name: string
 ) =>
   Effect.useSpan(name, { kind: "client", captureStackTrace: false }, (span) => {
     span.attribute(ATTR_HTTP_REQUEST_METHOD, request.method)
@@ -98,7 +109,9 @@ const traced = (
     const sent = propagate ? HttpClientRequest.setHeaders(request, HttpTraceContext.toHeaders(span)) : request
     // Only a Stream body runs the caller's code (and its spans) while the
     // request is sent: the span is made the parent for that case alone.
-    const sending = request.body._tag === "Stream" ? Effect.withParentSpan(send(sent), span) : send(sent)
+    const sending = request.body._tag === "Stream"
+      ? Effect.withParentSpan(send(sent, url, keep), span)
+      : send(sent, url, keep)
     return Effect.map(sending, (response) => {
       span.attribute(ATTR_HTTP_RESPONSE_STATUS_CODE, response.status)
       const responseHeaders = Headers.redact(response.headers, redactedNames)
@@ -119,23 +132,20 @@ const traced = (
  */
 export const make = (agent: Agent.Service): HttpClient.HttpClient => {
   const execute = isInternalService(agent)
-    ? (request: HttpClientRequest.HttpClientRequest, url: URL, scoped: AbortController | undefined) =>
-      agent.execute(request, url, scoped === undefined ? respondUnscoped : respond(scoped))
-    : (request: HttpClientRequest.HttpClientRequest, _url: URL, scoped: AbortController | undefined) =>
+    ? (request: HttpClientRequest.HttpClientRequest, url: URL, keep: Respond) => agent.execute(request, url, keep)
+    : (request: HttpClientRequest.HttpClientRequest, _url: URL, keep: Respond) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Scope.make(), (scope) =>
           Effect.flatMap(
             Effect.exit(restore(Scope.extend(agent.request(request), scope))),
             (exit) =>
               Exit.isSuccess(exit)
-                ? (scoped === undefined ? respondUnscoped : respond(scoped))(
-                  new Held(exit.value as AgentResponse, () => void Effect.runFork(Scope.close(scope, Exit.void)))
-                )
+                ? keep(new Held(exit.value as AgentResponse, () => void Effect.runFork(Scope.close(scope, Exit.void))))
                 : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
           ))
       )
-  const send = (url: URL, scoped: AbortController | undefined) => (request: HttpClientRequest.HttpClientRequest) =>
-    Effect.mapError(execute(request, url, scoped), (error) => toRequestError(request, error))
+  const send: Send = (request, url, keep) =>
+    Effect.mapError(execute(request, url, keep), (error) => toRequestError(request, error))
   const postprocess = (
     effect: Effect.Effect<HttpClientRequest.HttpClientRequest, HttpClientError.HttpClientError>
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
@@ -147,16 +157,18 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
         }
         // Looked up by the request as given: the traced one sent is a copy.
         const scoped = scopedRequests.get(request)
+        const keep = scoped === undefined ? respondUnscoped : respond(scoped)
         const tracing = fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
           !fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)(request)
-        if (!tracing) return send(url.right, scoped)(request)
+        if (!tracing) return send(request, url.right, keep)
         return traced(
+          send,
           request,
           url.right,
+          keep,
           fiber.getFiberRef(Headers.currentRedactedNames),
           fiber.getFiberRef(HttpClient.currentTracerPropagation),
-          Context.get(fiber.currentContext, HttpClient.SpanNameGenerator)(request),
-          send(url.right, scoped)
+          Context.get(fiber.currentContext, HttpClient.SpanNameGenerator)(request)
         )
       }))
   return HttpClient.makeWith(postprocess, Effect.succeed)
