@@ -62,11 +62,13 @@ export class Held {
 
   /**
    * Gives the connection back as soon as the whole response (or its failure)
-   * is here, whoever still reads it: the bytes stay with the response.
-   * When it is here already, as a small body that came with its head, the
-   * bytes are kept and the connection goes back now: true then, and whoever
-   * holds it has nothing left to free. Else the transport callback that
-   * completes the body frees it, unless the holder released it before.
+   * is here, whoever still reads it: the bytes stay with the response's
+   * exchange, which its connection leaves alone once it moved on. When it is
+   * here already, as a small body that came with its head, the bytes are taken
+   * into the response (`keepBody`) and the connection goes back now: true
+   * then, and whoever holds it has nothing left to free. Else the transport
+   * callback that completes the body frees it, unless the holder released it
+   * before.
    */
   freeWhenComplete(): boolean {
     const exchange = this.response.exchange

@@ -112,8 +112,11 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   }
 
   /**
-   * Takes the body from the connection when all of it is here, so that it
-   * stays readable once the connection moved on (a failure stays with the exchange).
+   * Takes the body from its exchange into the response when all of it is here
+   * (one array, not copied when it came in one piece). Not for the bytes' sake:
+   * the exchange keeps them after its connection moved on. For the readers':
+   * `forEachChunk` and `stream` then hand it over at once instead of pulling
+   * (measured: ~0.5-1 us per `forEachChunk` read in memory).
    */
   keepBody(): void {
     this.#bodyNow()
