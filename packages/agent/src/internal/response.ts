@@ -186,8 +186,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
 
   /**
    * The body as a backpressured stream of chunks; a body already taken whole
-   * (read before, or kept by the HttpClient adapter when it arrived with its
-   * head) as one chunk.
+   * (read before, or kept when it arrived with its head) as one chunk.
    */
   get stream(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
     return Stream.suspend(() => {
