@@ -35,8 +35,7 @@ const conn = Effect.gen(function*() {
 const getBytes = (path: string, headers: Record<string, string> = {}) =>
   Agent.request(HttpClientRequest.get(url(path)).pipe(HttpClientRequest.setHeaders(headers))).pipe(
     Effect.flatMap((response) => response.arrayBuffer),
-    Effect.map((buffer) => new Uint8Array(buffer)),
-    Effect.scoped
+    Effect.map((buffer) => new Uint8Array(buffer))
   )
 
 const streamBytes = (path: string, headers: Record<string, string> = {}) =>
@@ -47,8 +46,7 @@ const streamBytes = (path: string, headers: Record<string, string> = {}) =>
         bytes: Buffer.concat(Chunk.toArray(chunks)),
         encoding: response.headers["transfer-encoding"]
       }))
-    ),
-    Effect.scoped
+    )
   )
 
 describe.skipIf(skip)(`nginx${skip ? ` (skipped: ${unavailable})` : ""}`, () => {

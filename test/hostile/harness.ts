@@ -32,8 +32,7 @@ export const send = (request: HttpClientRequest.HttpClientRequest): Effect.Effec
   Agent.request(request).pipe(
     Effect.flatMap((response) =>
       Effect.map(readText(response), (body) => ({ status: response.status, headers: response.headers, body }))
-    ),
-    Effect.scoped
+    )
   )
 
 /** Runs `effect` and returns its AgentError, failing the test when it succeeded or failed otherwise. */

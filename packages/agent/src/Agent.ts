@@ -98,12 +98,21 @@ export interface Stats {
 export interface Service {
   readonly config: ResolvedConfig
   /**
-   * Sends a request and returns its response once the head arrived. The
-   * connection is freed as soon as the whole body is here (at once when it came
-   * with its head; its bytes stay readable), or when the scope closes before
-   * that, a body left unread then closing it.
+   * Sends a request and returns its response once the head arrived. Nothing
+   * is left to free: the connection goes back as soon as the whole body is
+   * here (at once when it came with its head; its bytes stay readable), or
+   * before that when a reader read its end or gave up on it, or when the
+   * response is garbage collected.
    */
   readonly request: (
+    request: HttpClientRequest.HttpClientRequest
+  ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError>
+  /**
+   * `request`, whose connection is also freed when the scope closes, a body
+   * left unread then closing it: for a caller that may not read a large body
+   * and wants its connection back at a known time.
+   */
+  readonly requestScoped: (
     request: HttpClientRequest.HttpClientRequest
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Scope.Scope>
   /**
@@ -149,10 +158,15 @@ export const layer = (config?: Config): Layer.Layer<Agent, never, Connector> =>
   Layer.scoped(Agent, internal.make(config))
 
 /**
- * Sends a request through the Agent in the context. The connection goes back
- * to the pool as soon as the whole response is here (at once for a small body
- * that came with its head, else with its last byte), or when the scope closes
- * before that.
+ * Sends a request through the Agent in the context; no `Scope` is needed, as
+ * with @effect/platform's `HttpClient`. The connection goes back to the pool
+ * as soon as the whole response is here (at once for a small body that came
+ * with its head, else with its last byte), whoever still reads it; before
+ * that, when a reader read the body's end or gave up on it (interrupted, a
+ * stream or `forEachChunk` ended early), or when the response is garbage
+ * collected. An unread body keeps arriving into memory, and a stream left
+ * half read keeps its connection until then: read it, or use `requestWith` or
+ * `requestScoped`, to free it at a known time.
  *
  * @since 0.1.0
  * @category requests
@@ -161,22 +175,43 @@ export const layer = (config?: Config): Layer.Layer<Agent, never, Connector> =>
  * import { HttpClientRequest } from "@effect/platform"
  * import { Effect } from "effect"
  * const body = Agent.request(HttpClientRequest.get("http://127.0.0.1:8080/x")).pipe(
- *   Effect.flatMap((r) => r.arrayBuffer),
- *   Effect.scoped
+ *   Effect.flatMap((r) => r.arrayBuffer)
  * )
  */
 export const request = (
   request: HttpClientRequest.HttpClientRequest
-): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent | Scope.Scope> =>
+): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent> =>
   Effect.flatMap(Agent, (agent) => agent.request(request))
+
+/**
+ * Sends a request through the Agent in the context; the connection goes back
+ * as with `request`, or when the scope closes, whichever comes first (a body
+ * left unread then closes it). Costs the caller a `Scope`: in `Effect.scoped`,
+ * about twice the Effect steps of `request`.
+ *
+ * @since 0.1.0
+ * @category requests
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * import { HttpClientRequest } from "@effect/platform"
+ * import { Effect } from "effect"
+ * const status = Agent.requestScoped(HttpClientRequest.get("http://127.0.0.1:8080/x")).pipe(
+ *   Effect.map((r) => r.status),
+ *   Effect.scoped
+ * )
+ */
+export const requestScoped = (
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent | Scope.Scope> =>
+  Effect.flatMap(Agent, (agent) => agent.requestScoped(request))
 
 /**
  * Sends a request through the Agent in the context and runs `f` with its
  * response; the connection is given back when `f` ends (closed if the body was
  * left unread), or before that once the whole body is here (before `f` runs
- * when it came with its head), so that a slow `f` keeps no connection from others. No `Scope` is needed, and
- * none is made: about half the cost of
- * `request` inside `Effect.scoped`, for the same work.
+ * when it came with its head), so that a slow `f` keeps no connection from
+ * others. No `Scope` is needed, and the connection is free at a known time
+ * even when `f` leaves the body unread.
  *
  * @since 0.1.0
  * @category requests

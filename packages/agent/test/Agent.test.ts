@@ -54,7 +54,7 @@ describe("Agent over the in-memory transport", () => {
     const server = echoServer()
     return Effect.gen(function*() {
       const request = HttpClientRequest.get("not a url")
-      const viaRequest = yield* Effect.flip(Effect.scoped(Agent.request(request)))
+      const viaRequest = yield* Effect.flip(Agent.request(request))
       const viaWith = yield* Effect.flip(Agent.requestWith(request, (r) => r.text))
       for (const error of [viaRequest, viaWith]) expect(error).toMatchObject({ _tag: "AgentError", reason: "InvalidRequest" })
       expect(server.connects).toBe(0)
@@ -314,10 +314,10 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server, { persist: false })))
   })
 
-  it.effect("a response released with its body unread closes its connection", () => {
+  it.effect("requestScoped: a response released by its scope with its body unread closes its connection", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"))
     return Effect.gen(function*() {
-      const status = yield* Effect.scoped(Effect.map(Agent.request(HttpClientRequest.get("http://a.test/")), (r) => r.status))
+      const status = yield* Effect.scoped(Effect.map(Agent.requestScoped(HttpClientRequest.get("http://a.test/")), (r) => r.status))
       expect(status).toBe(200)
       yield* settle
       expect(server.openSockets.length).toBe(0)
@@ -414,7 +414,7 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
-  it.effect("request: a response that arrived whole frees its connection at once; one still arriving holds it until the scope closes", () => {
+  it.effect("requestScoped: a response that arrived whole frees its connection at once; one still arriving holds it until the scope closes", () => {
     const server = new MemoryServer((req) =>
       req.socket.send(
         req.path === "/partial" ? "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello" : `HTTP/1.1 200 OK\r\ncontent-length: ${req.path.length}\r\n\r\n${req.path}`
@@ -424,13 +424,13 @@ describe("Agent over the in-memory transport", () => {
       const scope = yield* Scope.make()
       // One connection, and every response kept in one open scope: without the
       // early release the second request would wait for the scope forever.
-      const first = yield* Scope.extend(Agent.request(HttpClientRequest.get("http://a.test/first")), scope)
+      const first = yield* Scope.extend(Agent.requestScoped(HttpClientRequest.get("http://a.test/first")), scope)
       expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
-      const second = yield* Scope.extend(Agent.request(HttpClientRequest.get("http://a.test/second")), scope)
+      const second = yield* Scope.extend(Agent.requestScoped(HttpClientRequest.get("http://a.test/second")), scope)
       // Read after the connection carried another exchange: the bytes were kept.
       expect(yield* first.text).toBe("/first")
       expect(yield* second.text).toBe("/second")
-      const partial = yield* Scope.extend(Agent.request(HttpClientRequest.get("http://a.test/partial")), scope)
+      const partial = yield* Scope.extend(Agent.requestScoped(HttpClientRequest.get("http://a.test/partial")), scope)
       expect(partial.status).toBe(200)
       expect(yield* Agent.stats).toMatchObject({ busy: 1, idle: 0 })
       yield* Scope.close(scope, Exit.void)
@@ -462,9 +462,9 @@ describe("Agent over the in-memory transport", () => {
     })
     const texts = (chunks: Chunk.Chunk<Uint8Array>) => Chunk.toArray(chunks).map((c) => text.decode(c))
     return Effect.gen(function*() {
-      // Agent.request, its scope open and its stream read halfway.
+      // Agent.request, its stream read halfway (the scope is the pull's).
       const scope = yield* Scope.make()
-      const response = yield* Scope.extend(Agent.request(late), scope)
+      const response = yield* Agent.request(late)
       const pull = yield* Scope.extend(Stream.toPull(response.stream), scope)
       expect(texts(yield* pull)).toEqual(["hello"])
       yield* freedByTheRest
@@ -472,6 +472,13 @@ describe("Agent over the in-memory transport", () => {
       expect(texts(yield* pull)).toEqual(["world"])
       expect(yield* Effect.flip(pull)).toEqual(Option.none())
       yield* Scope.close(scope, Exit.void)
+
+      // requestScoped, its scope still open and the body unread.
+      const held = yield* Scope.make()
+      const scoped = yield* Scope.extend(Agent.requestScoped(late), held)
+      yield* freedByTheRest
+      expect(yield* scoped.text).toBe("helloworld")
+      yield* Scope.close(held, Exit.void)
 
       // requestWith, its function still waiting.
       const gate = yield* Deferred.make<void>()
@@ -494,8 +501,8 @@ describe("Agent over the in-memory transport", () => {
       expect(texts(yield* Fiber.join(collected))).toEqual(["hello", "world"])
 
       yield* settle
-      // Every body was read to its end: one connection carried all six exchanges.
-      expect(yield* Agent.stats).toMatchObject({ open: 1, opened: 1, reused: 5, busy: 0 })
+      // Every body was read to its end: one connection carried all eight exchanges.
+      expect(yield* Agent.stats).toMatchObject({ open: 1, opened: 1, reused: 7, busy: 0 })
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })
 
@@ -758,11 +765,11 @@ describe("Agent over the in-memory transport", () => {
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1, bodyTimeout: "1 second" })))
   })
 
-  it.effect("a body read interrupted while it waits takes nothing: the next read gets every byte", () => {
+  it.effect("requestScoped: a body read interrupted while it waits takes nothing: the next read gets every byte", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n"))
     const text = new TextDecoder()
     return Effect.gen(function*() {
-      const response = yield* Agent.request(HttpClientRequest.get("http://a.test/"))
+      const response = yield* Agent.requestScoped(HttpClientRequest.get("http://a.test/"))
       // Two reads wait for bytes and are interrupted: a stream pull and a whole-body read.
       const pulling = yield* Effect.fork(Stream.runCollect(response.stream))
       const whole = yield* Effect.fork(response.arrayBuffer)
@@ -838,6 +845,7 @@ describe("Agent over the in-memory transport", () => {
       const client = AgentHttpClient.make({
         config: agent.config,
         request: agent.request,
+        requestScoped: agent.requestScoped,
         requestWith: agent.requestWith,
         stats: agent.stats
       })

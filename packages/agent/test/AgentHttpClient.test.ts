@@ -1,5 +1,6 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as AgentHttpClient from "@keepalive/agent/AgentHttpClient"
@@ -195,65 +196,99 @@ describe("AgentHttpClient: tracing", () => {
     }))
 })
 
-describe("AgentHttpClient: a body still arriving is freed when its reader gives up", () => {
-  // /stall sends 3 of 10 body bytes and nothing more; bodyTimeout (60 s) is far off.
-  const stallingServer = () =>
-    new MemoryServer((req) =>
-      req.path === "/stall"
-        ? req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel")
-        : req.socket.respond("ok")
-    )
-  // One connection per origin: `next` is served only if the stalled response let it go.
+// /stall sends 3 of 10 body bytes and nothing more; bodyTimeout (60 s) is far off.
+const stallingServer = () =>
+  new MemoryServer((req) =>
+    req.path === "/stall"
+      ? req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel")
+      : req.socket.respond("ok")
+  )
+
+/** The two ways to a response that hold no scope: the HttpClient adapter, and `Agent.request`. */
+const scopeFree: ReadonlyArray<{
+  readonly name: string
+  readonly get: (url: string) => Effect.Effect<HttpClientResponse.HttpClientResponse, unknown, Agent.Agent>
+}> = [
+  { name: "AgentHttpClient", get: (url) => Effect.flatMap(Agent.Agent, (agent) => AgentHttpClient.make(agent).get(url)) },
+  { name: "Agent.request", get: (url) => Agent.request(HttpClientRequest.get(url)) }
+]
+
+for (const { get, name } of scopeFree) {
+  describe(`${name}: a body still arriving is freed when its reader gives up`, () => {
+    // One connection per origin: `next` is served only if the stalled response let it go.
+    const next = Effect.flatMap(get("http://a.test/next"), (r) => r.text).pipe(Effect.timeout("1 second"))
+
+    const freedAfter = (giveUp: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<unknown, unknown, Scope.Scope>) => {
+      const server = stallingServer()
+      return Effect.gen(function*() {
+        yield* Effect.scoped(Effect.flatMap(get("http://a.test/stall"), giveUp))
+        yield* settle
+        expect(yield* Agent.stats).toMatchObject({ busy: 0, open: 0 })
+        expect(yield* next).toBe("ok")
+        // The stalled connection was closed, not reused.
+        expect(server.closedIds).toEqual([1])
+      }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+    }
+
+    it.live("a whole-body read interrupted", () =>
+      freedAfter((response) =>
+        Effect.gen(function*() {
+          const read = yield* Effect.fork(response.text)
+          yield* settle
+          yield* Fiber.interrupt(read)
+        })
+      ))
+
+    it.live("a stream ended early", () =>
+      freedAfter((response) =>
+        Effect.gen(function*() {
+          const first = yield* Stream.runCollect(Stream.take(response.stream, 1))
+          expect(first.length).toBe(1)
+        })
+      ))
+
+    it.live("Agent.forEachChunk whose function fails", () =>
+      freedAfter((response) =>
+        Effect.gen(function*() {
+          const exit = yield* Effect.exit(Agent.forEachChunk(response, () => Effect.fail("enough")))
+          expect(exit).toEqual(Exit.fail("enough"))
+        })
+      ))
+
+    it.live("the response garbage collected unread", () => {
+      const server = stallingServer()
+      return Effect.gen(function*() {
+        // Nothing keeps the response: only its status leaves this effect.
+        expect(yield* Effect.map(get("http://a.test/stall"), (r) => r.status)).toBe(200)
+        expect(yield* Agent.stats).toMatchObject({ busy: 1 })
+        for (let i = 0; i < 50 && (yield* Agent.stats).busy > 0; i++) {
+          gc()
+          yield* settle
+        }
+        expect(yield* Agent.stats).toMatchObject({ busy: 0, open: 0 })
+        expect(yield* next).toBe("ok")
+      }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+    })
+  })
+}
+
+describe("AgentHttpClient: HttpClient.withScope frees a body still arriving", () => {
   const next = (client: HttpClient.HttpClient) =>
     Effect.flatMap(client.get("http://a.test/next"), (r) => r.text).pipe(Effect.timeout("1 second"))
 
-  const freedAfter = (giveUp: (client: HttpClient.HttpClient) => Effect.Effect<unknown, unknown, Scope.Scope>) => {
+  it.live("when its scope closes, the body unread", () => {
     const server = stallingServer()
     return Effect.gen(function*() {
       const client = AgentHttpClient.make(yield* Agent.Agent)
-      yield* Effect.scoped(giveUp(client))
+      yield* Effect.scoped(client.pipe(HttpClient.withScope).get("http://a.test/stall"))
       yield* settle
       expect(yield* Agent.stats).toMatchObject({ busy: 0, open: 0 })
       expect(yield* next(client)).toBe("ok")
-      // The stalled connection was closed, not reused.
       expect(server.closedIds).toEqual([1])
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
-  }
+  })
 
-  it.live("a whole-body read interrupted", () =>
-    freedAfter((client) =>
-      Effect.gen(function*() {
-        const response = yield* client.get("http://a.test/stall")
-        const read = yield* Effect.fork(response.text)
-        yield* settle
-        yield* Fiber.interrupt(read)
-      })
-    ))
-
-  it.live("a stream ended early", () =>
-    freedAfter((client) =>
-      Effect.gen(function*() {
-        const response = yield* client.get("http://a.test/stall")
-        const first = yield* Stream.runCollect(Stream.take(response.stream, 1))
-        expect(first.length).toBe(1)
-      })
-    ))
-
-  it.live("Agent.forEachChunk whose function fails", () =>
-    freedAfter((client) =>
-      Effect.gen(function*() {
-        const response = yield* client.get("http://a.test/stall")
-        const exit = yield* Effect.exit(Agent.forEachChunk(response, () => Effect.fail("enough")))
-        expect(exit).toEqual(Exit.fail("enough"))
-      })
-    ))
-
-  it.live("HttpClient.withScope's scope closing, the body unread", () =>
-    freedAfter((client) =>
-      Effect.asVoid(client.pipe(HttpClient.withScope).get("http://a.test/stall"))
-    ))
-
-  it.live("HttpClient.withScope's scope closed before the response came", () => {
+  it.live("when its scope closed before the response came", () => {
     const server = new MemoryServer((req) =>
       req.path === "/late-head"
         ? void 0 // answered by the test, once the scope is closed
@@ -268,22 +303,6 @@ describe("AgentHttpClient: a body still arriving is freed when its reader gives 
       server.sockets[0]!.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel")
       yield* settle
       expect((yield* Fiber.join(response)).status).toBe(200)
-      expect(yield* Agent.stats).toMatchObject({ busy: 0, open: 0 })
-      expect(yield* next(client)).toBe("ok")
-    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
-  })
-
-  it.live("the response garbage collected unread", () => {
-    const server = stallingServer()
-    return Effect.gen(function*() {
-      const client = AgentHttpClient.make(yield* Agent.Agent)
-      // Nothing keeps the response: only its status leaves this effect.
-      expect(yield* Effect.map(client.get("http://a.test/stall"), (r) => r.status)).toBe(200)
-      expect(yield* Agent.stats).toMatchObject({ busy: 1 })
-      for (let i = 0; i < 50 && (yield* Agent.stats).busy > 0; i++) {
-        gc()
-        yield* settle
-      }
       expect(yield* Agent.stats).toMatchObject({ busy: 0, open: 0 })
       expect(yield* next(client)).toBe("ok")
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))

@@ -3,6 +3,7 @@ import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import type * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { globalValue } from "effect/GlobalValue"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
@@ -52,6 +53,12 @@ export const releaseOutsideFiber = (release: () => void): void => {
   }
 }
 
+/** Frees the connection of a response garbage collected with its body unread and still arriving. */
+const unreadResponses = globalValue(
+  Symbol.for("@keepalive/agent/unreadResponses"),
+  () => new FinalizationRegistry<() => void>(releaseOutsideFiber)
+)
+
 /**
  * A response and what gives its connection back: synchronous and idempotent,
  * so that it can run from a transport callback without a fiber. A class, as
@@ -80,6 +87,28 @@ export class Held {
     this.response.keepBody()
     this.release()
     return true
+  }
+
+  /**
+   * Hands the response over with nothing for its holder to free, as
+   * @effect/platform's `HttpClient` does. The connection goes back once the
+   * body is all here (whoever still reads it); before that, when a reader read
+   * its end or gave up on it (interrupted, a stream or `forEachChunk` ended
+   * early), when `signal` aborts (`HttpClient.withScope`), or when the
+   * response is garbage collected.
+   */
+  handOver(signal?: AbortSignal): AgentResponse {
+    const { release, response } = this
+    if (this.freeWhenComplete()) return response
+    response.onBodyDone = Effect.sync(release)
+    response.onAbort = release
+    unreadResponses.register(response, release)
+    if (signal !== undefined) {
+      // Its scope may have closed while the request was on its way.
+      if (signal.aborted) release()
+      else signal.addEventListener("abort", () => releaseOutsideFiber(release), { once: true })
+    }
+    return response
   }
 }
 
@@ -276,6 +305,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         ? Effect.succeed(held.response)
         : Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), held.response))
 
+    /** No scope: the response frees its connection itself (see `Held.handOver`). */
+    const handOver = (held: Held): Effect.Effect<AgentResponse> => Effect.succeed(held.handOver())
+
     /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
     const executeAtUrl = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
@@ -285,8 +317,12 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       return url instanceof AgentError ? Effect.fail(url) : execute(request, url, keep)
     }
 
-    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
-      executeAtUrl(request, keepInCallerScope)
+    const request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError> =>
+      executeAtUrl(request, handOver)
+
+    const requestScoped = (
+      request: HttpClientRequest.HttpClientRequest
+    ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => executeAtUrl(request, keepInCallerScope)
 
     const requestWith = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
@@ -322,7 +358,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       requests: counters.requests
     }))
 
-    return { config, request, requestWith, stats, execute } satisfies InternalService
+    return { config, request, requestScoped, requestWith, stats, execute } satisfies InternalService
   })
 
 /** The body as text, failing with the Agent's own error. @internal */

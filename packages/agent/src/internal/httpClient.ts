@@ -7,13 +7,11 @@ import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import * as UrlParams from "@effect/platform/UrlParams"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
-import * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
-import { Held, isInternalService, releaseOutsideFiber } from "./agent.js"
+import { type Held, isInternalService } from "./agent.js"
 import type { AgentResponse } from "./response.js"
 
 const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: AgentError) =>
@@ -34,35 +32,14 @@ const scopedRequests = globalValue(
   () => new WeakMap<HttpClientRequest.HttpClientRequest, AbortController>()
 )
 
-/** Frees the connection of a response garbage collected with its body unread and still arriving. */
-const unreadResponses = globalValue(
-  Symbol.for("@keepalive/agent/HttpClient/unreadResponses"),
-  () => new FinalizationRegistry<() => void>(releaseOutsideFiber)
-)
-
-/** Takes charge of a response: frees its connection when it should (see `make`). */
+/** Takes charge of a response: frees its connection when it should (see `Held.handOver`). */
 type Respond = (held: Held) => Effect.Effect<AgentResponse>
 
-const respond = (scoped: AbortController | undefined): Respond => (held) => {
-  const { release, response } = held
-  // Freed once the body is all here, rather than when the caller reads it
-  // (or never, a caller that only looks at the status); else when the caller
-  // read its end or gave up reading it, or the request's scope closed, or the
-  // response was garbage collected.
-  if (held.freeWhenComplete()) return Effect.succeed(response)
-  response.onBodyDone = Effect.sync(release)
-  response.onAbort = release
-  unreadResponses.register(response, release)
-  if (scoped !== undefined) {
-    // Its scope may have closed while the request was on its way.
-    if (scoped.signal.aborted) release()
-    else scoped.signal.addEventListener("abort", () => releaseOutsideFiber(release), { once: true })
-  }
-  return Effect.succeed(response)
-}
+/** `Respond` for a request in `HttpClient.withScope`: its scope's closing frees the connection too. */
+const respondScoped = (scoped: AbortController): Respond => (held) => Effect.succeed(held.handOver(scoped.signal))
 
-/** `respond` for a request outside `HttpClient.withScope`, the usual case: one function for all. */
-const respondUnscoped = respond(undefined)
+/** `Respond` for a request outside `HttpClient.withScope`, the usual case: one function for all. */
+const respondUnscoped: Respond = (held) => Effect.succeed(held.handOver())
 
 const ATTR_HTTP_REQUEST_METHOD = "http.request.method"
 const ATTR_HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
@@ -78,7 +55,7 @@ type Send = (
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
   keep: Respond
-) => Effect.Effect<AgentResponse, HttpClientError.RequestError>
+) => Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.RequestError>
 
 /**
  * The span `HttpClient.make` would make: its name, attributes (headers
@@ -131,19 +108,11 @@ const traced = (
  * @internal
  */
 export const make = (agent: Agent.Service): HttpClient.HttpClient => {
+  // Another implementation of the service (a test double, say) frees its
+  // connections its own way.
   const execute = isInternalService(agent)
     ? (request: HttpClientRequest.HttpClientRequest, url: URL, keep: Respond) => agent.execute(request, url, keep)
-    : (request: HttpClientRequest.HttpClientRequest, _url: URL, keep: Respond) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(Scope.make(), (scope) =>
-          Effect.flatMap(
-            Effect.exit(restore(Scope.extend(agent.request(request), scope))),
-            (exit) =>
-              Exit.isSuccess(exit)
-                ? keep(new Held(exit.value as AgentResponse, () => void Effect.runFork(Scope.close(scope, Exit.void))))
-                : Effect.zipRight(Scope.close(scope, exit), exit as Exit.Exit<never, AgentError>)
-          ))
-      )
+    : (request: HttpClientRequest.HttpClientRequest) => agent.request(request)
   const send: Send = (request, url, keep) =>
     Effect.mapError(execute(request, url, keep), (error) => toRequestError(request, error))
   const postprocess = (
@@ -157,7 +126,7 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
         }
         // Looked up by the request as given: the traced one sent is a copy.
         const scoped = scopedRequests.get(request)
-        const keep = scoped === undefined ? respondUnscoped : respond(scoped)
+        const keep = scoped === undefined ? respondUnscoped : respondScoped(scoped)
         const tracing = fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
           !fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)(request)
         if (!tracing) return send(request, url.right, keep)

@@ -64,9 +64,10 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   #cookies: Cookies.Cookies | undefined = undefined
   /**
    * Frees the connection when a reader gives up on a body still arriving
-   * (interrupted, or its stream or `forEachChunk` ended early). Set by the
-   * HttpClient adapter only: an `Agent.request` response is freed by its scope,
-   * a `requestWith` one when its function ends.
+   * (interrupted, or its stream or `forEachChunk` ended early). Set for a
+   * response handed over without a scope (`Held.handOver`: `Agent.request`
+   * and the HttpClient adapter); a `requestScoped` response is freed by its
+   * scope, a `requestWith` one when its function ends.
    */
   onAbort: (() => void) | undefined = undefined
 
@@ -75,7 +76,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     readonly head: ResponseHead,
     readonly connection: Connection,
     readonly exchange: Exchange,
-    /** Runs once the body was read to its end (the HttpClient adapter frees the connection here). */
+    /** Runs once the body was read to its end (a response handed over without a scope frees its connection here). */
     public onBodyDone: Effect.Effect<void>
   ) {
     super()

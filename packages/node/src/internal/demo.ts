@@ -96,10 +96,7 @@ export const demo = (options: DemoOptions) =>
         Array.from({ length: options.requests }, (_, i) => i),
         (i): Effect.Effect<unknown, unknown, Agent.Agent> => {
           const url = `http://127.0.0.1:${counts[i % counts.length]!.port}/item/${i}`
-          const viaAgent = Agent.request(HttpClientRequest.get(url)).pipe(
-            Effect.flatMap((res) => res.json),
-            Effect.scoped
-          )
+          const viaAgent = Agent.request(HttpClientRequest.get(url)).pipe(Effect.flatMap((res) => res.json))
           const viaHttpClient = client.get(url).pipe(Effect.flatMap((res) => res.json))
           return i % 2 === 0 ? viaAgent : viaHttpClient
         },
