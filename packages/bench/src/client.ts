@@ -39,6 +39,8 @@ const makeRunner = async (client: ClientName, scenario: Scenario, urls: Readonly
   switch (client) {
     case "keepalive":
       return (await keepaliveClients()).agentRequest(scenario, urls, true)
+    case "keepalive-scoped":
+      return (await keepaliveClients()).agentRequestScoped(scenario, urls)
     case "keepalive-with":
       return (await keepaliveClients()).agentRequestWith(scenario, urls)
     case "keepalive-no-persist":

@@ -148,6 +148,15 @@ const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string>
   if (client === "fetch") notes.push(`Node's bundled undici ${process.versions.undici}`)
   if (client.endsWith("-no-persist")) notes.push("persist: false")
   if (client === "node-http-no-keepalive") notes.push("keepAlive: false")
+  if (client === "keepalive" || client === "keepalive-no-persist") notes.push("Agent.request")
+  if (client === "keepalive-scoped") notes.push("Agent.requestScoped in Effect.scoped")
+  if (client === "keepalive-with") notes.push("Agent.requestWith")
+  if (scenario.read === "stream") {
+    if (client === "keepalive" || client === "keepalive-with") notes.push("body via Agent.forEachChunk")
+    if (client === "keepalive-scoped" || client === "keepalive-httpclient" || client.startsWith("effect-")) {
+      notes.push("body via response.stream (an Effect Stream)")
+    }
+  }
   return notes
 }
 

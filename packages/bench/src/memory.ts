@@ -2,7 +2,7 @@
  * The client's own cost per request, with no network: keepalive's Agent over
  * an in-memory transport that answers every request at once (a microtask
  * later). `pnpm --filter @keepalive/bench memory` prints microseconds per
- * request for `Agent.request` (in `Effect.scoped`), `Agent.requestWith` and
+ * request for `Agent.request`, `Agent.requestScoped` (in `Effect.scoped`), `Agent.requestWith` and
  * the HttpClient adapter, one in flight and 16 in flight over 2 connections;
  * then a body read through `response.stream` and through `forEachChunk`, next
  * to the cost of running a one-chunk Effect Stream with no Agent at all (the
@@ -21,14 +21,14 @@ const AgentLive = Agent.layer({}).pipe(Layer.provide(MemoryConnector))
 const ClientLive = AgentHttpClient.layer.pipe(Layer.provideMerge(AgentLive))
 
 const url = "http://memory.test:80/x"
-const viaAgent = Agent.request(HttpClientRequest.get(url)).pipe(
+const viaAgent = Agent.request(HttpClientRequest.get(url)).pipe(Effect.flatMap((r) => r.arrayBuffer))
+const viaAgentScoped = Agent.requestScoped(HttpClientRequest.get(url)).pipe(
   Effect.flatMap((r) => r.arrayBuffer),
   Effect.scoped
 )
 const viaHttpClient = HttpClient.get(url).pipe(Effect.flatMap((r) => r.arrayBuffer))
 const viaAgentStream = Agent.request(HttpClientRequest.get(url)).pipe(
-  Effect.flatMap((r) => Stream.runFold(r.stream, 0, (size, chunk) => size + chunk.byteLength)),
-  Effect.scoped
+  Effect.flatMap((r) => Stream.runFold(r.stream, 0, (size, chunk) => size + chunk.byteLength))
 )
 const viaAgentWith = Agent.requestWith(HttpClientRequest.get(url), (r) => r.arrayBuffer)
 const viaForEachChunk = Agent.requestWith(HttpClientRequest.get(url), (r) => {
@@ -64,6 +64,7 @@ const total = Number(process.env.MEMORY_REQUESTS ?? 50_000)
 const program = Effect.gen(function*() {
   yield* measure("Agent.request, 1 in flight", viaAgent, 1, total)
   yield* measure("Agent.request, 16 in flight", viaAgent, 16, total)
+  yield* measure("Agent.requestScoped + scoped, 16", viaAgentScoped, 16, total)
   yield* measure("Agent.requestWith, 1 in flight", viaAgentWith, 1, total)
   yield* measure("Agent.requestWith, 16 in flight", viaAgentWith, 16, total)
   yield* measure("HttpClient, 1 in flight", viaHttpClient, 1, total)

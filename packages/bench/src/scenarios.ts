@@ -13,6 +13,7 @@ export const bigBodySize = 64 * 1024
 
 export type ClientName =
   | "keepalive"
+  | "keepalive-scoped"
   | "keepalive-with"
   | "keepalive-httpclient"
   | "keepalive-no-persist"
@@ -28,6 +29,7 @@ export type ClientName =
 /** The clients compared in the throughput scenarios (a–e). */
 const throughputClients: ReadonlyArray<ClientName> = [
   "keepalive",
+  "keepalive-scoped",
   "keepalive-with",
   "keepalive-httpclient",
   "undici-pool",
@@ -162,6 +164,7 @@ export type CapSupport = "per-origin and global" | "per-origin" | "none"
 
 export const capSupport: Record<ClientName, CapSupport> = {
   "keepalive": "per-origin and global",
+  "keepalive-scoped": "per-origin and global",
   "keepalive-with": "per-origin and global",
   "keepalive-httpclient": "per-origin and global",
   "keepalive-no-persist": "per-origin and global",

@@ -7,7 +7,7 @@
  * is what made the Agent faster more often than not.
  *
  * `pnpm --filter @keepalive/bench steps` prints, over the in-memory transport:
- * `requestWith`, `Agent.request` in `Effect.scoped`, the HttpClient adapter,
+ * `requestWith`, `Agent.request`, `Agent.requestScoped` in `Effect.scoped`, the HttpClient adapter,
  * @effect/platform's `HttpClient.make` over a backend that answers at once
  * (what every HttpClient backend pays before its own work), and
  * `requestWith` with a connection per request (`persist: false`).
@@ -69,9 +69,10 @@ const instant = HttpClient.make((request) =>
 
 const program = Effect.gen(function*() {
   yield* measure("requestWith, kept connection", requestWith(url), agentOn({}))
+  yield* measure("Agent.request, kept connection", Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => r.arrayBuffer), agentOn({}))
   yield* measure(
-    "Agent.request in Effect.scoped, kept connection",
-    Effect.scoped(Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => r.arrayBuffer)),
+    "Agent.requestScoped in Effect.scoped, kept connection",
+    Effect.scoped(Effect.flatMap(Agent.requestScoped(HttpClientRequest.get(url)), (r) => r.arrayBuffer)),
     agentOn({})
   )
   yield* measure("HttpClient (keepalive), kept connection", Effect.flatMap(HttpClient.get(url), (r) => r.arrayBuffer), clientOn)

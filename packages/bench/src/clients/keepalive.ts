@@ -1,8 +1,10 @@
 /**
- * keepalive's own clients: `Agent.request` directly (in `Effect.scoped`),
- * `Agent.requestWith` (no Scope; streamed bodies through `Agent.forEachChunk`),
- * and @effect/platform's `HttpClient` as the keepalive layer provides it, with
- * persistent connections or (`persist: false`) a connection per request.
+ * keepalive's own clients: `Agent.request` (no Scope; a streamed body read with
+ * `Agent.forEachChunk`), `Agent.requestScoped` in `Effect.scoped` with
+ * `response.stream` (the Effect idioms, Scope and Stream, at their cost),
+ * `Agent.requestWith`, and @effect/platform's `HttpClient` as the keepalive
+ * layer provides it, with persistent connections or (`persist: false`) a
+ * connection per request.
  */
 import { Agent } from "@keepalive/agent"
 import { NodeAgent } from "@keepalive/node"
@@ -22,26 +24,32 @@ const layerFor = (scenario: Scenario, persist: boolean) =>
     persist
   })
 
-const readBody = (read: Scenario["read"]) => (response: HttpClientResponse.HttpClientResponse) =>
-  read === "whole"
-    ? Effect.map(response.arrayBuffer, (body) => body.byteLength)
-    : Stream.runFold(response.stream, 0, (size, chunk) => size + chunk.byteLength)
+const wholeBody = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.map(response.arrayBuffer, (body) => body.byteLength)
+
+/** The Agent's own reads: the whole body, or its pieces as they arrive (backpressured), with no Effect Stream. */
+const readBody = (read: Scenario["read"]) =>
+  read === "whole" ? wholeBody : (response: HttpClientResponse.HttpClientResponse) => {
+    let size = 0
+    const count = (chunk: Uint8Array) => Effect.sync(() => void (size += chunk.byteLength))
+    return Effect.map(Agent.forEachChunk(response, count), () => size)
+  }
 
 const agentGet = (read: Scenario["read"]) => {
   const body = readBody(read)
-  return (url: string) => Effect.scoped(Effect.flatMap(Agent.request(HttpClientRequest.get(url)), body))
+  return (url: string) => Effect.flatMap(Agent.request(HttpClientRequest.get(url)), body)
 }
 
-// The Agent's own path: no Scope, and a streamed body read with forEachChunk
-// (the pieces as they arrive, backpressured) rather than an Effect Stream.
-const agentGetWith = (read: Scenario["read"]) => {
+const agentGetScoped = (read: Scenario["read"]) => {
   const body = read === "whole"
-    ? readBody(read)
-    : (response: HttpClientResponse.HttpClientResponse) => {
-      let size = 0
-      const count = (chunk: Uint8Array) => Effect.sync(() => void (size += chunk.byteLength))
-      return Effect.map(Agent.forEachChunk(response, count), () => size)
-    }
+    ? wholeBody
+    : (response: HttpClientResponse.HttpClientResponse) =>
+      Stream.runFold(response.stream, 0, (size, chunk) => size + chunk.byteLength)
+  return (url: string) => Effect.scoped(Effect.flatMap(Agent.requestScoped(HttpClientRequest.get(url)), body))
+}
+
+const agentGetWith = (read: Scenario["read"]) => {
+  const body = readBody(read)
   return (url: string) => Agent.requestWith(HttpClientRequest.get(url), body)
 }
 
@@ -50,6 +58,9 @@ export const agentRequestWith = (scenario: Scenario, urls: ReadonlyArray<string>
 
 export const agentRequest = (scenario: Scenario, urls: ReadonlyArray<string>, persist: boolean): Promise<Runner> =>
   effectRunner(layerFor(scenario, persist), urls, agentGet(scenario.read))
+
+export const agentRequestScoped = (scenario: Scenario, urls: ReadonlyArray<string>): Promise<Runner> =>
+  effectRunner(layerFor(scenario, true), urls, agentGetScoped(scenario.read))
 
 export const agentHttpClient = (scenario: Scenario, urls: ReadonlyArray<string>, persist: boolean): Promise<Runner> =>
   effectRunner(layerFor(scenario, persist), urls, httpClientGet(scenario.read))
