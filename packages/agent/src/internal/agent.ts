@@ -65,7 +65,10 @@ const unreadResponses = globalValue(
  * every object made per request (see `Head` in http1.ts). @internal
  */
 export class Held {
-  constructor(readonly response: AgentResponse, readonly release: () => void) {}
+  readonly release: () => void
+  constructor(readonly response: AgentResponse, readonly lease: Lease) {
+    this.release = lease.release
+  }
 
   /**
    * Gives the connection back as soon as the whole response (or its failure)
@@ -102,7 +105,7 @@ export class Held {
     if (this.freeWhenComplete()) return response
     response.onBodyDone = Effect.sync(release)
     response.onAbort = release
-    unreadResponses.register(response, release)
+    this.lease.freeWhenCollected(response)
     if (signal !== undefined) {
       // Its scope may have closed while the request was on its way.
       if (signal.aborted) release()
@@ -116,9 +119,11 @@ export class Held {
  * Gives a connection back, once. What a caller's scope keeps until it closes
  * refers to this and the connection only: a closure made in `attempt` would
  * keep the request and everything it was prepared into alive just as long.
+ * @internal
  */
-class Lease {
+export class Lease {
   #conn: Connection | undefined
+  #watched = false
   constructor(conn: Connection, readonly checkin: (conn: Connection) => void) {
     this.#conn = conn
   }
@@ -126,7 +131,16 @@ class Lease {
     const conn = this.#conn
     if (conn === undefined) return
     this.#conn = undefined
+    // Unwatched once freed: V8's scavenger keeps a registered response alive
+    // (and promotes it, with its exchange and body) until it is unregistered.
+    if (this.#watched) unreadResponses.unregister(this)
     this.checkin(conn)
+  }
+
+  /** Frees the connection when `response` is garbage collected first. */
+  freeWhenCollected(response: AgentResponse): void {
+    this.#watched = true
+    unreadResponses.register(response, this.release, this)
   }
 }
 
@@ -226,8 +240,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
           if (exit._tag === "Success") {
             if (conn.served > 0) counters.reused++
-            const release = new Lease(conn, checkin).release
-            return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), release), restore)
+            const lease = new Lease(conn, checkin)
+            return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), lease), restore)
           }
           checkin(conn)
           return restore(retryOrFail(request, prepared, retried, exit.cause, keep))
