@@ -108,9 +108,11 @@ export interface Service {
     request: HttpClientRequest.HttpClientRequest
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError>
   /**
-   * `request`, whose connection is also freed when the scope closes, a body
-   * left unread then closing it: for a caller that may not read a large body
-   * and wants its connection back at a known time.
+   * Sends a request and returns its response once the head arrived. The
+   * connection is freed as soon as the whole body is here (at once when it
+   * came with its head; its bytes stay readable), or when the scope closes
+   * before that, a body left unread then closing it: for a caller that may
+   * not read a large body and wants its connection back at a known time.
    */
   readonly requestScoped: (
     request: HttpClientRequest.HttpClientRequest
@@ -163,10 +165,11 @@ export const layer = (config?: Config): Layer.Layer<Agent, never, Connector> =>
  * as soon as the whole response is here (at once for a small body that came
  * with its head, else with its last byte), whoever still reads it; before
  * that, when a reader read the body's end or gave up on it (interrupted, a
- * stream or `forEachChunk` ended early), or when the response is garbage
- * collected. An unread body keeps arriving into memory, and a stream left
- * half read keeps its connection until then: read it, or use `requestWith` or
- * `requestScoped`, to free it at a known time.
+ * stream or `forEachChunk` ended early) with no other read under way, which
+ * closes the connection and loses the rest of the body, or when the response
+ * is garbage collected. An unread body keeps arriving into memory, and a
+ * stream left half read keeps its connection until then: read it, or use
+ * `requestWith` or `requestScoped`, to free it at a known time.
  *
  * @since 0.1.0
  * @category requests
@@ -185,9 +188,11 @@ export const request = (
 
 /**
  * Sends a request through the Agent in the context; the connection goes back
- * as with `request`, or when the scope closes, whichever comes first (a body
- * left unread then closes it). Costs the caller a `Scope`: in `Effect.scoped`,
- * about twice the Effect steps of `request`.
+ * as soon as the whole body is here, or when the scope closes, whichever
+ * comes first (a body left unread then closes it). A reader that gives up
+ * frees nothing before the scope closes, and a later read still gets the
+ * rest. Costs the caller a `Scope`: in `Effect.scoped`, 59 Effect steps per
+ * request against `request`'s 22.
  *
  * @since 0.1.0
  * @category requests

@@ -16,7 +16,8 @@ import * as Data from "effect/Data"
  * - `InvalidRequest`: the request was refused before a byte was written, or its
  *   streamed body contradicted its declared length (the connection is then closed).
  * - `Transport`: the socket failed mid-exchange.
- * - `Closed`: the Agent was shut down, or a response was read after it was released.
+ * - `Closed`: the Agent was shut down, a response was read after it was released,
+ *   or a body was read whole after a stream took its bytes.
  *
  * @since 0.1.0
  * @category models

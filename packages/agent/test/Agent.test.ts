@@ -784,6 +784,28 @@ describe("Agent over the in-memory transport", () => {
       expect(text.decode(yield* response.arrayBuffer)).toBe("abcdefgh")
     }).pipe(Effect.scoped, Effect.provide(agentOn(server)))
   })
+  it.effect("a whole-body read after a stream took the body fails with Closed, rather than pass a part off as the whole", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"))
+    const text = new TextDecoder()
+    const streamedAway = { reason: "Closed", detail: "the body was read as a stream, which keeps no bytes" }
+    return Effect.gen(function*() {
+      // Streamed to its end.
+      const whole = yield* Agent.request(HttpClientRequest.get("http://a.test/"))
+      const streamed = yield* Effect.fork(Stream.runCollect(whole.stream))
+      yield* settle
+      server.sockets[0]!.send("world")
+      expect(Chunk.toArray(yield* Fiber.join(streamed)).map((c) => text.decode(c)).join("")).toBe("helloworld")
+      expect((yield* Effect.flip(whole.text)).cause).toMatchObject(streamedAway)
+      // Its first piece taken by forEachChunk, the rest still to come (the scope holds the connection).
+      const part = yield* Agent.requestScoped(HttpClientRequest.get("http://a.test/"))
+      expect(yield* Effect.exit(Agent.forEachChunk(part, () => Effect.fail("enough")))).toEqual(Exit.fail("enough"))
+      const rest = yield* Effect.fork(Effect.flip(part.arrayBuffer))
+      yield* settle
+      server.sockets.at(-1)!.send("world")
+      expect((yield* Fiber.join(rest)).cause).toMatchObject(streamedAway)
+    }).pipe(Effect.scoped, Effect.provide(agentOn(server)))
+  })
+
   it.effect("bodyTimeout cuts off a server that stalls mid-body", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhel"))
     return Effect.gen(function*() {

@@ -255,6 +255,24 @@ for (const { get, name } of scopeFree) {
         })
       ))
 
+    it.live("but not while another read of the body goes on: that one gets all of it", () => {
+      const server = stallingServer()
+      return Effect.gen(function*() {
+        const response = yield* get("http://a.test/stall")
+        const quitter = yield* Effect.fork(response.text)
+        const reader = yield* Effect.fork(response.text)
+        yield* settle
+        yield* Fiber.interrupt(quitter)
+        server.sockets[0]!.send("lo, wor")
+        expect(yield* Fiber.join(reader)).toBe("hello, wor")
+        yield* settle
+        // Read to its end: the connection was kept and serves the next request.
+        expect(yield* next).toBe("ok")
+        expect(server.closedIds).toEqual([])
+        expect(yield* Agent.stats).toMatchObject({ open: 1, opened: 1, reused: 1 })
+      }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+    })
+
     it.live("the response garbage collected unread", () => {
       const server = stallingServer()
       return Effect.gen(function*() {

@@ -478,6 +478,10 @@ export class Connection implements TransportListener, Deadline {
     return new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the response was released before its body was read" })
   }
 
+  #streamed(): AgentError {
+    return new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the body was read as a stream, which keeps no bytes" })
+  }
+
   /** The exchange in flight, the handle its response reads the body through. */
   get exchange(): Exchange | undefined {
     return this.#exchange
@@ -497,6 +501,7 @@ export class Connection implements TransportListener, Deadline {
       ex.streaming = true
       const take = (): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> | undefined => {
         if (ex.buffered > 0) {
+          ex.streamed = true
           const chunks = ex.take()
           // Only the exchange in flight owns the pause (an earlier one read late must not resume it).
           if (this.#paused && ex === this.#exchange) {
@@ -520,7 +525,7 @@ export class Connection implements TransportListener, Deadline {
 
   /** The whole body, taken from the exchange, when it is all here already. */
   takeCompleteBody(ex: Exchange): ReadonlyArray<Uint8Array> | undefined {
-    if (!ex.complete || ex.failure !== undefined) return undefined
+    if (!ex.complete || ex.failure !== undefined || ex.streamed) return undefined
     return ex.takeRest()
   }
 
@@ -532,6 +537,8 @@ export class Connection implements TransportListener, Deadline {
     return Effect.suspend(() => {
       const ready = (): Effect.Effect<ReadonlyArray<Uint8Array>, AgentError> | undefined => {
         if (ex.failure !== undefined) return Effect.fail(ex.failure)
+        // A stream took bytes: what is left would be a part passed off as the whole.
+        if (ex.streamed) return Effect.fail(this.#streamed())
         const chunks = this.takeCompleteBody(ex)
         return chunks === undefined ? undefined : Effect.succeed(chunks)
       }
@@ -615,6 +622,8 @@ export class Exchange {
   failure: AgentError | undefined = undefined
   receivedAny = false
   streaming = false
+  /** True once a stream took body bytes: they are its reader's, and no whole-body read can follow. */
+  streamed = false
   abandonedBody = false
   /** False while a streamed request body is still being written. */
   requestSent = true

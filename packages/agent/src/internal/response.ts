@@ -136,10 +136,28 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     }))
   }
 
-  /** A read of the body that frees the connection however it ends, when `onAbort` says how. */
+  /**
+   * A read of the body that, when `onAbort` says how, frees the connection
+   * once it ends and no other read of this body is under way: a reader that
+   * gives up takes nobody else's body away. After a complete read this frees
+   * nothing that was not free already.
+   */
   #guard<A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
     const abort = this.onAbort
-    return abort === undefined ? read : Effect.ensuring(read, Effect.sync(abort))
+    if (abort === undefined) return read
+    return Effect.suspend(() => {
+      this.#readers++
+      return Effect.ensuring(read, this.#readEnded(abort))
+    })
+  }
+
+  /** Reads of the body under way (counted only where `onAbort` is set). */
+  #readers = 0
+
+  #readEnded(abort: () => void): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (--this.#readers === 0) abort()
+    })
   }
 
   #decodeError(cause: unknown): HttpClientError.ResponseError {
@@ -194,7 +212,9 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
       const kept = this.#bytes
       if (kept === undefined) {
         const abort = this.onAbort
-        return abort === undefined ? this.#pulled() : Stream.ensuring(this.#pulled(), Effect.sync(abort))
+        if (abort === undefined) return this.#pulled()
+        this.#readers++
+        return Stream.ensuring(this.#pulled(), this.#readEnded(abort))
       }
       const done = Effect.suspend(() => this.onBodyDone)
       return Stream.fromEffect(Effect.as(done, kept)).pipe(Stream.filter((bytes) => bytes.length > 0))
