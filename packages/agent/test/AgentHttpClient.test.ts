@@ -2,6 +2,7 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { describe, expect, it } from "@effect/vitest"
+import { vi } from "vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as AgentHttpClient from "@keepalive/agent/AgentHttpClient"
 import * as Effect from "effect/Effect"
@@ -271,6 +272,33 @@ for (const { get, name } of scopeFree) {
         expect(server.closedIds).toEqual([])
         expect(yield* Agent.stats).toMatchObject({ open: 1, opened: 1, reused: 1 })
       }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+    })
+
+    it.live("is watched for garbage collection only until its connection is freed", () => {
+      // V8's scavenger keeps a registered object alive, and promotes it with its body.
+      const server = stallingServer()
+      const register = vi.spyOn(FinalizationRegistry.prototype, "register")
+      const unregister = vi.spyOn(FinalizationRegistry.prototype, "unregister")
+      const unregistered = (token: unknown) => unregister.mock.calls.some(([t]) => t === token)
+      return Effect.gen(function*() {
+        const response = yield* get("http://a.test/stall")
+        const registered = register.mock.calls.filter(([target]) => target === response)
+        expect(registered.length).toBe(1)
+        const token = registered[0]![2]
+        expect(token).toBeDefined()
+        expect(unregistered(token)).toBe(false)
+        server.sockets[0]!.send("lo, wor")
+        yield* settle
+        expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+        expect(unregistered(token)).toBe(true)
+        expect(yield* response.text).toBe("hello, wor")
+      }).pipe(
+        Effect.provide(agentOn(server)),
+        Effect.ensuring(Effect.sync(() => {
+          register.mockRestore()
+          unregister.mockRestore()
+        }))
+      )
     })
 
     it.live("the response garbage collected unread", () => {
