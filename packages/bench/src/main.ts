@@ -172,8 +172,12 @@ const runScenario = async (
   const runsByClient = new Map<string, Array<Run>>([...clients, ...(withWrk ? ["wrk"] : [])].map((c) => [c, []]))
   const notesByClient = new Map<string, ReadonlyArray<string>>(clients.map((client) => [client, notesFor(scenario, client)]))
   if (withWrk) notesByClient.set("wrk", [`reference ceiling: wrk -t1 -c${scenario.wrkConnections}`])
+  const order = [...runsByClient.keys()]
   for (let round = 1; round <= rounds; round++) {
-    for (const client of runsByClient.keys()) {
+    // Rotated each round, so that no client always runs after the same one
+    // (wrk's 128 connections closing, say) or first.
+    const shift = (round - 1) % order.length
+    for (const client of [...order.slice(shift), ...order.slice(0, shift)]) {
       const run = client === "wrk"
         ? await measureWrk(server, scenario, scenario.wrkConnections!, seconds)
         : await measureClient(server, scenario, client as ClientName, seconds)
