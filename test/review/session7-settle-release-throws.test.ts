@@ -63,11 +63,18 @@ const noneEscaped = (server: MemoryServer, uncaught: Array<unknown>) =>
     expect(yield* Agent.requestWith(HttpClientRequest.get("http://a.test/next"), (r) => r.text)).toBe("ok")
   })
 
+/** Runs `release` against a /half server whose first connection's destroy throws, then checks `noneEscaped`. */
+const releasedOutsideAFiber = (release: (server: MemoryServer) => Effect.Effect<void, unknown, Agent.Agent | HttpClient.HttpClient>) => {
+  const server = halfServer()
+  return collectingUncaught((uncaught) =>
+    withAgent(server, {}, Effect.zipRight(release(server), Effect.suspend(() => noneEscaped(server, uncaught))))
+  )
+}
+
 describe("a connection released outside any fiber, whose destroy throws", () => {
-  it.live("by its last body byte (Exchange.settle's microtask)", () => {
-    const server = halfServer()
-    return collectingUncaught((uncaught) =>
-      withAgent(server, {}, Effect.gen(function*() {
+  it.live("by its last body byte (Exchange.settle's microtask)", () =>
+    releasedOutsideAFiber((server) =>
+      Effect.gen(function*() {
         const text = yield* Agent.requestWith(HttpClientRequest.get("http://a.test/half"), (r) =>
           Effect.gen(function*() {
             server.sockets[0]!.send("world")
@@ -75,36 +82,28 @@ describe("a connection released outside any fiber, whose destroy throws", () => 
             return yield* r.text
           }))
         expect(text).toBe("helloworld")
-        yield* noneEscaped(server, uncaught)
-      }))
-    )
-  })
+      })
+    ))
 
-  it.live("by HttpClient.withScope's scope closing (its abort listener)", () => {
-    const server = halfServer()
-    return collectingUncaught((uncaught) =>
-      withAgent(server, {}, Effect.gen(function*() {
+  it.live("by HttpClient.withScope's scope closing (its abort listener)", () =>
+    releasedOutsideAFiber(() =>
+      Effect.gen(function*() {
         const client = yield* HttpClient.HttpClient
         const scope = yield* Scope.make()
         yield* Scope.extend(client.pipe(HttpClient.withScope).get("http://a.test/half"), scope)
         yield* Scope.close(scope, Exit.void)
-        yield* noneEscaped(server, uncaught)
-      }))
-    )
-  })
+      })
+    ))
 
-  it.live("by the response garbage collected unread (the finalization registry)", () => {
-    const server = halfServer()
-    return collectingUncaught((uncaught) =>
-      withAgent(server, {}, Effect.gen(function*() {
+  it.live("by the response garbage collected unread (the finalization registry)", () =>
+    releasedOutsideAFiber(() =>
+      Effect.gen(function*() {
         const client = yield* HttpClient.HttpClient
         expect(yield* Effect.map(client.get("http://a.test/half"), (r) => r.status)).toBe(200)
         for (let i = 0; i < 50 && (yield* Agent.stats).busy > 0; i++) {
           gc()
           yield* settle
         }
-        yield* noneEscaped(server, uncaught)
-      }))
-    )
-  })
+      })
+    ))
 })

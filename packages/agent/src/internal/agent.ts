@@ -65,9 +65,11 @@ const unreadResponses = globalValue(
  * every object made per request (see `Head` in http1.ts). @internal
  */
 export class Held {
-  readonly release: () => void
-  constructor(readonly response: AgentResponse, readonly lease: Lease) {
-    this.release = lease.release
+  constructor(readonly response: AgentResponse, readonly lease: Lease) {}
+
+  /** Gives the connection back (once; later calls do nothing). */
+  get release(): () => void {
+    return this.lease.release
   }
 
   /**
@@ -114,6 +116,13 @@ export class Held {
     return response
   }
 }
+
+/**
+ * Takes charge of a response without a scope: it frees its connection itself
+ * (`Agent.request`, and the HttpClient adapter outside `HttpClient.withScope`).
+ * @internal
+ */
+export const handOver = (held: Held): Effect.Effect<AgentResponse> => Effect.succeed(held.handOver())
 
 /**
  * Gives a connection back, once. What a caller's scope keeps until it closes
@@ -318,9 +327,6 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       held.freeWhenComplete()
         ? Effect.succeed(held.response)
         : Effect.flatMap(Effect.scope, (outer) => Effect.as(Scope.addFinalizer(outer, Effect.sync(held.release)), held.response))
-
-    /** No scope: the response frees its connection itself (see `Held.handOver`). */
-    const handOver = (held: Held): Effect.Effect<AgentResponse> => Effect.succeed(held.handOver())
 
     /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
     const executeAtUrl = <A, E, R>(

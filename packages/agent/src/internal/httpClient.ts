@@ -11,7 +11,7 @@ import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
-import { type Held, isInternalService } from "./agent.js"
+import { handOver, type Held, isInternalService } from "./agent.js"
 import type { AgentResponse } from "./response.js"
 
 const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: AgentError) =>
@@ -38,8 +38,6 @@ type Respond = (held: Held) => Effect.Effect<AgentResponse>
 /** `Respond` for a request in `HttpClient.withScope`: its scope's closing frees the connection too. */
 const respondScoped = (scoped: AbortController): Respond => (held) => Effect.succeed(held.handOver(scoped.signal))
 
-/** `Respond` for a request outside `HttpClient.withScope`, the usual case: one function for all. */
-const respondUnscoped: Respond = (held) => Effect.succeed(held.handOver())
 
 const ATTR_HTTP_REQUEST_METHOD = "http.request.method"
 const ATTR_HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
@@ -126,7 +124,7 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
         }
         // Looked up by the request as given: the traced one sent is a copy.
         const scoped = scopedRequests.get(request)
-        const keep = scoped === undefined ? respondUnscoped : respondScoped(scoped)
+        const keep = scoped === undefined ? handOver : respondScoped(scoped)
         const tracing = fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
           !fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)(request)
         if (!tracing) return send(request, url.right, keep)
