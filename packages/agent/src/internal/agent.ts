@@ -105,8 +105,7 @@ export class Held {
   handOver(signal?: AbortSignal): AgentResponse {
     const { release, response } = this
     if (this.freeWhenComplete()) return response
-    response.onBodyDone = Effect.sync(release)
-    response.onAbort = release
+    response.free = release
     this.lease.freeWhenCollected(response)
     if (signal !== undefined) {
       // Its scope may have closed while the request was on its way.
@@ -250,7 +249,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
           if (exit._tag === "Success") {
             if (conn.served > 0) counters.reused++
             const lease = new Lease(conn, checkin)
-            return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!, Effect.void), lease), restore)
+            return keep(new Held(new AgentResponse(request, exit.value, conn, conn.exchange!), lease), restore)
           }
           checkin(conn)
           return restore(retryOrFail(request, prepared, retried, exit.cause, keep))

@@ -51,7 +51,7 @@ const toArrayBuffer = (bytes: Uint8Array): ArrayBuffer =>
 
 /**
  * A response read from one of the Agent's connections. Its body is read from
- * the connection on demand; `onBodyDone` runs once the body was read to its end.
+ * the connection on demand; `free`, when set, gives the connection back.
  *
  * @internal
  */
@@ -63,21 +63,22 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   #headers: Headers.Headers | undefined = undefined
   #cookies: Cookies.Cookies | undefined = undefined
   /**
-   * Frees the connection when a reader gives up on a body still arriving
-   * (interrupted, or its stream or `forEachChunk` ended early). Set for a
-   * response handed over without a scope (`Held.handOver`: `Agent.request`
-   * and the HttpClient adapter); a `requestScoped` response is freed by its
-   * scope, a `requestWith` one when its function ends.
+   * Gives the connection back, for a response handed over without a scope
+   * (`Held.handOver`: `Agent.request` and the HttpClient adapter): called when
+   * the last read of the body under way ends, however it ends (read to its
+   * end, or given up: the connection is then closed). A `requestScoped`
+   * response is freed by its scope, a `requestWith` one when its function
+   * ends; every response also as soon as its body is all here
+   * (`Held.freeWhenComplete`), which is why a read of a body all here needs
+   * no freeing.
    */
-  onAbort: (() => void) | undefined = undefined
+  free: (() => void) | undefined = undefined
 
   constructor(
     readonly request: HttpClientRequest.HttpClientRequest,
     readonly head: ResponseHead,
     readonly connection: Connection,
-    readonly exchange: Exchange,
-    /** Runs once the body was read to its end (a response handed over without a scope frees its connection here). */
-    public onBodyDone: Effect.Effect<void>
+    readonly exchange: Exchange
   ) {
     super()
   }
@@ -126,37 +127,34 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   /** The whole body as bytes, failing with the Agent's own error. Read once, then kept. */
   get bytes(): Effect.Effect<Uint8Array, AgentError> {
     const now = this.#bodyNow()
-    if (now !== undefined) return this.onBodyDone === Effect.void ? Effect.succeed(now) : Effect.as(this.onBodyDone, now)
+    if (now !== undefined) return Effect.succeed(now)
     return this.#body ??= this.#guard(Effect.suspend(() => {
       if (this.#bytes !== undefined) return Effect.succeed(this.#bytes)
-      return Effect.map(
-        Effect.zipLeft(this.connection.readAll(this.exchange), Effect.suspend(() => this.onBodyDone)),
-        (chunks) => this.#bytes = concat(chunks)
-      )
+      return Effect.map(this.connection.readAll(this.exchange), (chunks) => this.#bytes = concat(chunks))
     }))
   }
 
+
   /**
-   * A read of the body that, when `onAbort` says how, frees the connection
-   * once it ends and no other read of this body is under way: a reader that
-   * gives up takes nobody else's body away. After a complete read this frees
-   * nothing that was not free already.
+   * A read of the body that, when `free` is set, frees the connection once it
+   * ends and no other read of this body is under way: a reader that gives up
+   * takes nobody else's body away.
    */
   #guard<A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
-    const abort = this.onAbort
-    if (abort === undefined) return read
+    const free = this.free
+    if (free === undefined) return read
     return Effect.suspend(() => {
       this.#readers++
-      return Effect.ensuring(read, this.#readEnded(abort))
+      return Effect.ensuring(read, this.#readEnded(free))
     })
   }
 
-  /** Reads of the body under way (counted only where `onAbort` is set). */
+  /** Reads of the body under way (counted only where `free` is set). */
   #readers = 0
 
-  #readEnded(abort: () => void): Effect.Effect<void> {
+  #readEnded(free: () => void): Effect.Effect<void> {
     return Effect.sync(() => {
-      if (--this.#readers === 0) abort()
+      if (--this.#readers === 0) free()
     })
   }
 
@@ -164,10 +162,10 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     return new HttpClientError.ResponseError({ request: this.request, response: this, reason: "Decode", cause })
   }
 
-  /** The body turned into `A`: at once when it is all here and nothing waits for its end. */
+  /** The body turned into `A`: at once when it is all here. */
   #readBody<A>(f: (bytes: Uint8Array) => A): Effect.Effect<A, HttpClientError.ResponseError> {
     const now = this.#bodyNow()
-    if (now !== undefined && this.onBodyDone === Effect.void) return Effect.succeed(f(now))
+    if (now !== undefined) return Effect.succeed(f(now))
     return Effect.mapBoth(this.bytes, { onFailure: (e) => this.#decodeError(e), onSuccess: f })
   }
 
@@ -211,13 +209,12 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     return Stream.suspend(() => {
       const kept = this.#bytes
       if (kept === undefined) {
-        const abort = this.onAbort
-        if (abort === undefined) return this.#pulled()
+        const free = this.free
+        if (free === undefined) return this.#pulled()
         this.#readers++
-        return Stream.ensuring(this.#pulled(), this.#readEnded(abort))
+        return Stream.ensuring(this.#pulled(), this.#readEnded(free))
       }
-      const done = Effect.suspend(() => this.onBodyDone)
-      return Stream.fromEffect(Effect.as(done, kept)).pipe(Stream.filter((bytes) => bytes.length > 0))
+      return kept.length === 0 ? Stream.empty : Stream.succeed(kept)
     })
   }
 
@@ -225,14 +222,11 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   forEachChunk<E, R>(f: (chunk: Uint8Array) => Effect.Effect<void, E, R>): Effect.Effect<void, AgentError | E, R> {
     return Effect.suspend(() => {
       const kept = this.#bytes
-      if (kept !== undefined) {
-        const done = Effect.suspend(() => this.onBodyDone)
-        return kept.length === 0 ? done : Effect.zipRight(f(kept), done)
-      }
+      if (kept !== undefined) return kept.length === 0 ? Effect.void : f(kept)
       const loop: Effect.Effect<void, AgentError | E, R> = Effect.flatMap(
         this.connection.pull(this.exchange),
         (next) => {
-          if (Option.isNone(next)) return Effect.suspend(() => this.onBodyDone)
+          if (Option.isNone(next)) return Effect.void
           const chunks = next.value
           return Effect.zipRight(
             chunks.length === 1 ? f(chunks[0]!) : Effect.forEach(chunks, f, { discard: true }),
@@ -246,9 +240,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
 
   #pulled(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
     const pull = Effect.flatMap(this.connection.pull(this.exchange), (next) =>
-      Option.isNone(next)
-        ? Effect.zipRight(Effect.suspend(() => this.onBodyDone), Effect.fail(Option.none()))
-        : Effect.succeed(next.value))
+      Option.isNone(next) ? Effect.fail(Option.none()) : Effect.succeed(next.value))
     return Stream.repeatEffectChunkOption(
       Effect.mapError(pull, (e) => Option.isOption(e) ? e : Option.some(this.#decodeError(e))).pipe(
         Effect.map(Chunk.unsafeFromArray)
