@@ -1,21 +1,15 @@
 import type * as Clock from "effect/Clock"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import { AgentError } from "../AgentError.js"
 import type { Phase, Reason } from "../AgentError.js"
 import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
+import { Exchange, highWaterMark, waitFor } from "./exchange.js"
 import * as Http1 from "./http1.js"
-import { List, ListNode } from "./list.js"
-import type { ConnectionScope } from "./scope.js"
-import type { OriginPool } from "./pool.js"
-
-/** Response bytes buffered before the transport is paused while a stream reads. */
-const highWaterMark = 256 * 1024
+import { ListNode } from "./list.js"
+import type { Deadline, Watchdog } from "./watchdog.js"
 
 /**
  * Time for a connection: the Clock (so TestClock governs every deadline) and
@@ -28,127 +22,6 @@ export interface Timing {
   readonly headersMillis: number
   readonly bodyMillis: number
   readonly watchdog: Watchdog
-}
-
-/**
- * Something the Watchdog times out: its deadline now (Clock millis, Infinity
- * for none), and what to do once that passed.
- *
- * @internal
- */
-export interface Deadline {
-  readonly deadline: number
-  expire(): void
-  /** Its place among what the watchdog watches, its own for good (see ListNode). */
-  readonly watchNode: ListNode<Deadline>
-}
-
-/**
- * One timer fiber for all of an Agent's deadlines: the header and body
- * deadlines of its connections, and the connect deadlines of its openings.
- * (A watchdog fiber per connection cost ~90 us of every connection opened: the
- * fork into its scope, a timer, the interruption at close; `Effect.timeoutFail`
- * per connect raced two more fibers.)
- *
- * It sleeps until the earliest deadline it knows of. A deadline set later than
- * that (the common case: every deadline is now plus the same timeout) is only
- * recorded on its owner; when the fiber wakes it looks at what it watches,
- * expires what is past its deadline, forgets what has none, and sleeps until
- * the next. A deadline earlier than its wake-up starts a new fiber (a new
- * generation) and interrupts the old one.
- *
- * @internal
- */
-export class Watchdog {
-  readonly #watched = new List<Deadline>()
-  /** Items listed so far: a scan that sees it move looks again (see `#loop`). */
-  #listed = 0
-  #wakeAt = Infinity
-  #generation = 0
-  #fiber: Fiber.RuntimeFiber<void> | undefined = undefined
-  #stopped = false
-
-  constructor(
-    readonly clock: Clock.Clock,
-    readonly runFork: (effect: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
-  ) {}
-
-  /** What is watched now (what ended leaves at once, the rest when the timer finds it without a deadline). */
-  get watching(): number {
-    return this.#watched.size
-  }
-
-  /** It ended (a connection closed, an opening done): nothing of it to watch any more. */
-  unwatch(item: Deadline): void {
-    this.#watched.remove(item.watchNode)
-  }
-
-  /** `item` has this deadline (Clock millis) now. */
-  watch(item: Deadline, deadline: number): void {
-    if (item.watchNode.list === undefined) {
-      this.#watched.append(item.watchNode)
-      this.#listed++
-    }
-    if (deadline >= this.#wakeAt || this.#stopped) return
-    const generation = ++this.#generation
-    this.#wakeAt = deadline
-    // The fiber it replaces would sleep on (and keep its timer) until its own wake-up.
-    const replaced = this.#fiber
-    this.#fiber = this.runFork(this.#loop(generation))
-    if (replaced !== undefined) replaced.unsafeInterruptAsFork(FiberId.none)
-  }
-
-  /** Stops the timer (the Agent shut down): no deadline fires after this. */
-  shutdown(): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      this.#stopped = true
-      this.#watched.clear()
-      const fiber = this.#fiber
-      this.#fiber = undefined
-      return fiber === undefined ? Effect.void : Fiber.interrupt(fiber)
-    })
-  }
-
-  #loop(generation: number): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      if (generation !== this.#generation) return Effect.void
-      const now = this.clock.unsafeCurrentTimeMillis()
-      let next = Infinity
-      let listed: number
-      // Again if an expire() listed an item meanwhile (its watch() saw a
-      // wake-up no later than its deadline and started nothing).
-      do {
-        listed = this.#listed
-        next = Infinity
-        for (const node of this.#watched.nodes()) {
-          // Unwatched meanwhile (by an expire() just before).
-          if (node.list === undefined) continue
-          const item = node.value
-          const deadline = item.deadline
-          if (deadline === Infinity) {
-            this.unwatch(item)
-          } else if (deadline <= now) {
-            this.unwatch(item)
-            // A transport whose destroy throws must not stop every other
-            // deadline: the exchange has its timeout by then, either way.
-            try {
-              item.expire()
-            } catch {
-              // The connection is broken and its reader woken; nothing more to do.
-            }
-          } else if (deadline < next) {
-            next = deadline
-          }
-        }
-      } while (listed !== this.#listed)
-      this.#wakeAt = next
-      if (next === Infinity) {
-        this.#fiber = undefined
-        return Effect.void
-      }
-      return Effect.zipRight(Effect.sleep(Duration.millis(next - now)), this.#loop(generation))
-    })
-  }
 }
 
 /** @internal */
@@ -167,8 +40,21 @@ export interface PreparedRequest {
 let nextId = 1
 
 /**
- * One transport and one response parser: the unit the pool owns. It carries one
- * exchange at a time and decides from what it saw whether it may carry another.
+ * What a connection tells whoever keeps it between exchanges.
+ *
+ * @internal
+ */
+export interface IdleBreakListener {
+  /** The connection broke (FIN, RST, stray bytes) with no exchange waiting for bytes. */
+  onIdleBreak(): void
+}
+
+/**
+ * One transport and one response parser: it carries one exchange at a time
+ * (writes the request, feeds the response's bytes to its exchange, times its
+ * phases through the Agent's Watchdog) and decides from what it saw whether
+ * it may carry another. It knows nothing of pools: whoever holds it asks
+ * `finish` whether it may be reused.
  *
  * @internal
  */
@@ -177,30 +63,13 @@ export class Connection implements TransportListener, Deadline {
   readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
   /** Requests completed on this connection. */
   served = 0
-  /** Clock millis when it last became idle. */
-  idleSince = 0
-  /** Clock nanos when it was last released: decides the I/O turn before reuse. */
-  releasedAtNanos = 0n
   /** Effective idle timeout, shortened by a server's Keep-Alive hint. */
   idleTimeoutMillis: number
   /** Set once anything odd was seen: never reuse. */
   broken = false
   closed = false
-  busy = false
-  /** When the idle-timer fiber wakes next (Infinity: no timer). */
-  timerWakeAt = Infinity
-  /** Bumped to retire a timer fiber that sleeps too long. */
-  timerGeneration = 0
-  /** The pool's record of its origin (set once open). */
-  site: OriginPool | undefined = undefined
-  /** Its place in the pool's list of idle connections (in it while idle). */
-  readonly idleNode = new ListNode<Connection>(this)
-  /** The scope the connection lives in (its place in the pool's list); undefined once the pool closed it. */
-  scope: ListNode<ConnectionScope> | undefined = undefined
-  /** Clock millis when it opened (for `maxConnectionAge`). */
-  openedAt = 0
-  /** Called when an idle connection breaks (FIN, RST, stray bytes). */
-  onIdleBreak: (() => void) | undefined = undefined
+  /** Told when the connection breaks between exchanges (whoever keeps it idle). */
+  owner: IdleBreakListener | undefined = undefined
 
   readonly #transport: Transport
   readonly #parser: Http1.ResponseParser
@@ -328,9 +197,9 @@ export class Connection implements TransportListener, Deadline {
     const first = !this.broken
     this.broken = true
     this.#transport.destroy()
-    // A connection in the pool's idle set must leave it now; a busy one is
-    // dropped when its exchange ends.
-    if (first && !this.busy && this.onIdleBreak !== undefined) this.onIdleBreak()
+    // An idle connection must leave the pool now; one still checked out is
+    // dropped when its exchange ends (its owner knows which it is).
+    if (first && this.owner !== undefined) this.owner.onIdleBreak()
   }
 
   #failClosed(ex: Exchange, detail: string, cause?: unknown): void {
@@ -402,7 +271,6 @@ export class Connection implements TransportListener, Deadline {
   send(request: PreparedRequest): Effect.Effect<ResponseHead, AgentError> {
     const ex = new Exchange(this.served > 0)
     this.#exchange = ex
-    this.busy = true
     this.#parser.expect(request.method)
     this.#arm("headers", this.#timing.headersMillis)
     const body = request.body
@@ -562,7 +430,6 @@ export class Connection implements TransportListener, Deadline {
    */
   finish(configuredIdleMillis: number): boolean {
     const ex = this.#exchange
-    this.busy = false
     if (ex === undefined) return false
     if (!ex.settled) {
       // Released mid-response: a reader still waiting (one forked off, say)
@@ -600,132 +467,4 @@ export class Connection implements TransportListener, Deadline {
     this.#timing.watchdog.unwatch(this)
     this.#transport.destroy()
   }
-}
-
-const noChunks: ReadonlyArray<Uint8Array> = Object.freeze([])
-
-/** What one request/response exchange has seen so far. @internal */
-export class Exchange {
-  head: ResponseHead | undefined = undefined
-  /** Body bytes received and not yet taken by a reader. */
-  buffered = 0
-  /** The body's one array, when its size is known and small enough (see `onHead`); else bytes go to `#chunks`. */
-  body: Uint8Array | undefined = undefined
-  #filled = 0
-  #taken = 0
-  /** What `takeRest` took, for the next whole-body reader. */
-  #rest: ReadonlyArray<Uint8Array> | undefined = undefined
-  // No array literals here: V8 may pretenure them (see `Head` in http1.ts), and
-  // these point to young body bytes. `Array.of` is not pretenured.
-  #chunks: Array<Uint8Array> | undefined = undefined
-  complete = false
-  failure: AgentError | undefined = undefined
-  receivedAny = false
-  streaming = false
-  /** True once a stream took body bytes: they are its reader's, and no whole-body read can follow. */
-  streamed = false
-  abandonedBody = false
-  /** False while a streamed request body is still being written. */
-  requestSent = true
-  /** A reader's wait: true once it resumed its reader (see `waitFor`). */
-  #waiter: (() => boolean) | undefined = undefined
-  /** Readers waiting besides the first: two reads of one body at once, say. */
-  #moreWaiters: Array<() => boolean> | undefined = undefined
-  drain: (() => void) | undefined = undefined
-  /** True once the response completed or failed. */
-  get settled(): boolean {
-    return this.complete || this.failure !== undefined
-  }
-  /** Called once when the response completed or failed (the connection is freed there: `Held.freeWhenComplete`). */
-  onSettled: (() => void) | undefined = undefined
-  constructor(readonly reused: boolean) {}
-  /** Registers a reader's wait; several readers may wait at once. */
-  addWaiter(waiter: () => boolean): void {
-    if (this.#waiter === undefined) this.#waiter = waiter
-    else (this.#moreWaiters ??= Array.of()).push(waiter)
-  }
-  /** Lets every waiting reader whose wait is over resume. */
-  wake(): void {
-    const first = this.#waiter
-    if (first !== undefined && first()) this.#waiter = undefined
-    const more = this.#moreWaiters
-    if (more === undefined) return
-    this.#moreWaiters = undefined
-    for (const waiter of more) if (!waiter()) this.addWaiter(waiter)
-  }
-  clearWaiters(): void {
-    this.#waiter = undefined
-    this.#moreWaiters = undefined
-  }
-  /**
-   * Keeps a copy of body bytes: a transport lends its bytes only for the
-   * duration of `onData` (the Node connector reads every socket into one buffer).
-   */
-  append(chunk: Uint8Array): void {
-    const body = this.body
-    if (body !== undefined) {
-      body.set(chunk, this.#filled)
-      this.#filled += chunk.length
-    } else {
-      // Uint8Array's slice copies; a Node Buffer's would be a view of the lent bytes.
-      ;(this.#chunks ??= Array.of()).push(Uint8Array.prototype.slice.call(chunk))
-    }
-    this.buffered += chunk.length
-  }
-  /** The body bytes buffered so far, now the reader's: no array is written to after it was handed out. */
-  take(): ReadonlyArray<Uint8Array> {
-    this.buffered = 0
-    const body = this.body
-    if (body === undefined) {
-      const chunks = this.#chunks ?? noChunks
-      this.#chunks = undefined
-      return chunks
-    }
-    const from = this.#taken
-    if (from === this.#filled) return noChunks
-    this.#taken = this.#filled
-    return Array.of(from === 0 && this.#filled === body.length ? body : body.subarray(from, this.#filled))
-  }
-  /**
-   * The rest of a complete body: taken once, then the same for every reader
-   * that asks, so that two whole-body reads at once both get all of it.
-   */
-  takeRest(): ReadonlyArray<Uint8Array> {
-    return this.#rest ??= this.take()
-  }
-  settle(): void {
-    const onSettled = this.onSettled
-    if (onSettled !== undefined) {
-      this.onSettled = undefined
-      // Not from inside the parser's callback: the connection may be checked in.
-      queueMicrotask(onSettled)
-    }
-  }
-}
-
-/**
- * Waits for an event of the exchange after which `isReady` holds, then runs
- * `ready` (which may take bytes) in the waiting fiber.
- *
- * The registration returns no canceler on purpose: with one, Effect.async wraps
- * the wait in `onInterrupt`, whose options object literal V8 pretenures under
- * load, and everything the wait refers to (the exchange, its head and body)
- * then survives scavenges. An interrupted waiter may stay registered; it is
- * harmless: the interrupted fiber ignores its resume, and it took nothing,
- * since only the resumed fiber runs `ready`.
- */
-const waitFor = <A>(
-  ex: Exchange,
-  isReady: () => boolean,
-  ready: () => Effect.Effect<A, AgentError> | undefined
-): Effect.Effect<A, AgentError> => {
-  const next = Effect.suspend(() => ready() ?? waitFor(ex, isReady, ready))
-  return Effect.async<A, AgentError>((resume) => {
-    if (isReady()) return resume(next)
-    ex.addWaiter(() => {
-      if (!isReady()) return false
-      resume(next)
-      return true
-    })
-  })
 }

@@ -11,7 +11,8 @@ import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
-import { handOver, type Held, isInternalService } from "./agent.js"
+import { AgentService } from "./agent.js"
+import { handOver, type Held } from "./release.js"
 import type { AgentResponse } from "./response.js"
 
 const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: AgentError) =>
@@ -25,14 +26,15 @@ const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: Age
 /**
  * What `HttpClient.withScope` registers: the request's AbortController, aborted
  * when the scope closes. @effect/platform keeps it under this global key, and
- * `HttpClient.make` reads it from there; so do we.
+ * `HttpClient.make` reads it from there; so do we. A private internal of
+ * @effect/platform: `Couplings.test.ts` fails if it moves. @internal
  */
-const scopedRequests = globalValue(
+export const scopedRequests = globalValue(
   "@effect/platform/HttpClient/scopedRequests",
   () => new WeakMap<HttpClientRequest.HttpClientRequest, AbortController>()
 )
 
-/** Takes charge of a response: frees its connection when it should (see `Held.handOver`). */
+/** Takes charge of a response: frees its connection when it should (see release.ts). */
 type Respond = (held: Held) => Effect.Effect<AgentResponse>
 
 /** `Respond` for a request in `HttpClient.withScope`: its scope's closing frees the connection too. */
@@ -108,7 +110,7 @@ const traced = (
 export const make = (agent: Agent.Service): HttpClient.HttpClient => {
   // Another implementation of the service (a test double, say) frees its
   // connections its own way.
-  const execute = isInternalService(agent)
+  const execute = agent instanceof AgentService
     ? (request: HttpClientRequest.HttpClientRequest, url: URL, keep: Respond) => agent.execute(request, url, keep)
     : (request: HttpClientRequest.HttpClientRequest) => agent.request(request)
   const send: Send = (request, url, keep) =>

@@ -12,7 +12,8 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { AgentError } from "../AgentError.js"
 import type { ResponseHead } from "../Http1.js"
-import type { Connection, Exchange } from "./connection.js"
+import type { Connection } from "./connection.js"
+import type { Exchange } from "./exchange.js"
 
 const decoder = new TextDecoder()
 
@@ -49,9 +50,22 @@ const toArrayBuffer = (bytes: Uint8Array): ArrayBuffer =>
     // Uint8Array's slice copies; a Node Buffer's would return a view of the whole socket read.
     : Uint8Array.prototype.slice.call(bytes).buffer as ArrayBuffer
 
+const readEnded = (watcher: ReadWatcher): Effect.Effect<void> => Effect.sync(() => watcher.readEnded())
+
+/**
+ * Told when reads of a response's body start and end (see release.ts: when
+ * the last read under way ends, the connection is given back).
+ *
+ * @internal
+ */
+export interface ReadWatcher {
+  readStarted(): void
+  readEnded(): void
+}
+
 /**
  * A response read from one of the Agent's connections. Its body is read from
- * the connection on demand; `free`, when set, gives the connection back.
+ * its exchange on demand; when to give the connection back is release.ts's.
  *
  * @internal
  */
@@ -63,16 +77,10 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   #headers: Headers.Headers | undefined = undefined
   #cookies: Cookies.Cookies | undefined = undefined
   /**
-   * Gives the connection back, for a response handed over without a scope
-   * (`Held.handOver`: `Agent.request` and the HttpClient adapter): called when
-   * the last read of the body under way ends, however it ends (read to its
-   * end, or given up: the connection is then closed). A `requestScoped`
-   * response is freed by its scope, a `requestWith` one when its function
-   * ends; every response also as soon as its body is all here
-   * (`Held.freeWhenComplete`), which is why a read of a body all here needs
-   * no freeing.
+   * Watches the reads of the body, for a response that frees its connection
+   * when its reader is done (see release.ts); undefined for the others.
    */
-  free: (() => void) | undefined = undefined
+  readWatcher: ReadWatcher | undefined = undefined
 
   constructor(
     readonly request: HttpClientRequest.HttpClientRequest,
@@ -117,8 +125,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
    * Takes the body from its exchange into the response when all of it is here
    * (one array, not copied when it came in one piece). Not for the bytes' sake:
    * the exchange keeps them after its connection moved on. For the readers':
-   * `forEachChunk` and `stream` then hand it over at once instead of pulling
-   * (measured: ~0.5-1 us per `forEachChunk` read in memory).
+   * `forEachChunk` and `stream` then hand it over at once instead of pulling.
    */
   keepBody(): void {
     this.#bodyNow()
@@ -135,26 +142,13 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
   }
 
 
-  /**
-   * A read of the body that, when `free` is set, frees the connection once it
-   * ends and no other read of this body is under way: a reader that gives up
-   * takes nobody else's body away.
-   */
+  /** A read of the body, told to the `readWatcher` when there is one. */
   #guard<A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
-    const free = this.free
-    if (free === undefined) return read
+    const watcher = this.readWatcher
+    if (watcher === undefined) return read
     return Effect.suspend(() => {
-      this.#readers++
-      return Effect.ensuring(read, this.#readEnded(free))
-    })
-  }
-
-  /** Reads of the body under way (counted only where `free` is set). */
-  #readers = 0
-
-  #readEnded(free: () => void): Effect.Effect<void> {
-    return Effect.sync(() => {
-      if (--this.#readers === 0) free()
+      watcher.readStarted()
+      return Effect.ensuring(read, readEnded(watcher))
     })
   }
 
@@ -209,10 +203,10 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     return Stream.suspend(() => {
       const kept = this.#bytes
       if (kept === undefined) {
-        const free = this.free
-        if (free === undefined) return this.#pulled()
-        this.#readers++
-        return Stream.ensuring(this.#pulled(), this.#readEnded(free))
+        const watcher = this.readWatcher
+        if (watcher === undefined) return this.#pulled()
+        watcher.readStarted()
+        return Stream.ensuring(this.#pulled(), readEnded(watcher))
       }
       return kept.length === 0 ? Stream.empty : Stream.succeed(kept)
     })

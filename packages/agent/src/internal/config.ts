@@ -1,0 +1,47 @@
+import * as Duration from "effect/Duration"
+import type * as Agent from "../Agent.js"
+
+/** Every default of `Agent.Config`, in one place. @internal */
+export const defaults = {
+  maxConnectionsPerOrigin: 2,
+  maxConnections: 100,
+  idleTimeout: "4 seconds",
+  persist: true,
+  connectTimeout: "10 seconds",
+  headersTimeout: "60 seconds",
+  bodyTimeout: "60 seconds",
+  maxHeaderSize: 16384,
+  maxHeaderCount: 100,
+  maxConnectionAge: "5 minutes"
+} as const
+
+const positiveInteger = (name: string, value: number | undefined, fallback: number): number => {
+  const n = value ?? fallback
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer, got ${n}`)
+  return n
+}
+
+/**
+ * Applies the defaults and checks the config: a count that is not a positive
+ * integer throws a RangeError when the Agent is built. @internal
+ */
+export const resolve = (config: Agent.Config = {}): Agent.ResolvedConfig => ({
+  maxConnectionsPerOrigin: positiveInteger(
+    "maxConnectionsPerOrigin",
+    config.maxConnectionsPerOrigin,
+    defaults.maxConnectionsPerOrigin
+  ),
+  maxConnections: positiveInteger("maxConnections", config.maxConnections, defaults.maxConnections),
+  idleTimeout: Duration.decode(config.idleTimeout ?? defaults.idleTimeout),
+  persist: config.persist ?? defaults.persist,
+  connectTimeout: Duration.decode(config.connectTimeout ?? defaults.connectTimeout),
+  headersTimeout: Duration.decode(config.headersTimeout ?? defaults.headersTimeout),
+  bodyTimeout: Duration.decode(config.bodyTimeout ?? defaults.bodyTimeout),
+  maxHeaderSize: positiveInteger("maxHeaderSize", config.maxHeaderSize, defaults.maxHeaderSize),
+  maxHeaderCount: positiveInteger("maxHeaderCount", config.maxHeaderCount, defaults.maxHeaderCount),
+  maxConnectionAge: Duration.decode(config.maxConnectionAge ?? defaults.maxConnectionAge)
+})
+
+/** A duration in millis; Infinity for an infinite one (no deadline). @internal */
+export const millisOrInfinity = (duration: Duration.Duration): number =>
+  Duration.isFinite(duration) ? Duration.toMillis(duration) : Infinity

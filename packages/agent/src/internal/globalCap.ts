@@ -1,0 +1,119 @@
+import type { OriginLine, Pooled } from "./originLine.js"
+
+/**
+ * Requests an origin's last connection serves before it may be given away to
+ * an origin with none: with more origins than the global cap, each gets turns
+ * of several requests rather than a fresh connection per request.
+ */
+const lastConnectionTurn = 8
+
+const firstOf = <A>(set: Set<A>): A | undefined => {
+  for (const item of set) return item
+  return undefined
+}
+
+/**
+ * The books of the global cap (`maxConnections`) and its fairness between
+ * origins. One permit per open or opening connection; the Effect Semaphore
+ * that backs each connection's scope holds the same count (see opening.ts):
+ * these books decide synchronously who may open, the Semaphore is what each
+ * connection holds from connect to close.
+ *
+ * At the cap, an origin that needs a connection queues for a permit, origins
+ * with no connection at all first, then in the order they queued. A permit is
+ * freed by closing the least recently used idle connection no request waits
+ * for (the pool's), or by a released connection given away instead of kept
+ * (`mustMakeRoom`).
+ *
+ * @internal
+ */
+export class GlobalCap {
+  #held = 0
+  /** Origins waiting for a permit that have no connection at all: served first. */
+  readonly #starving = new Set<OriginLine>()
+  /** Other origins waiting for a permit, oldest first. */
+  readonly #queue = new Set<OriginLine>()
+
+  constructor(readonly max: number) {}
+
+  /** True when every permit is held. */
+  get full(): boolean {
+    return this.#held >= this.max
+  }
+
+  /** Takes a free permit; false at the cap. */
+  tryTake(): boolean {
+    if (this.#held >= this.max) return false
+    this.#held++
+    return true
+  }
+
+  /** Takes the permit a connection just closed for it gave back. */
+  take(): void {
+    this.#held++
+  }
+
+  /** A connection closed, or an opening failed: its permit is free. */
+  give(): void {
+    this.#held--
+  }
+
+  /** The origin waits for a permit (once, however often it asks). */
+  enqueue(line: OriginLine): void {
+    if (line.queued) return
+    line.queued = true
+    if (line.open + line.opening === 0) this.#starving.add(line)
+    else this.#queue.add(line)
+  }
+
+  /** The origin leaves the queue. */
+  dequeue(line: OriginLine): void {
+    line.queued = false
+    this.#starving.delete(line)
+    this.#queue.delete(line)
+  }
+
+  /** An origin whose waiters no longer need a new connection leaves the queue. */
+  dequeueIfServed(line: OriginLine): void {
+    if (line.queued && line.unserved <= 0) this.dequeue(line)
+  }
+
+  /** The origin's last connection closed while it queued: it now starves, and is served first. */
+  lostConnection(line: OriginLine): void {
+    if (line.queued && line.open + line.opening === 0 && this.#queue.delete(line)) this.#starving.add(line)
+  }
+
+  /** The origin a freed permit goes to, taken out of the queue; undefined when none waits. */
+  next(): OriginLine | undefined {
+    const line = firstOf(this.#starving) ?? firstOf(this.#queue)
+    if (line !== undefined) this.dequeue(line)
+    return line
+  }
+
+  /** Empties the queue (shutdown). */
+  clear(): void {
+    for (const line of this.#starving) this.dequeue(line)
+    for (const line of this.#queue) this.dequeue(line)
+  }
+
+  /**
+   * Whether a connection its origin gives back should rather be closed to
+   * give its permit away: when no request of its origin wants it; to an
+   * origin with no connection at all when its own has another; and even its
+   * origin's last one when that origin has waited longer than its own next
+   * request (so no origin starves, whatever the caps). An origin's own
+   * waiters keep its connections otherwise: closing and reopening at every
+   * release would churn.
+   */
+  mustMakeRoom(pooled: Pooled): boolean {
+    if (this.#starving.size === 0 && this.#queue.size === 0) return false
+    const line = pooled.line
+    const next = line.waiters.first
+    if (next === undefined) return true
+    const starving = firstOf(this.#starving)
+    if (starving === undefined || starving === line) return false
+    if (line.open > 1) return true
+    const theirs = starving.waiters.first
+    return pooled.connection.served >= lastConnectionTurn && theirs !== undefined && theirs.since < next.since
+  }
+}

@@ -1,0 +1,139 @@
+import type * as Effect from "effect/Effect"
+import type { AgentError } from "../AgentError.js"
+import type { Origin } from "../Origin.js"
+import type { Connection, IdleBreakListener } from "./connection.js"
+import { List, ListNode } from "./list.js"
+import type { Opening } from "./opening.js"
+import type { ConnectionScope } from "./scope.js"
+import type { Deadline } from "./watchdog.js"
+
+/**
+ * What the pool does with an idle connection that must go: it broke (FIN,
+ * RST, stray bytes) or its idle deadline passed.
+ *
+ * @internal
+ */
+export interface IdleCloser {
+  closeIdle(pooled: Pooled): void
+}
+
+/**
+ * A connection as the pool holds it: the connection itself, and the pool's
+ * bookkeeping of it (its origin's line, its scope, its place among the idle
+ * connections, when it opened, went idle and was last released). Its idle
+ * deadline is watched by the Agent's Watchdog.
+ *
+ * @internal
+ */
+export class Pooled implements IdleBreakListener, Deadline {
+  /** Its place in the pool's list of idle connections, least recently used first (in it while idle). */
+  readonly idleNode = new ListNode<Pooled>(this)
+  readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
+  /** Clock millis when it last became idle. */
+  idleSince = 0
+  /** Clock nanos when it was last released: decides the I/O turn before reuse. */
+  releasedAtNanos = 0n
+  /** The scope it lives in (its place in the pool's list of scopes); undefined once the pool closed it. */
+  scope: ListNode<ConnectionScope> | undefined
+
+  constructor(
+    readonly connection: Connection,
+    readonly line: OriginLine,
+    scope: ListNode<ConnectionScope>,
+    /** Clock millis when it opened (for `maxConnectionAge`). */
+    readonly openedAt: number,
+    readonly closer: IdleCloser
+  ) {
+    this.scope = scope
+    connection.owner = this
+  }
+
+  /** True while it sits idle in the pool. */
+  get idle(): boolean {
+    return this.idleNode.list !== undefined
+  }
+
+  onIdleBreak(): void {
+    if (this.idle) this.closer.closeIdle(this)
+  }
+
+  /** Its idle deadline while idle; none while checked out. */
+  get deadline(): number {
+    return this.idle ? this.idleSince + this.connection.idleTimeoutMillis : Infinity
+  }
+
+  expire(): void {
+    if (this.idle) this.closer.closeIdle(this)
+  }
+}
+
+/**
+ * A request of an origin waiting for a connection. `granted` is set when a
+ * connection was handed to it: if its fiber is interrupted before it takes
+ * over, the connection goes back to the pool. A class, not an object literal,
+ * as every object made per request (see ARCHITECTURE.md).
+ *
+ * @internal
+ */
+export class Waiter {
+  resume: ((effect: Effect.Effect<Pooled, AgentError>) => void) | undefined = undefined
+  /** The outcome, when it came before the waiting fiber registered `resume`. */
+  pending: Effect.Effect<Pooled, AgentError> | undefined = undefined
+  granted: Pooled | undefined = undefined
+  /** Its place in the origin's line; removed once served, failed or abandoned. */
+  readonly node = new ListNode<Waiter>(this)
+  constructor(
+    readonly line: OriginLine,
+    /** Arrival order over all origins (fairness at the global cap). */
+    readonly since: number
+  ) {}
+
+  /** Hands it its outcome, whether its fiber is waiting yet or not. */
+  settle(outcome: Effect.Effect<Pooled, AgentError>): void {
+    if (this.resume !== undefined) this.resume(outcome)
+    else this.pending = outcome
+  }
+}
+
+/**
+ * One origin's part of the pool: its idle connections (a stack: the most
+ * recently used is taken first, so the others age out), its FIFO line of
+ * waiting requests, its openings, and its counts. The pool forgets it once
+ * nothing of it is left.
+ *
+ * @internal
+ */
+export class OriginLine {
+  /** Idle connections, most recently used last (taken last in, first out). */
+  readonly idle: Array<Pooled> = []
+  /** Requests waiting for a connection, oldest first. */
+  readonly waiters = new List<Waiter>()
+  /** Open connections, idle and busy. */
+  open = 0
+  /** Connections being opened for its waiters (not counting openings called off). */
+  opening = 0
+  /**
+   * The openings under way: one nobody waits for any more is called off
+   * (interrupted; a connection it still makes is closed at once).
+   */
+  readonly openings = new List<Opening>()
+  /** Waiting in the global cap's queue for a permit. */
+  queued = false
+  constructor(readonly origin: Origin) {}
+
+  /** Nothing of it is left: no connection, opening, waiter, or place in the cap's queue. */
+  get unused(): boolean {
+    return this.open + this.opening + this.waiters.size === 0 && !this.queued
+  }
+
+  /** Waiters that no opening under way will serve: each needs a connection. */
+  get unserved(): number {
+    return this.waiters.size - this.opening
+  }
+
+  /** Takes an idle connection out of its stack (the pool's LRU list is the caller's). */
+  removeIdle(pooled: Pooled): void {
+    const at = this.idle.indexOf(pooled)
+    if (at >= 0) this.idle.splice(at, 1)
+  }
+}
