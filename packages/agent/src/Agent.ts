@@ -97,35 +97,20 @@ export interface Stats {
  */
 export interface Service {
   readonly config: ResolvedConfig
-  /**
-   * Sends a request and returns its response once the head arrived. Nothing
-   * is left to free: the connection goes back as soon as the whole body is
-   * here (at once when it came with its head; its bytes stay readable), or
-   * before that when a reader read its end or gave up on it, or when the
-   * response is garbage collected.
-   */
+  /** Sends a request; its response needs no Scope (see `Agent.request`). */
   readonly request: (
     request: HttpClientRequest.HttpClientRequest
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError>
-  /**
-   * Sends a request and returns its response once the head arrived. The
-   * connection is freed as soon as the whole body is here (at once when it
-   * came with its head; its bytes stay readable), or when the scope closes
-   * before that, a body left unread then closing it: for a caller that may
-   * not read a large body and wants its connection back at a known time.
-   */
+  /** Sends a request; the caller's scope frees its connection at the latest (see `Agent.requestScoped`). */
   readonly requestScoped: (
     request: HttpClientRequest.HttpClientRequest
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Scope.Scope>
-  /**
-   * Sends a request and runs `f` with its response. The connection is held
-   * until the whole body is here or `f` ends, however it ends, whichever comes
-   * first (a body left unread then closes it).
-   */
+  /** Sends a request and runs `f` with its response; `f`'s end frees its connection at the latest (see `Agent.requestWith`). */
   readonly requestWith: <A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
   ) => Effect.Effect<A, AgentError | E, R>
+  /** The Agent's statistics now (see `Agent.stats`). */
   readonly stats: Effect.Effect<Stats>
 }
 

@@ -31,7 +31,7 @@ export class Exchange {
   #taken = 0
   /** What `takeRest` took, for the next whole-body reader. */
   #rest: ReadonlyArray<Uint8Array> | undefined = undefined
-  // No array literals here: V8 may pretenure them (see `Head` in http1.ts), and
+  // No array literals here: V8 may pretenure them (see ARCHITECTURE.md, "Performance rules"), and
   // these point to young body bytes. `Array.of` is not pretenured.
   #chunks: Array<Uint8Array> | undefined = undefined
   complete = false

@@ -34,7 +34,7 @@ export const resolveUrl = (request: HttpClientRequest.HttpClientRequest): URL | 
 
 const stringHeaders = (headers: Readonly<Record<string, unknown>>): Record<string, string> => {
   // Headers may hold non-strings whose toString yields anything: validate the
-  // string that would be written. Not a `{}` literal (see `Head` in http1.ts).
+  // string that would be written. Not a `{}` literal (see ARCHITECTURE.md, "Performance rules").
   const out: Record<string, string> = Object.create(null)
   for (const name in headers) {
     const value = headers[name]
@@ -94,7 +94,7 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
 
 const encoder = new TextEncoder()
 
-// The objects made for every request are class instances, not object literals (see `Head` in http1.ts).
+// The objects made for every request are class instances, not object literals (see ARCHITECTURE.md, "Performance rules").
 
 class PreparedImpl implements Prepared {
   constructor(

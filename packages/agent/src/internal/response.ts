@@ -97,7 +97,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
 
   get headers(): Headers.Headers {
     // A copy (unsafeFromRecord sets the prototype), made without an object
-    // literal: see `Head` in http1.ts.
+    // literal: see ARCHITECTURE.md, "Performance rules".
     return this.#headers ??= Headers.unsafeFromRecord(Object.assign(Object.create(null), this.head.headers))
   }
 

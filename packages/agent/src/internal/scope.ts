@@ -15,16 +15,16 @@ import * as Scope from "effect/Scope"
  * `Scope.extend` (which sets and restores the context FiberRef, copying the
  * fiber's FiberRefs twice); the pool adds its finalizer without a step of its
  * own (`addNow`); and closing runs two finalizers in a handful of steps, not
- * through `Effect.forEach` and `Exit.all`. Effect steps are what a connection
- * costs: 116 per request with a connection each before, 24 on a kept one,
- * and each costs more with real sockets, which leave the CPU's caches cold.
+ * through `Effect.forEach` and `Exit.all`. Effect steps are what opening a
+ * connection costs (see ARCHITECTURE.md, "Performance rules").
  *
  * `fork`, `addFinalizer` and `close` are the methods Effect's `Scope` module
  * calls on any scope (`Scope.addFinalizer`, `Scope.close`, `Scope.fork`,
  * `Effect.acquireRelease`); Effect 3 leaves them out of its typings (marked
  * internal), hence `asCloseable`. `state` has the shape of Effect's own
  * scopes' state, which `Effect.forkIn` and `Effect.forkScoped` use directly
- * (a connector may fork into the connection's scope).
+ * (a connector may fork into the connection's scope). Both are private to
+ * Effect: `Couplings.test.ts` fails if an upgrade changes them.
  *
  * @internal
  */
