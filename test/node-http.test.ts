@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as http from "node:http"
@@ -398,6 +399,60 @@ describe("the Node connector", () => {
       expect(server.sockets.accepted).toBe(5)
       expect(server.sockets.open).toBe(0)
     }).pipe(Effect.provide(NodeConnector.layer)), timeout)
+
+  // The connector registers the socket's finalizer before it makes the
+  // socket. In a scope that is closed already the finalizer runs at once, and
+  // a socket made after it would be owned by nothing: the connect must stop
+  // instead.
+  it.live("a connect in a scope closed already is interrupted and opens no socket", () =>
+    Effect.gen(function*() {
+      let accepted = 0
+      const server = net.createServer((socket) => {
+        accepted++
+        socket.destroy()
+      })
+      const port = yield* listen(server)
+      const connector = yield* Effect.provide(Connector.Connector, NodeConnector.layer)
+      const scope = yield* Scope.make()
+      yield* Scope.close(scope, Exit.void)
+      const origin = Origin.make("http", "127.0.0.1", port)
+      const exit = yield* Effect.exit(Scope.extend(connector.connect(origin, {}), scope))
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      // Open ones would have been accepted by now.
+      yield* Effect.sleep("100 millis")
+      expect(accepted).toBe(0)
+      yield* Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+    }))
+})
+
+// A response whose whole body came with its head gives its connection back
+// before it is handed over. On a connection that is not kept (Connection:
+// close here) that destroys the socket, and node's socket.remoteAddress is
+// undefined once destroyed: the response must still tell the peer's address,
+// as its bytes stay readable.
+describe("remoteAddress of a response that came whole on a closing connection", () => {
+  const closing = nodeServer((_req, res) => {
+    res.setHeader("connection", "close")
+    res.end("hi")
+  })
+
+  it.scopedLive("request: still the peer's address", () =>
+    Effect.gen(function*() {
+      const server = yield* closing
+      const response = yield* Agent.request(HttpClientRequest.get(`${server.origin}/`))
+      expect(yield* response.text).toBe("hi")
+      expect(response.remoteAddress).toEqual(Option.some("127.0.0.1"))
+    }).pipe(Effect.provide(NodeAgent.layer())), timeout)
+
+  it.scopedLive("requestWith: f still sees the peer's address", () =>
+    Effect.gen(function*() {
+      const server = yield* closing
+      const address = yield* Agent.requestWith(
+        HttpClientRequest.get(`${server.origin}/`),
+        (response) => Effect.succeed(response.remoteAddress)
+      )
+      expect(address).toEqual(Option.some("127.0.0.1"))
+    }).pipe(Effect.provide(NodeAgent.layer())), timeout)
 })
 
 describe("connection caps", () => {

@@ -68,8 +68,8 @@ class Item implements Deadline {
 describe("Connection", () => {
   // `send` writes and sets its deadline when called, and returns the effect
   // that waits for the head; a fiber interrupted first never runs that effect.
-  // The deadline must not depend on it (a watchdog once started from inside
-  // that effect was lost this way): the next exchange still times out.
+  // The deadline must not depend on it (a watchdog started from inside that
+  // effect would be lost this way): the next exchange still times out.
   it.scoped("a send whose effect never ran leaves the next exchange's headersTimeout working", () =>
     Effect.gen(function*() {
       const server = new MemoryServer((req) => {

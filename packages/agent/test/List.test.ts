@@ -1,10 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as v8 from "node:v8"
-import * as vm from "node:vm"
 import { List, ListNode } from "../src/internal/list.js"
-
-v8.setFlagsFromString("--expose-gc")
-const gc = vm.runInNewContext("gc") as (options?: { type: "minor" | "major" }) => void
+import { gc } from "./support/gc.js"
 
 const oldSpaceUsed = () => v8.getHeapSpaceStatistics().find((space) => space.space_name === "old_space")!.space_used_size
 

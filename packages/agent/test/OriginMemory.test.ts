@@ -1,13 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
-import * as v8 from "node:v8"
-import * as vm from "node:vm"
+import { agentOn } from "./support/agent.js"
+import { gc } from "./support/gc.js"
 import { MemoryServer } from "./support/MemoryConnector.js"
-
-v8.setFlagsFromString("--expose-gc")
-const gc = vm.runInNewContext("gc") as () => void
 
 const heapMB = () => {
   gc()
@@ -38,6 +34,6 @@ describe("origins left idle", () => {
       const grown = heapMB() - before
       // A record of ~200 bytes kept per origin would be 20 MB.
       expect(grown, `the heap grew by ${grown.toFixed(1)} MB`).toBeLessThan(10)
-    }).pipe(Effect.provide(Agent.layer({ idleTimeout: "50 millis" }).pipe(Layer.provide(server.layer))))
+    }).pipe(Effect.provide(agentOn(server, { idleTimeout: "50 millis" })))
   }, 120_000)
 })

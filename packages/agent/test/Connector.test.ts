@@ -1,3 +1,8 @@
+/**
+ * What the Agent gives a Connector: `connect` runs in the connection's own
+ * Scope, which lives as long as the connection and is closed however the
+ * connection, or its opening, ends.
+ */
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import { Connector } from "@keepalive/agent/Connector"
@@ -7,17 +12,49 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
-import { MemoryServer, ServerSocket } from "../../packages/agent/test/support/MemoryConnector.js"
-import { settle } from "./harness.js"
+import { settle } from "./support/agent.js"
+import { echoServer, MemoryServer, ServerSocket } from "./support/MemoryConnector.js"
 
-// Found in review: a connect that resumes with a transport in the same tick
-// as its opening is interrupted (a request giving up, or shutdown) lost the
-// transport inside the fiber runtime: the connector's canceler does not run
-// (its async had completed) and the pool never saw it, so the socket stayed
-// open. The Connector contract now has connect register what it creates in
-// the connection's scope before it waits (NodeConnector does); the pool
-// closes that scope however the opening ends.
-describe("a connect that completes in the tick its opening is called off", () => {
+// A connector may fork helper fibers into the connection's scope with
+// Effect.forkScoped / Effect.forkIn (a TLS or proxy handshake watcher, a
+// keep-alive pinger). That scope is not one made by Scope.make, and those
+// functions must work on it all the same.
+describe("Connector: a connector that forks into the connection's scope", () => {
+  it.effect("Effect.forkScoped inside connect works, and the fiber is interrupted when the connection closes, not with the Agent", () =>
+    Effect.gen(function*() {
+      const server = echoServer()
+      let helperInterrupted = 0
+      const forking = Layer.effect(
+        Connector,
+        Effect.map(Connector, (inner) => ({
+          connect: (origin, options) =>
+            Effect.zipRight(
+              Effect.forkScoped(Effect.onInterrupt(Effect.never, () => Effect.sync(() => void helperInterrupted++))),
+              inner.connect(origin, options)
+            ),
+          yieldToIo: inner.yieldToIo
+        }))
+      ).pipe(Layer.provide(server.layer))
+      const scope = yield* Scope.make()
+      // persist: false: the connection closes after its response, long before the Agent.
+      const context = yield* Layer.buildWithScope(Agent.layer({ persist: false }).pipe(Layer.provide(forking)), scope)
+      const result = yield* Effect.exit(Effect.provide(Agent.requestString("http://a.test/x"), context))
+      expect(result).toEqual(Exit.succeed("GET /x"))
+      // The fiber was forked into the connection's own scope: closed with the connection.
+      yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+      expect(helperInterrupted).toBe(1)
+      yield* Scope.close(scope, Exit.void)
+      expect(helperInterrupted).toBe(1)
+    }))
+})
+
+// The Connector contract: connect registers what it creates in the
+// connection's scope before it waits (NodeConnector does), and the pool closes
+// that scope however the opening ends. A connect that resumes with a transport
+// in the same tick as its opening is called off has completed its async
+// already (its canceler does not run), so the scope is the only thing that
+// can close that transport.
+describe("Connector: a connect that completes in the tick its opening is called off", () => {
   const scenario = (ending: "shutdown" | "give up") =>
     Effect.gen(function*() {
       const server = new MemoryServer(() => {})
