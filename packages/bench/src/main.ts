@@ -5,6 +5,7 @@
  *
  *   pnpm bench [--json] [--only a,b] [--clients keepalive,undici-pool,wrk]
  *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080
+ *   BENCH_BASELINE=../other-checkout (its keepalive clients as extra rows, same rounds)
  */
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -29,7 +30,12 @@ interface Options {
   readonly rounds: number
   readonly basePort: number
   readonly server: "nginx" | "node" | undefined
+  /** Another checkout whose keepalive clients run as extra rows (`<client>@baseline`), built already. */
+  readonly baseline: string | undefined
 }
+
+/** The suffix of a row measured on the `BENCH_BASELINE` checkout. */
+const baselineSuffix = "@baseline"
 
 const positiveInteger = (name: string, fallback: number): number => {
   const text = process.env[name]
@@ -63,8 +69,13 @@ const readOptions = (): Options => {
   if (server !== undefined && server !== "" && server !== "nginx" && server !== "node") {
     throw new Error(`BENCH_SERVER must be nginx or node, got "${server}"`)
   }
+  const baseline = process.env["BENCH_BASELINE"]
+  if (baseline !== undefined && baseline !== "" && !fs.existsSync(clientScriptIn(baseline))) {
+    throw new Error(`BENCH_BASELINE: no built harness at ${clientScriptIn(baseline)} (run pnpm build and the bench's build there)`)
+  }
   return {
     json: values.json,
+    baseline: baseline === undefined || baseline === "" ? undefined : path.resolve(baseline),
     scenarios: selected,
     clients,
     seconds: positiveInteger("BENCH_SECONDS", 5),
@@ -77,14 +88,16 @@ const readOptions = (): Options => {
 const log = (line: string) => process.stderr.write(line + "\n")
 const packageDir = path.join(import.meta.dirname, "..")
 const clientScript = path.join(import.meta.dirname, "client.js")
+/** The compiled client of the bench package in another checkout. */
+const clientScriptIn = (checkout: string) => path.join(checkout, "packages", "bench", "dist", "client.js")
 
 /** Every client process gets this long past its warm-up and window before it is killed. */
 const clientGraceSeconds = 30
 
-const spawnClient = (args: ReadonlyArray<string>, seconds: number): Promise<ClientReport> =>
+const spawnClient = (args: ReadonlyArray<string>, seconds: number, script = clientScript): Promise<ClientReport> =>
   new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--conditions=keepalive-dist", clientScript, ...args], {
-      cwd: packageDir,
+    const child = spawn(process.execPath, ["--conditions=keepalive-dist", script, ...args], {
+      cwd: path.join(path.dirname(script), ".."),
       stdio: ["ignore", "pipe", "pipe"]
     })
     let stdout = ""
@@ -104,9 +117,15 @@ const spawnClient = (args: ReadonlyArray<string>, seconds: number): Promise<Clie
     })
   })
 
-const measureClient = async (server: Server, scenario: Scenario, client: ClientName, seconds: number): Promise<Run> => {
+const measureClient = async (
+  server: Server,
+  scenario: Scenario,
+  client: ClientName,
+  seconds: number,
+  script = clientScript
+): Promise<Run> => {
   const before = await server.acceptedConnections()
-  const report = await spawnClient([client, scenario.id, String(seconds), String(server.basePort)], seconds)
+  const report = await spawnClient([client, scenario.id, String(seconds), String(server.basePort)], seconds, script)
   // The second /status request opens a connection of its own.
   const connectionsOpened = (await server.acceptedConnections()) - before - 1
   if (report.outcome === "idle") return { outcome: "failed", reason: "the client process did not run a client" }
@@ -172,6 +191,13 @@ const runScenario = async (
   const runsByClient = new Map<string, Array<Run>>([...clients, ...(withWrk ? ["wrk"] : [])].map((c) => [c, []]))
   const notesByClient = new Map<string, ReadonlyArray<string>>(clients.map((client) => [client, notesFor(scenario, client)]))
   if (withWrk) notesByClient.set("wrk", [`reference ceiling: wrk -t1 -c${scenario.wrkConnections}`])
+  if (options.baseline !== undefined) {
+    // The same keepalive clients, built from the other checkout, in the same rounds.
+    for (const client of clients.filter((c) => c.startsWith("keepalive"))) {
+      runsByClient.set(client + baselineSuffix, [])
+      notesByClient.set(client + baselineSuffix, [...notesFor(scenario, client), `built at ${options.baseline}`])
+    }
+  }
   const order = [...runsByClient.keys()]
   for (let round = 1; round <= rounds; round++) {
     // Rotated each round, so that no client always runs after the same one
@@ -180,6 +206,14 @@ const runScenario = async (
     for (const client of [...order.slice(shift), ...order.slice(0, shift)]) {
       const run = client === "wrk"
         ? await measureWrk(server, scenario, scenario.wrkConnections!, seconds)
+        : client.endsWith(baselineSuffix)
+        ? await measureClient(
+          server,
+          scenario,
+          client.slice(0, -baselineSuffix.length) as ClientName,
+          seconds,
+          clientScriptIn(options.baseline!)
+        )
         : await measureClient(server, scenario, client as ClientName, seconds)
       runsByClient.get(client)!.push(run)
       const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
