@@ -81,6 +81,34 @@ describe("Agent: shutdown", () => {
     })
   })
 
+  it.effect("at shutdown a request waiting for another origin fails with Closed, even when an idle connection's destroy throws", () => {
+    const server = new MemoryServer((req) => {
+      if (req.path === "/ok") req.socket.respond("ok")
+    })
+    server.destroyThrowsOnce(1)
+    return Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const agent = yield* Effect.provide(Agent.make({ maxConnectionsPerOrigin: 1 }), server.layer).pipe(
+        Scope.extend(scope)
+      )
+      // Socket 1 idle at a.test (its origin comes first), socket 2 busy at b.test, one request waiting behind it.
+      yield* agent.requestWith(HttpClientRequest.get("http://a.test/ok"), (r) => r.text)
+      const busy = yield* Effect.fork(Effect.exit(agent.requestWith(HttpClientRequest.get("http://b.test/hang"), (r) => r.text)))
+      yield* settle
+      const waiting = yield* Effect.fork(agent.requestWith(HttpClientRequest.get("http://b.test/ok"), (r) => r.text))
+      yield* settle
+      expect((yield* agent.stats).waiting).toBe(1)
+      const closed = yield* Effect.exit(Scope.close(scope, Exit.void))
+      yield* settle
+      expect(Exit.isFailure(closed)).toBe(true)
+      expect(server.openSockets.length).toBe(0)
+      expect(busy.unsafePoll()).not.toBeNull()
+      const waited = waiting.unsafePoll()
+      expect(waited).not.toBeNull()
+      expect(waited).toMatchObject({ _tag: "Failure", cause: { _tag: "Fail", error: { reason: "Closed" } } })
+    })
+  })
+
   it.effect("at shutdown a busy connection closes, even when an idle one's destroy throws", () => {
     const server = new MemoryServer((req) => {
       if (req.path === "/ok") req.socket.respond("ok")

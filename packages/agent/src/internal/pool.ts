@@ -178,16 +178,29 @@ export class ConnectionPool implements IdleCloser {
     this.#drop(pooled)
   }
 
-  /** Shuts the pool: waiters fail, idle connections close, openings stop. */
+  /**
+   * Shuts the pool: waiters fail, idle connections close, openings stop. All
+   * of it even when a transport's destroy throws: the first such throw is a
+   * defect of the shutdown afterwards.
+   */
   shutdown(): Effect.Effect<void> {
     return Effect.suspend(() => {
       this.#closed = true
+      let defect: { readonly thrown: unknown } | undefined
       for (const line of this.#lines.values()) {
         for (const node of line.waiters.nodes()) this.#fail(node.value, closedError(line.origin))
-        for (const pooled of line.idle.slice()) this.#close(pooled)
+        for (const pooled of line.idle.slice()) {
+          try {
+            this.#close(pooled)
+          } catch (thrown) {
+            defect ??= { thrown }
+          }
+        }
       }
       this.#cap.clear()
-      return this.#opener.interruptAll
+      return defect === undefined
+        ? this.#opener.interruptAll
+        : Effect.zipRight(this.#opener.interruptAll, Effect.die(defect.thrown))
     })
   }
 

@@ -118,6 +118,9 @@ export class Watchdog {
           }
         }
       } while (listed !== this.#listed)
+      // An expire() may have started a newer generation (a deadline earlier
+      // than this one's wake-up): its fiber owns the books from here.
+      if (generation !== this.#generation) return Effect.void
       this.#wakeAt = next
       if (next === Infinity) {
         this.#fiber = undefined
