@@ -25,7 +25,7 @@ export class Exchange {
   head: ResponseHead | undefined = undefined
   /** Body bytes received and not yet taken by a reader. */
   buffered = 0
-  /** The body's one array, when its size is known and small enough (see `onHead`); else bytes go to `#chunks`. */
+  /** The body's one array, when its size is known and small enough (see `Connection.onHead`); else bytes go to `#chunks`. */
   body: Uint8Array | undefined = undefined
   #filled = 0
   #taken = 0

@@ -14,10 +14,12 @@ const firstOf = <A>(set: Set<A>): A | undefined => {
 
 /**
  * The books of the global cap (`maxConnections`) and its fairness between
- * origins. One permit per open or opening connection; the Effect Semaphore
- * that backs each connection's scope holds the same count (see opening.ts):
- * these books decide synchronously who may open, the Semaphore is what each
- * connection holds from connect to close.
+ * origins: one permit per open or opening connection. These books decide,
+ * synchronously, who may open; the Effect Semaphore is what each connection
+ * holds from connect to close (see opening.ts). The books take a permit just
+ * before the Semaphore does and give it back just before the connection's
+ * scope does: a connection closing for another's permit may still hold the
+ * Semaphore's for a moment, and the opening waits for it.
  *
  * At the cap, an origin that needs a connection queues for a permit, origins
  * with no connection at all first, then in the order they queued. A permit is

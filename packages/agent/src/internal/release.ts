@@ -17,8 +17,8 @@
  * that, giving the connection back closes it (the pool sees its exchange
  * unfinished) and the rest of the body is lost: a later read fails with
  * `Closed`. A request that fails before its head arrived gives its connection
- * back in the attempt itself (agent.ts); one interrupted before its exchange
- * started puts it back unused (pool.ts).
+ * back in the attempt itself, and one interrupted or found broken before its
+ * exchange started is put back unused (both in agent.ts, through the pool).
  *
  * Every release here is synchronous and idempotent, so that it can run from
  * a callback no fiber runs (a microtask, an abort listener, a finalization

@@ -1,0 +1,119 @@
+/**
+ * The global cap's books and its fairness between origins, alone: which
+ * origin a freed permit goes to, and when a connection given back is closed
+ * to give its permit away. (`Pool.test.ts` shows the same rules through the
+ * Agent.)
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as Origin from "@keepalive/agent/Origin"
+import { GlobalCap } from "../src/internal/globalCap.js"
+import { OriginLine, type Pooled, Waiter } from "../src/internal/originLine.js"
+
+let arrivals = 0
+
+/** An origin's line with `open` connections and `waiting` requests in it. */
+const lineOf = (host: string, open: number, waiting: number): OriginLine => {
+  const line = new OriginLine(Origin.make("http", host))
+  line.open = open
+  for (let i = 0; i < waiting; i++) line.waiters.append(new Waiter(line, ++arrivals).node)
+  return line
+}
+
+/** The pool's view of a connection of `line` that served `served` requests: all `mustMakeRoom` reads. */
+const connectionOf = (line: OriginLine, served: number): Pooled =>
+  ({ line, connection: { served } }) as unknown as Pooled
+
+describe("GlobalCap", () => {
+  it("hands out permits up to its max, and takes back what is given", () => {
+    const cap = new GlobalCap(2)
+    expect([cap.tryTake(), cap.tryTake(), cap.tryTake()]).toEqual([true, true, false])
+    expect(cap.full).toBe(true)
+    cap.give()
+    expect(cap.full).toBe(false)
+    expect(cap.tryTake()).toBe(true)
+  })
+
+  it("serves origins with no connection first, then the others in the order they queued, each once", () => {
+    const cap = new GlobalCap(1)
+    const busy1 = lineOf("busy1", 1, 1)
+    const none = lineOf("none", 0, 1)
+    const busy2 = lineOf("busy2", 1, 1)
+    cap.enqueue(busy1)
+    cap.enqueue(none)
+    cap.enqueue(busy2)
+    cap.enqueue(busy1)
+    expect([cap.next(), cap.next(), cap.next(), cap.next()]).toEqual([none, busy1, busy2, undefined])
+    expect([busy1.queued, none.queued, busy2.queued]).toEqual([false, false, false])
+  })
+
+  it("an origin that loses its last connection while it queues moves ahead, as one with none", () => {
+    const cap = new GlobalCap(1)
+    const first = lineOf("first", 1, 1)
+    const second = lineOf("second", 1, 1)
+    cap.enqueue(first)
+    cap.enqueue(second)
+    second.open = 0
+    cap.lostConnection(second)
+    expect(cap.next()).toBe(second)
+  })
+
+  it("an origin leaves the queue once openings under way serve all its waiters", () => {
+    const cap = new GlobalCap(1)
+    const line = lineOf("a", 1, 2)
+    cap.enqueue(line)
+    line.opening = 1
+    cap.dequeueIfServed(line)
+    expect(line.queued).toBe(true)
+    line.opening = 2
+    cap.dequeueIfServed(line)
+    expect(line.queued).toBe(false)
+    expect(cap.next()).toBeUndefined()
+  })
+
+  describe("mustMakeRoom: a connection given back is closed to free its permit", () => {
+    it("never while no origin waits for a permit", () => {
+      const cap = new GlobalCap(1)
+      const line = lineOf("a", 1, 0)
+      expect(cap.mustMakeRoom(connectionOf(line, 0))).toBe(false)
+    })
+
+    it("when another origin waits and no request of its own origin wants it", () => {
+      const cap = new GlobalCap(1)
+      cap.enqueue(lineOf("waiting", 1, 1))
+      expect(cap.mustMakeRoom(connectionOf(lineOf("a", 1, 0), 0))).toBe(true)
+    })
+
+    it("not when its own origin has waiters and only origins with connections wait", () => {
+      const cap = new GlobalCap(1)
+      cap.enqueue(lineOf("waiting", 1, 1))
+      expect(cap.mustMakeRoom(connectionOf(lineOf("a", 1, 1), 100))).toBe(false)
+    })
+
+    it("for an origin with none, when its own origin has another connection", () => {
+      const cap = new GlobalCap(1)
+      cap.enqueue(lineOf("starving", 0, 1))
+      expect(cap.mustMakeRoom(connectionOf(lineOf("a", 2, 1), 0))).toBe(true)
+    })
+
+    it("even its origin's last one, once it served its turn and the starving origin waited longer", () => {
+      const cap = new GlobalCap(1)
+      const starving = lineOf("starving", 0, 1)
+      cap.enqueue(starving)
+      const own = lineOf("a", 1, 1)
+      expect(cap.mustMakeRoom(connectionOf(own, 7))).toBe(false)
+      expect(cap.mustMakeRoom(connectionOf(own, 8))).toBe(true)
+      // Its own next request came first: it keeps its turn.
+      const earlier = lineOf("b", 1, 0)
+      earlier.waiters.append(new Waiter(earlier, 0).node)
+      expect(cap.mustMakeRoom(connectionOf(earlier, 100))).toBe(false)
+    })
+
+    it("not for the starving origin itself", () => {
+      const cap = new GlobalCap(1)
+      const starving = lineOf("starving", 0, 2)
+      cap.enqueue(starving)
+      starving.open = 1
+      expect(cap.mustMakeRoom(connectionOf(starving, 100))).toBe(false)
+    })
+  })
+})
