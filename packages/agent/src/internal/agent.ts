@@ -21,10 +21,10 @@ import { Watchdog } from "./watchdog.js"
 type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
 
 /**
- * The Agent service: sends a request over a pooled connection, retries it
- * once on a fresh connection when a reused one turned out stale and the
- * request may be sent twice, and hands the response over with the rule of
- * its entry point for giving the connection back (release.ts).
+ * The Agent service: sends a request over a pooled connection (an `Attempt`),
+ * retries it once on a fresh connection when a reused one turned out stale
+ * and the request may be sent twice, and hands the response over with the
+ * rule of its entry point for giving the connection back (release.ts).
  *
  * A class, so that the HttpClient adapter can tell the Agent's own service
  * (which it drives through `execute`) from any other implementation.
@@ -33,7 +33,7 @@ type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, 
  */
 export class AgentService implements Agent.Service {
   readonly #pool: ConnectionPool
-  readonly #connector: Context.Tag.Service<typeof Connector>
+  readonly #env: AttemptEnv
   #reused = 0
 
   constructor(
@@ -42,7 +42,13 @@ export class AgentService implements Agent.Service {
     connector: Context.Tag.Service<typeof Connector>
   ) {
     this.#pool = pool
-    this.#connector = connector
+    this.#env = {
+      pool,
+      connector,
+      countReused: () => {
+        this.#reused++
+      }
+    }
   }
 
   /**
@@ -63,9 +69,9 @@ export class AgentService implements Agent.Service {
       const prepared = Request.prepare(request, url, this.config.persist)
       if (prepared instanceof AgentError) return Effect.fail(prepared)
       if (Effect.isEffect(prepared)) {
-        return Effect.flatMap(restore(prepared), (p) => this.#attempt(restore, request, p, false, keep))
+        return Effect.flatMap(restore(prepared), (p) => new Attempt(this.#env, restore, request, p, keep, false).run())
       }
-      return this.#attempt(restore, request, prepared, false, keep)
+      return new Attempt(this.#env, restore, request, prepared, keep, false).run()
     })
   }
 
@@ -102,46 +108,63 @@ export class AgentService implements Agent.Service {
     const url = Request.resolveUrl(request)
     return url instanceof AgentError ? Effect.fail(url) : this.execute(request, url, keep)
   }
+}
 
-  /**
-   * One try, in the uninterruptible region of `execute` that `restore`
-   * leaves: a connection (an idle one of the origin, else one waited for),
-   * an I/O turn first when it was idle a while, then the exchange.
-   */
-  #attempt<A, E, R>(
-    restore: Restore,
+/** What an attempt uses of the Agent. */
+interface AttemptEnv {
+  readonly pool: ConnectionPool
+  readonly connector: Context.Tag.Service<typeof Connector>
+  /** Counts a request sent on a connection that had served one before. */
+  readonly countReused: () => void
+}
+
+/**
+ * One try at a request, in the uninterruptible region of `execute` (or of its
+ * own, for a second try) that `restore` leaves: `run` checks a connection
+ * out (an idle one of the origin, else one waited for), `checked` gives it an
+ * I/O turn first when it was idle a while, then `exchange` sends and hands
+ * the response to `keep`, or `retryStale` decides on the one retry. A class,
+ * as every object made per request (see ARCHITECTURE.md).
+ */
+class Attempt<A, E, R> {
+  constructor(
+    readonly env: AttemptEnv,
+    readonly restore: Restore,
+    readonly request: HttpClientRequest.HttpClientRequest,
+    readonly prepared: Request.Prepared,
+    readonly keep: Keep<A, E, R>,
+    /** True for the one retry after a stale connection. */
+    readonly retried: boolean
+  ) {}
+
+  /** Starts an attempt in an uninterruptible region of its own. */
+  static start<A, E, R>(
+    env: AttemptEnv,
     request: HttpClientRequest.HttpClientRequest,
     prepared: Request.Prepared,
-    retried: boolean,
-    keep: Keep<A, E, R>
+    keep: Keep<A, E, R>,
+    retried: boolean
   ): Effect.Effect<A, AgentError | E, R> {
+    return Effect.uninterruptibleMask((restore) => new Attempt(env, restore, request, prepared, keep, retried).run())
+  }
+
+  run(): Effect.Effect<A, AgentError | E, R> {
+    const pool = this.env.pool
     // The common case: an idle connection, used within the last millisecond.
-    const idle = this.#pool.takeIdle(prepared.origin)
-    if (idle !== undefined) return this.#checked(restore, request, prepared, retried, keep, idle)
-    return Effect.flatMap(
-      this.#pool.wait(prepared.origin, restore),
-      (pooled) => this.#checked(restore, request, prepared, retried, keep, pooled)
-    )
+    const idle = pool.takeIdle(this.prepared.origin)
+    if (idle !== undefined) return this.checked(idle)
+    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore), (pooled) => this.checked(pooled))
   }
 
   /** A connection checked out: sent on unless it broke while idle, after an I/O turn when it was idle a while. */
-  #checked<A, E, R>(
-    restore: Restore,
-    request: HttpClientRequest.HttpClientRequest,
-    prepared: Request.Prepared,
-    retried: boolean,
-    keep: Keep<A, E, R>,
-    pooled: Pooled
-  ): Effect.Effect<A, AgentError | E, R> {
-    if (pooled.connection.broken) return this.#foundBroken(restore, request, prepared, retried, keep, pooled)
-    if (!this.#pool.needsIoTurn(pooled)) return this.#exchange(restore, request, prepared, retried, keep, pooled)
+  checked(pooled: Pooled): Effect.Effect<A, AgentError | E, R> {
+    if (pooled.connection.broken) return this.foundBroken(pooled)
+    const pool = this.env.pool
+    if (!pool.needsIoTurn(pooled)) return this.exchange(pooled)
     return Effect.flatMap(
       // Interrupted here, the connection goes back as it came.
-      Effect.onInterrupt(restore(this.#connector.yieldToIo), () => Effect.sync(() => this.#pool.putBack(pooled))),
-      () =>
-        pooled.connection.broken
-          ? this.#foundBroken(restore, request, prepared, retried, keep, pooled)
-          : this.#exchange(restore, request, prepared, retried, keep, pooled)
+      Effect.onInterrupt(this.restore(this.env.connector.yieldToIo), () => Effect.sync(() => pool.putBack(pooled))),
+      () => pooled.connection.broken ? this.foundBroken(pooled) : this.exchange(pooled)
     )
   }
 
@@ -152,15 +175,8 @@ export class AgentService implements Agent.Service {
    * rather than starting over keeps a server that always does so from
    * looping us.
    */
-  #foundBroken<A, E, R>(
-    restore: Restore,
-    request: HttpClientRequest.HttpClientRequest,
-    prepared: Request.Prepared,
-    retried: boolean,
-    keep: Keep<A, E, R>,
-    pooled: Pooled
-  ): Effect.Effect<A, AgentError | E, R> {
-    this.#pool.putBack(pooled)
+  foundBroken(pooled: Pooled): Effect.Effect<A, AgentError | E, R> {
+    this.env.pool.putBack(pooled)
     if (pooled.connection.served === 0) {
       return Effect.fail(
         new AgentError({
@@ -170,7 +186,7 @@ export class AgentService implements Agent.Service {
         })
       )
     }
-    return restore(Effect.uninterruptibleMask((restore) => this.#attempt(restore, request, prepared, retried, keep)))
+    return this.restore(Attempt.start(this.env, this.request, this.prepared, this.keep, this.retried))
   }
 
   /**
@@ -179,25 +195,18 @@ export class AgentService implements Agent.Service {
    * uninterruptible region, so that an interruption arriving just then cannot
    * drop them. On failure the connection goes back (closed) at once.
    */
-  #exchange<A, E, R>(
-    restore: Restore,
-    request: HttpClientRequest.HttpClientRequest,
-    prepared: Request.Prepared,
-    retried: boolean,
-    keep: Keep<A, E, R>,
-    pooled: Pooled
-  ): Effect.Effect<A, AgentError | E, R> {
+  exchange(pooled: Pooled): Effect.Effect<A, AgentError | E, R> {
     const conn = pooled.connection
     // Effect.exit + flatMap, not matchCauseEffect: its options would be an
     // object literal per request (see ARCHITECTURE.md).
-    return Effect.flatMap(Effect.exit(restore(conn.send(prepared))), (exit) => {
+    return Effect.flatMap(Effect.exit(this.restore(conn.send(this.prepared))), (exit) => {
       if (exit._tag === "Success") {
-        if (conn.served > 0) this.#reused++
-        const response = new AgentResponse(request, exit.value, conn, conn.exchange!)
-        return keep(new Held(response, new Lease(pooled, this.#pool)), restore)
+        if (conn.served > 0) this.env.countReused()
+        const response = new AgentResponse(this.request, exit.value, conn, conn.exchange!)
+        return this.keep(new Held(response, new Lease(pooled, this.env.pool)), this.restore)
       }
-      this.#pool.checkin(pooled)
-      return restore(this.#retryStale(request, prepared, retried, exit.cause, keep))
+      this.env.pool.checkin(pooled)
+      return this.restore(this.retryStale(exit.cause))
     })
   }
 
@@ -207,20 +216,14 @@ export class AgentService implements Agent.Service {
    * it may be sent twice (idempotent, its body replayable). Anything else
    * fails as it is.
    */
-  #retryStale<A, E, R>(
-    request: HttpClientRequest.HttpClientRequest,
-    prepared: Request.Prepared,
-    retried: boolean,
-    cause: Cause.Cause<AgentError>,
-    keep: Keep<A, E, R>
-  ): Effect.Effect<A, AgentError | E, R> {
+  retryStale(cause: Cause.Cause<AgentError>): Effect.Effect<A, AgentError | E, R> {
     if (cause._tag !== "Fail") return Effect.failCause(cause)
     const error = cause.error
-    if (retried || !prepared.retryable || error.reason !== "Stale") return Effect.fail(error)
+    if (this.retried || !this.prepared.retryable || error.reason !== "Stale") return Effect.fail(error)
     // The server closed an idle connection: its other idle connections of
     // that age are likely dead too. The retry goes to a fresh one.
-    this.#pool.closeIdleOf(prepared.origin)
-    return Effect.uninterruptibleMask((restore) => this.#attempt(restore, request, prepared, true, keep))
+    this.env.pool.closeIdleOf(this.prepared.origin)
+    return Attempt.start(this.env, this.request, this.prepared, this.keep, true)
   }
 }
 
