@@ -415,11 +415,71 @@ fixtures("ResponseParser: rejected framing", [
   protocol("Transfer-Encoding in HTTP/1.0", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
   protocol("chunked twice in one field", ok + "Transfer-Encoding: chunked, chunked\r\n\r\n"),
   protocol("chunked twice across fields", ok + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
-  protocol("chunked not last", ok + "Transfer-Encoding: chunked, gzip\r\n\r\n"),
-  protocol("chunked not last across fields", ok + "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"),
+  protocol("chunked applied again after another coding", ok + "Transfer-Encoding: chunked, gzip, chunked\r\n\r\n"),
   protocol("chunked with parameters", ok + "Transfer-Encoding: chunked;q=1\r\n\r\n"),
   protocol("empty Transfer-Encoding", ok + "Transfer-Encoding: \r\n\r\n"),
   protocol("Transfer-Encoding coding that is not a token", ok + "Transfer-Encoding: gz/ip, chunked\r\n\r\n")
+])
+
+fixtures("ResponseParser: what a good response may carry around it", [
+  {
+    name: "chunked not the final coding (chunked, gzip): the body runs to the close, never reused",
+    response: ok + "Transfer-Encoding: chunked, gzip\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+    eof: true,
+    body: "2\r\nab\r\n0\r\n\r\n",
+    canReuse: false,
+    head: { framing: "close" }
+  },
+  {
+    name: "chunked not the final coding (chunked, identity): the body runs to the close",
+    response: ok + "Transfer-Encoding: chunked, identity\r\n\r\nabc",
+    eof: true,
+    body: "abc",
+    canReuse: false,
+    head: { framing: "close" }
+  },
+  {
+    name: "chunked then another coding across fields: the body runs to the close",
+    response: ok + "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    eof: true,
+    body: "abc",
+    canReuse: false,
+    head: { framing: "close" }
+  },
+  {
+    name: "an empty line before the status line is skipped",
+    response: "\r\n" + ok + "Content-Length: 2\r\n\r\nok",
+    body: "ok",
+    canReuse: true
+  },
+  {
+    name: "16 empty lines before the status line are skipped",
+    response: "\r\n".repeat(16) + ok + "Content-Length: 0\r\n\r\n",
+    canReuse: true
+  },
+  {
+    name: "empty lines between a 100 Continue and the final response are skipped",
+    response: "HTTP/1.1 100 Continue\r\n\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok",
+    body: "ok",
+    canReuse: true
+  },
+  {
+    name: "a CRLF after a Content-Length body leaves the response complete and the connection reusable",
+    response: ok + "Content-Length: 2\r\n\r\nok\r\n",
+    body: "ok",
+    canReuse: true
+  },
+  {
+    name: "a CRLF after a 304 leaves it complete and reusable",
+    response: "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n\r\n",
+    canReuse: true
+  },
+  {
+    name: "a lone CR after a body, its LF still to come: complete, not reusable yet",
+    response: ok + "Content-Length: 2\r\n\r\nok\r",
+    body: "ok",
+    canReuse: false
+  }
 ])
 
 fixtures("ResponseParser: rejected chunked bodies", [
@@ -482,7 +542,8 @@ fixtures("ResponseParser: rejected heads", [
   protocol("status and reason without SP", "HTTP/1.1 200OK\r\n\r\n"),
   protocol("two SP before status", "HTTP/1.1  200 OK\r\n\r\n"),
   protocol("control character in reason phrase", "HTTP/1.1 200 O\x01K\r\n\r\n"),
-  protocol("empty line before the status line", "\r\n" + ok + "Content-Length: 0\r\n\r\n"),
+  protocol("17 empty lines before the status line", "\r\n".repeat(17) + ok + "Content-Length: 0\r\n\r\n"),
+  protocol("a bare LF before the status line", "\n" + ok + "Content-Length: 0\r\n\r\n"),
   protocol("bare LF line endings", "HTTP/1.1 200 OK\nContent-Length: 0\n\n"),
   protocol("bare LF ending a field line", ok + "Content-Length: 0\n\r\n"),
   protocol("bare LF ending the head", ok + "Content-Length: 0\r\n\n"),
@@ -536,6 +597,9 @@ fixtures("ResponseParser: truncated and unsolicited", [
   unsolicited("bytes after a chunked body", chunkedHead + "2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n", { body: "ok" }),
   unsolicited("a body after a HEAD response", ok + "Content-Length: 2\r\n\r\nok", { method: "HEAD" }),
   unsolicited("a body after a 204", "HTTP/1.1 204 No Content\r\n\r\nbody"),
+  unsolicited("a CRLF then bytes after a body", ok + "Content-Length: 2\r\n\r\nok\r\nX", { body: "ok" }),
+  unsolicited("a CR followed by anything but LF after a body", ok + "Content-Length: 2\r\n\r\nok\rX", { body: "ok" }),
+  unsolicited("17 empty lines after a body", ok + "Content-Length: 2\r\n\r\nok" + "\r\n".repeat(17), { body: "ok" }),
   unsolicited(
     "a second response pipelined behind the first",
     ok + "Content-Length: 0\r\n\r\n" + ok + "Content-Length: 0\r\n\r\n"
@@ -612,8 +676,25 @@ describe("ResponseParser: lifecycle", () => {
     const { parser } = recorder()
     parser.expect("GET")
     expect(parser.execute(bytes(ok + "Content-Length: 0\r\n\r\n"))).toBeUndefined()
-    expect(parser.execute(bytes("\r\n"))).toMatchObject({ reason: "Unsolicited" })
+    expect(parser.execute(bytes("H"))).toMatchObject({ reason: "Unsolicited" })
     expect(parser.canReuse).toBe(false)
+  })
+
+  it("skips empty lines between responses, a CR and its LF in different reads, and stays reusable", () => {
+    const { events, parser } = recorder()
+    expect(parser.execute(bytes("\r\n"))).toBeUndefined()
+    expect(parser.state).toBe("idle")
+    parser.expect("GET")
+    expect(parser.execute(bytes(ok + "Content-Length: 0\r\n\r\n\r"))).toBeUndefined()
+    expect(parser.canReuse).toBe(false)
+    expect(parser.execute(bytes("\n\r"))).toBeUndefined()
+    expect(parser.canReuse).toBe(false)
+    // The next request is sent before the LF arrives: it ends an empty line before the status line.
+    parser.expect("GET")
+    expect(parser.execute(bytes("\n" + ok + "Content-Length: 0\r\n\r\n"))).toBeUndefined()
+    expect(parser.state).toBe("done")
+    expect(parser.canReuse).toBe(true)
+    expect(events.filter((event) => event.startsWith("head"))).toHaveLength(2)
   })
 
   it("keeps leftover bytes unsolicited even when onComplete arms the next response", () => {

@@ -175,25 +175,28 @@ const keepAliveTimeout = (value: string): number | undefined => {
 const TE_CHUNKED = 0
 const TE_OTHER = 1
 
-/** Classifies a Transfer-Encoding field value by its final coding, or explains why it is unacceptable. */
+/**
+ * Classifies a Transfer-Encoding field value by its final coding (chunked, or
+ * anything else: read until the connection closes), or explains why it is
+ * unacceptable.
+ */
 const transferCoding = (value: string): number | string => {
   let codings = 0
   let chunked = false
+  let chunkedSeen = false
   for (const element of value.split(",")) {
     const coding = trimOws(element)
     if (coding === "") continue // RFC 9110 §5.6.1: empty list elements do not count
     const semicolon = coding.indexOf(";")
     const name = (semicolon === -1 ? coding : trimOws(coding.slice(0, semicolon))).toLowerCase()
     if (!isTokenString(name)) return "invalid transfer coding in Transfer-Encoding"
-    if (chunked) {
-      return name === "chunked"
-        ? "chunked applied more than once in Transfer-Encoding"
-        : "chunked is not the final transfer coding"
-    }
     if (name === "chunked") {
+      if (chunkedSeen) return "chunked applied more than once in Transfer-Encoding"
       if (semicolon !== -1) return "chunked transfer coding with parameters"
-      chunked = true
+      chunkedSeen = true
     }
+    // RFC 9112 §6.3: chunked that is not the final coding frames nothing; the body runs to the close.
+    chunked = name === "chunked"
     codings++
   }
   if (codings === 0) return "empty Transfer-Encoding"
@@ -242,6 +245,16 @@ const NO_SET_COOKIE: ReadonlyArray<string> = Object.freeze([])
 
 const UNSOLICITED_AFTER_RESPONSE = "bytes received after the response was complete"
 
+/**
+ * Empty lines (CRLF) skipped between responses: after a body, between an
+ * interim and the final response, before a status line, or on an idle
+ * connection (some servers send one after a body). More is not a server
+ * being sloppy.
+ */
+const MAX_EMPTY_LINES = 16
+
+const CR_ONLY = Uint8Array.of(CR)
+
 const parseError = (reason: Http1.ParseErrorReason, detail: string): Http1.ParseError => ({
   _tag: "ParseError",
   reason,
@@ -271,6 +284,10 @@ export class ResponseParser implements Http1.ResponseParser {
   #reusable = false
   // Set by #complete so that execute can tell a response ended inside the current call.
   #completed = false
+  // Empty lines skipped since the last response (see MAX_EMPTY_LINES), and a CR
+  // received between responses whose LF has not come yet.
+  #emptyLines = 0
+  #strayCR = false
 
   // The head (or trailer) line being read: bytes of a line split across chunks wait in #pending.
   #pending: Uint8Array | undefined = undefined
@@ -307,7 +324,7 @@ export class ResponseParser implements Http1.ResponseParser {
   }
 
   get canReuse(): boolean {
-    return this.#state === DONE && this.#reusable
+    return this.#state === DONE && this.#reusable && !this.#strayCR
   }
 
   expect(method: string): void {
@@ -319,18 +336,23 @@ export class ResponseParser implements Http1.ResponseParser {
     this.#reusable = false
     this.#trailers = EMPTY_FIELDS
     this.#startHead()
+    if (this.#strayCR) {
+      // Its LF, still to come, ends an empty line before the status line.
+      this.#strayCR = false
+      this.#appendPending(CR_ONLY, 0, 1)
+    }
   }
 
   execute(chunk: Uint8Array): Http1.ParseError | undefined {
     if (this.#state === ERROR) return this.#error
     const end = chunk.length
     if (end === 0) return undefined
-    if (this.#state === IDLE) return this.#fail("Unsolicited", "bytes received while no response is expected")
+    if (this.#state === IDLE || this.#state === DONE) return this.#betweenResponses(chunk, 0)
     this.#completed = false
     this.#received = true
     let pos = 0
     while (pos < end) {
-      if (this.#completed) return this.#fail("Unsolicited", UNSOLICITED_AFTER_RESPONSE)
+      if (this.#completed) return this.#betweenResponses(chunk, pos)
       switch (this.#state) {
         case STATUS_LINE:
         case FIELDS:
@@ -454,11 +476,37 @@ export class ResponseParser implements Http1.ResponseParser {
           break
         }
         case DONE: {
-          return this.#fail("Unsolicited", UNSOLICITED_AFTER_RESPONSE)
+          return this.#betweenResponses(chunk, pos)
         }
       }
     }
     return undefined
+  }
+
+  /**
+   * Bytes with no response under way (idle, or after a complete one): empty
+   * lines (CRLF, a bounded number) are skipped and leave the parser as it
+   * was; anything else is a response nobody asked for, and fails it.
+   */
+  #betweenResponses(chunk: Uint8Array, pos: number): Http1.ParseError | undefined {
+    const end = chunk.length
+    for (; pos < end; pos++) {
+      const c = chunk[pos]
+      if (this.#strayCR) {
+        if (c !== LF || ++this.#emptyLines > MAX_EMPTY_LINES) break
+        this.#strayCR = false
+      } else if (c !== CR) {
+        break
+      } else {
+        this.#strayCR = true
+      }
+    }
+    if (pos === end) return undefined
+    this.#strayCR = false
+    return this.#fail(
+      "Unsolicited",
+      this.#state === IDLE ? "bytes received while no response is expected" : UNSOLICITED_AFTER_RESPONSE
+    )
   }
 
   finish(): Http1.ParseError | undefined {
@@ -509,6 +557,7 @@ export class ResponseParser implements Http1.ResponseParser {
   #complete(trailers: Record<string, string>): void {
     this.#state = DONE
     this.#completed = true
+    this.#emptyLines = 0
     this.#headers = EMPTY_FIELDS
     this.#handler.onComplete(trailers)
   }
@@ -596,6 +645,11 @@ export class ResponseParser implements Http1.ResponseParser {
   }
 
   #statusLine(bytes: Uint8Array, start: number, end: number): boolean {
+    if (start === end) {
+      if (++this.#emptyLines <= MAX_EMPTY_LINES) return true
+      this.#fail("Protocol", `more than ${MAX_EMPTY_LINES} empty lines before a status line`)
+      return false
+    }
     // HTTP-version SP 3DIGIT [ SP reason-phrase ]; the reason phrase may be empty or, with its SP, absent.
     if (
       end - start < 12 ||
