@@ -117,3 +117,66 @@ describe("an idle connection that receives data or EOF", () => {
       }).pipe(Effect.provide(NodeAgent.layer()))
     }), timeout)
 })
+
+describe("an idle connection that receives empty lines (CRLF), as some servers send after a body", () => {
+  for (
+    const [name, bytes] of [
+      ["one CRLF", "\r\n"],
+      ["a CR, then its LF in a later packet", "\r"],
+      ["16 CRLFs", "\r\n".repeat(16)]
+    ] as const
+  ) {
+    it.scopedLive(`${name}: skipped, and the connection carries the next request`, () =>
+      Effect.gen(function*() {
+        const server = yield* Server.make()
+        yield* Effect.gen(function*() {
+          expect((yield* send(HttpClientRequest.get(server.url("/first")))).body).toBe("GET /first")
+          const first = server.sockets[0]!
+          yield* Effect.sleep("5 millis")
+          yield* Effect.sync(() => first.write(bytes))
+          if (bytes === "\r") {
+            yield* Effect.sleep("5 millis")
+            yield* Effect.sync(() => first.write("\n"))
+          }
+          yield* Effect.sleep("20 millis")
+          expect(first.closed, "the client closed a connection that only received empty lines").toBe(false)
+          const response = yield* send(HttpClientRequest.post(server.url("/next")).pipe(HttpClientRequest.bodyText("next")))
+          expect(response).toMatchObject({ status: 200, body: "POST /next" })
+          expect(server.sockets.length).toBe(1)
+          expect(first.arrivals.map((a) => a.path)).toEqual(["/first", "/next"])
+          yield* expectClean(1)
+        }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
+      }), timeout)
+  }
+
+  it.scopedLive("17 CRLFs: more than a server's slip, the connection is closed and never reused", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.make()
+      yield* Effect.gen(function*() {
+        yield* send(HttpClientRequest.get(server.url("/first")))
+        const first = server.sockets[0]!
+        yield* Effect.sync(() => first.write("\r\n".repeat(17)))
+        yield* Server.until(() => first.closed, () => "the client kept a connection that sent 17 empty lines")
+        expect(first.closedBy).toBe("client")
+        expect((yield* send(HttpClientRequest.get(server.url("/next")))).body).toBe("GET /next")
+        expect(server.sockets.length).toBe(2)
+        yield* expectClean(1)
+      }).pipe(Effect.provide(NodeAgent.layer()))
+    }), timeout)
+
+  it.scopedLive("a CRLF written right after a 304 and a CRLF before the next status line: both responses arrive, one connection", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.make({
+        onRequest: (request) => {
+          if (request.path === "/304") return request.socket.write("HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n\r\n")
+          request.socket.write("\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        }
+      })
+      yield* Effect.gen(function*() {
+        expect((yield* send(HttpClientRequest.get(server.url("/304")))).status).toBe(304)
+        expect((yield* send(HttpClientRequest.get(server.url("/next")))).body).toBe("ok")
+        expect(server.sockets.length).toBe(1)
+        yield* expectClean(1)
+      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
+    }), timeout)
+})

@@ -153,13 +153,22 @@ export class Connection implements TransportListener, Deadline {
   }
 
   onData(chunk: Uint8Array): void {
-    const ex = this.#waitingExchange()
-    if (ex === undefined) return
+    const ex = this.#exchange
+    if (ex !== undefined && ex.failure !== undefined) return this.#breakIdle()
+    if (ex === undefined || ex.complete) {
+      // Between responses the parser skips empty lines (some servers send a
+      // CRLF after a body); anything else ends the connection, and is never
+      // read as the next response.
+      if (this.#parser.execute(chunk) !== undefined) this.#breakIdle()
+      return
+    }
     ex.receivedAny = true
     const error = this.#parser.execute(chunk)
-    if (error !== undefined) {
-      this.#fail(ex, error.reason === "Unsolicited" ? "Protocol" : error.reason, error.detail)
-    }
+    if (error === undefined) return
+    // A response complete before the bytes that follow it in the same read
+    // stands, correctly framed as it was; only its connection is done for.
+    if (ex.complete) return this.#breakIdle()
+    this.#fail(ex, error.reason === "Unsolicited" ? "Protocol" : error.reason, error.detail)
   }
 
   onEnd(): void {
