@@ -227,7 +227,9 @@ export interface RequestRefusal {
  * Written in order: the request line, `host`, the caller's headers (minus `host`
  * and `content-length`), `content-length` (for a `Length` body, and for an
  * `Empty` body of POST, PUT or PATCH) or `transfer-encoding: chunked`, then
- * `connection: close` when `persist` is false.
+ * `connection: close` when `persist` is false, else `connection: keep-alive`
+ * unless the caller set a `connection` header (a server may send its
+ * `Keep-Alive` hint only when asked).
  *
  * Refused: a method that is not a token; a path not starting with `/` (other
  * than `*` for OPTIONS) or holding SP, control characters or characters above
@@ -251,7 +253,7 @@ export interface RequestRefusal {
  *   body: { _tag: "Empty" },
  *   persist: true
  * })
- * // "GET /search?q=effect HTTP/1.1\r\nhost: example.com\r\naccept: application/json\r\n\r\n"
+ * // "GET /search?q=effect HTTP/1.1\r\nhost: example.com\r\naccept: application/json\r\nconnection: keep-alive\r\n\r\n"
  * ```
  *
  * @since 0.1.0

@@ -830,7 +830,7 @@ const refused = (input: Http1.RequestHeadInput): string => {
 describe("encodeRequestHead", () => {
   it("writes a GET", () => {
     expect(encoded(request({ path: "/search?q=a%20b&x=1", headers: { accept: "*/*", "user-agent": "keepalive" } })))
-      .toBe("GET /search?q=a%20b&x=1 HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\nuser-agent: keepalive\r\n\r\n")
+      .toBe("GET /search?q=a%20b&x=1 HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\nuser-agent: keepalive\r\nconnection: keep-alive\r\n\r\n")
   })
 
   it("writes a POST with a length", () => {
@@ -841,22 +841,22 @@ describe("encodeRequestHead", () => {
       headers: { "content-type": "application/json", "content-length": "13" },
       body: length(13)
     }))).toBe(
-      "POST /items HTTP/1.1\r\nhost: example.com:8080\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n"
+      "POST /items HTTP/1.1\r\nhost: example.com:8080\r\ncontent-type: application/json\r\ncontent-length: 13\r\nconnection: keep-alive\r\n\r\n"
     )
   })
 
   it("writes content-length: 0 for an empty POST, PUT or PATCH only", () => {
-    expect(encoded(request({ method: "POST" }))).toBe("POST / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\n\r\n")
-    expect(encoded(request({ method: "PATCH" }))).toBe("PATCH / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\n\r\n")
-    expect(encoded(request({ method: "DELETE" }))).toBe("DELETE / HTTP/1.1\r\nhost: example.com\r\n\r\n")
-    expect(encoded(request({ headers: { "content-length": "0" } }))).toBe("GET / HTTP/1.1\r\nhost: example.com\r\n\r\n")
+    expect(encoded(request({ method: "POST" }))).toBe("POST / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n")
+    expect(encoded(request({ method: "PATCH" }))).toBe("PATCH / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n")
+    expect(encoded(request({ method: "DELETE" }))).toBe("DELETE / HTTP/1.1\r\nhost: example.com\r\nconnection: keep-alive\r\n\r\n")
+    expect(encoded(request({ headers: { "content-length": "0" } }))).toBe("GET / HTTP/1.1\r\nhost: example.com\r\nconnection: keep-alive\r\n\r\n")
     expect(encoded(request({ method: "DELETE", body: length(0) })))
-      .toBe("DELETE / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\n\r\n")
+      .toBe("DELETE / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n")
   })
 
   it("writes a chunked PUT", () => {
     expect(encoded(request({ method: "PUT", path: "/upload", headers: { "content-type": "text/plain" }, body: chunked })))
-      .toBe("PUT /upload HTTP/1.1\r\nhost: example.com\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
+      .toBe("PUT /upload HTTP/1.1\r\nhost: example.com\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n")
   })
 
   it("writes connection: close instead of the caller's connection header when not persisting", () => {
@@ -866,26 +866,33 @@ describe("encodeRequestHead", () => {
       .toBe("GET / HTTP/1.1\r\nhost: example.com\r\nconnection: keep-alive\r\n\r\n")
   })
 
+  it("asks for keep-alive on a persistent request, and writes a caller's connection header instead, never both", () => {
+    expect(encoded(request({}))).toBe("GET / HTTP/1.1\r\nhost: example.com\r\nconnection: keep-alive\r\n\r\n")
+    expect(encoded(request({ headers: { Connection: "close" } })))
+      .toBe("GET / HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n")
+    expect(encoded(request({ persist: false }))).toBe("GET / HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n")
+  })
+
   it("writes the caller's host header first, in place of input.host", () => {
     expect(encoded(request({ headers: { accept: "*/*", host: "other.test:81" } })))
-      .toBe("GET / HTTP/1.1\r\nhost: other.test:81\r\naccept: */*\r\n\r\n")
+      .toBe("GET / HTTP/1.1\r\nhost: other.test:81\r\naccept: */*\r\nconnection: keep-alive\r\n\r\n")
   })
 
   it("writes header values verbatim and names lower-cased", () => {
     const headers = { "X-Custom": "[object Object]", "constructor": "x", tostring: "", "x-tab": "a\tb" }
     expect(encoded(request({ headers })))
-      .toBe("GET / HTTP/1.1\r\nhost: example.com\r\nx-custom: [object Object]\r\nconstructor: x\r\ntostring: \r\nx-tab: a\tb\r\n\r\n")
+      .toBe("GET / HTTP/1.1\r\nhost: example.com\r\nx-custom: [object Object]\r\nconstructor: x\r\ntostring: \r\nx-tab: a\tb\r\nconnection: keep-alive\r\n\r\n")
   })
 
   it("writes latin1 values one byte per character", () => {
     const head = Http1.encodeRequestHead(request({ path: "/caf\xe9", headers: { "x-name": "Jos\xe9" } }))
     expect(head).toBeInstanceOf(Uint8Array)
     expect(Array.from(head as Uint8Array).filter((b) => b === 0xe9)).toHaveLength(2)
-    expect(text(head as Uint8Array)).toBe("GET /caf\xe9 HTTP/1.1\r\nhost: example.com\r\nx-name: Jos\xe9\r\n\r\n")
+    expect(text(head as Uint8Array)).toBe("GET /caf\xe9 HTTP/1.1\r\nhost: example.com\r\nx-name: Jos\xe9\r\nconnection: keep-alive\r\n\r\n")
   })
 
   it("allows * only for OPTIONS", () => {
-    expect(encoded(request({ method: "OPTIONS", path: "*" }))).toBe("OPTIONS * HTTP/1.1\r\nhost: example.com\r\n\r\n")
+    expect(encoded(request({ method: "OPTIONS", path: "*" }))).toBe("OPTIONS * HTTP/1.1\r\nhost: example.com\r\nconnection: keep-alive\r\n\r\n")
     refused(request({ path: "*" }))
   })
 

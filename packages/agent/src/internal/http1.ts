@@ -975,7 +975,9 @@ export const encodeRequestHead = (input: Http1.RequestHeadInput): Uint8Array | H
   } else if (body._tag === "Length" || method === "POST" || method === "PUT" || method === "PATCH") {
     head += "content-length: " + bodyLength + "\r\n"
   }
-  head += persist ? "\r\n" : "connection: close\r\n\r\n"
+  // `keep-alive` asks for the server's Keep-Alive hint: some (apache2) send
+  // `Keep-Alive: timeout=N` only to a request that says it.
+  head += !persist ? "connection: close\r\n\r\n" : (seen & 4) === 0 ? "connection: keep-alive\r\n\r\n" : "\r\n"
   // TextEncoder is the faster path, and for ASCII its UTF-8 is the latin1 encoding.
   return ascii ? encoder.encode(head) : encodeLatin1(head)
 }
