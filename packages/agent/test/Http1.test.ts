@@ -149,6 +149,14 @@ fixtures("ResponseParser: framing", [
     canReuse: true
   },
   {
+    name: "chunk extensions as RFC 9112 writes them: BWS around ; and =, token and quoted values, quoted pairs",
+    response: chunkedHead +
+      "2 ; a = b ;c;d=\"x y\\\"z;\" ;e\r\nok\r\n" +
+      "1;q=\"\"\r\n!\r\n" +
+      "0;last=\"\\\\\"\r\n\r\n",
+    body: "ok!"
+  },
+  {
     name: "chunked with hex sizes in both cases and leading zeros",
     response: chunkedHead + "0000a\r\n0123456789\r\nA\r\nabcdefghij\r\n00\r\n\r\n",
     body: "0123456789abcdefghij"
@@ -516,6 +524,16 @@ fixtures("ResponseParser: rejected chunked bodies", [
     { options: { maxChunkExtensionSize: 4 } }
   ),
   protocol("control character in an extension", chunkedHead + "1;a\x01b\r\nx\r\n0\r\n\r\n"),
+  protocol("an extension with no name (2;)", chunkedHead + "2;\r\nok\r\n0\r\n\r\n"),
+  protocol("two semicolons (2;;)", chunkedHead + "2;;\r\nok\r\n0\r\n\r\n"),
+  protocol("a value with no name (2;=x)", chunkedHead + "2;=x\r\nok\r\n0\r\n\r\n"),
+  protocol("words with spaces (2;a b c)", chunkedHead + "2;a b c\r\nok\r\n0\r\n\r\n"),
+  protocol("a value that is not a token (2;a=\\xff)", chunkedHead + "2;a=\xff\r\nok\r\n0\r\n\r\n"),
+  protocol("a quoted value left open at the end of the line", chunkedHead + "5;a=\"abc;b=def\r\nhello\r\n0\r\n\r\n"),
+  protocol("a CRLF inside a quoted value", chunkedHead + "2;a=\"x\r\ny\"\r\nok\r\n0\r\n\r\n"),
+  protocol("whitespace before the CRLF that ends the extensions", chunkedHead + "2;a \r\nok\r\n0\r\n\r\n"),
+  protocol("an empty value (2;a=)", chunkedHead + "2;a=\r\nok\r\n0\r\n\r\n"),
+  protocol("text after a quoted value", chunkedHead + "2;a=\"x\"y\r\nok\r\n0\r\n\r\n"),
   protocol("trailer with invalid name", chunkedHead + "0\r\nBad Name: 1\r\n\r\n"),
   protocol("trailer with obs-fold", chunkedHead + "0\r\nX: 1\r\n 2\r\n\r\n"),
   protocol("trailer ended by bare LF", chunkedHead + "0\r\nX: 1\n\r\n"),

@@ -255,6 +255,21 @@ const MAX_EMPTY_LINES = 16
 
 const CR_ONLY = Uint8Array.of(CR)
 
+// Chunk extension grammar states (see CHUNK_EXTENSION).
+const EXT_BEFORE_NAME = 0
+const EXT_NAME = 1
+const EXT_AFTER_NAME = 2
+const EXT_BEFORE_VALUE = 3
+const EXT_TOKEN_VALUE = 4
+const EXT_QUOTED = 5
+const EXT_QUOTED_PAIR = 6
+const EXT_AFTER_QUOTE = 7
+const EXT_AFTER_VALUE = 8
+const EXT_INVALID = 9
+const EQUALS = 0x3d
+const DQUOTE = 0x22
+const BACKSLASH = 0x5c
+
 const parseError = (reason: Http1.ParseErrorReason, detail: string): Http1.ParseError => ({
   _tag: "ParseError",
   reason,
@@ -307,6 +322,8 @@ export class ResponseParser implements Http1.ResponseParser {
   // Body bytes left: of the Content-Length body, or of the current chunk (also its size while it is read).
   #remaining = 0
   #extensionSize = 0
+  // Where in a chunk extension's grammar the parser is (EXT_*).
+  #extState = EXT_BEFORE_NAME
 
   constructor(handler: Http1.ResponseHandler, options?: Http1.ParserOptions) {
     this.#handler = handler
@@ -400,8 +417,10 @@ export class ResponseParser implements Http1.ResponseParser {
               continue
             }
             if (c === CR) this.#state = CHUNK_SIZE_LF
-            else if (c === SEMICOLON) this.#state = CHUNK_EXTENSION
-            else if (isOws(c)) this.#state = CHUNK_SIZE_BWS
+            else if (c === SEMICOLON) {
+              this.#state = CHUNK_EXTENSION
+              this.#extState = EXT_BEFORE_NAME
+            } else if (isOws(c)) this.#state = CHUNK_SIZE_BWS
             else return this.#fail("Protocol", "invalid chunk size")
             // Whitespace and extensions count from their first byte, so neither can grow without bound.
             this.#extensionSize = 1
@@ -414,27 +433,69 @@ export class ResponseParser implements Http1.ResponseParser {
         case CHUNK_SIZE_BWS: {
           // RFC 9112 §7.1.1 allows whitespace before a chunk extension, and nowhere else on the line.
           const c = chunk[pos]!
-          if (c === SEMICOLON) this.#state = CHUNK_EXTENSION
-          else if (!isOws(c)) return this.#fail("Protocol", "whitespace after a chunk size")
+          if (c === SEMICOLON) {
+            this.#state = CHUNK_EXTENSION
+            this.#extState = EXT_BEFORE_NAME
+          } else if (!isOws(c)) return this.#fail("Protocol", "whitespace after a chunk size")
           if (++this.#extensionSize > this.#maxChunkExtensionSize) return this.#fail("Protocol", "chunk extension too large")
           pos++
           break
         }
         case CHUNK_EXTENSION: {
+          // RFC 9112 §7.1.1: *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ),
+          // entered just after a ";". Read, checked and dropped: no extension is understood.
           const max = this.#maxChunkExtensionSize
           let size = this.#extensionSize
+          let ext = this.#extState
           while (pos < end) {
             const c = chunk[pos]!
-            if (c === CR) {
+            if (c === CR && (ext === EXT_NAME || ext === EXT_TOKEN_VALUE || ext === EXT_AFTER_QUOTE)) {
               this.#state = CHUNK_SIZE_LF
               pos++
               break
             }
-            if ((CHAR_CLASS[c]! & FIELD_CHAR) === 0) return this.#fail("Protocol", "invalid character in a chunk extension")
             if (++size > max) return this.#fail("Protocol", "chunk extension too large")
+            const token = (CHAR_CLASS[c]! & TOKEN) !== 0
+            const ows = c === SP || c === HTAB
+            switch (ext) {
+              case EXT_BEFORE_NAME:
+                ext = token ? EXT_NAME : ows ? EXT_BEFORE_NAME : EXT_INVALID
+                break
+              case EXT_NAME:
+                ext = token ? EXT_NAME : ows ? EXT_AFTER_NAME : c === EQUALS ? EXT_BEFORE_VALUE : c === SEMICOLON ? EXT_BEFORE_NAME : EXT_INVALID
+                break
+              case EXT_AFTER_NAME:
+                ext = ows ? EXT_AFTER_NAME : c === EQUALS ? EXT_BEFORE_VALUE : c === SEMICOLON ? EXT_BEFORE_NAME : EXT_INVALID
+                break
+              case EXT_BEFORE_VALUE:
+                ext = token ? EXT_TOKEN_VALUE : ows ? EXT_BEFORE_VALUE : c === DQUOTE ? EXT_QUOTED : EXT_INVALID
+                break
+              case EXT_TOKEN_VALUE:
+                ext = token ? EXT_TOKEN_VALUE : ows ? EXT_AFTER_VALUE : c === SEMICOLON ? EXT_BEFORE_NAME : EXT_INVALID
+                break
+              case EXT_QUOTED:
+                // qdtext: HTAB, SP, VCHAR except DQUOTE and backslash, obs-text; a CR or LF never.
+                ext = c === DQUOTE
+                  ? EXT_AFTER_QUOTE
+                  : c === BACKSLASH
+                  ? EXT_QUOTED_PAIR
+                  : (CHAR_CLASS[c]! & FIELD_CHAR) !== 0
+                  ? EXT_QUOTED
+                  : EXT_INVALID
+                break
+              case EXT_QUOTED_PAIR:
+                ext = (CHAR_CLASS[c]! & FIELD_CHAR) !== 0 ? EXT_QUOTED : EXT_INVALID
+                break
+              case EXT_AFTER_QUOTE:
+              case EXT_AFTER_VALUE:
+                ext = ows ? EXT_AFTER_VALUE : c === SEMICOLON ? EXT_BEFORE_NAME : EXT_INVALID
+                break
+            }
+            if (ext === EXT_INVALID) return this.#fail("Protocol", "invalid chunk extension")
             pos++
           }
           this.#extensionSize = size
+          this.#extState = ext
           break
         }
         case CHUNK_SIZE_LF: {
