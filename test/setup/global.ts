@@ -7,12 +7,11 @@
  * with the reason, and the nginx tests skip (or fail, under CI).
  */
 import { spawn, spawnSync } from "node:child_process"
-import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { TestProject } from "vitest/node"
+import { apt, aptCandidate, findBinary, freePort, stop, waitForStart } from "./servers.js"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -40,39 +39,9 @@ export const bigBody = (): Uint8Array => {
   return out
 }
 
-const apt = (args: ReadonlyArray<string>): boolean => {
-  const result = spawnSync("apt-get", args, {
-    stdio: "ignore",
-    timeout: 300_000,
-    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }
-  })
-  return result.status === 0
-}
-
-const aptCandidate = (name: string): boolean => {
-  const result = spawnSync("apt-cache", ["policy", name], { encoding: "utf8", timeout: 60_000 })
-  return result.status === 0 && /Candidate:\s*(?!\(none\))\S/.test(result.stdout)
-}
-
-const findNginx = (): string | undefined => {
-  // sbin directories are often missing from a non-root PATH.
-  const dirs = [...(process.env.PATH ?? "").split(path.delimiter), "/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"]
-  for (const dir of dirs) {
-    if (dir === "") continue
-    const candidate = path.join(dir, "nginx")
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK)
-      return candidate
-    } catch {
-      // not here
-    }
-  }
-  return undefined
-}
-
 /** The nginx binary, installing it when allowed; or the reason there is none. */
 const obtainNginx = (): { readonly binary: string } | { readonly unavailable: string } => {
-  const found = findNginx()
+  const found = findBinary("nginx", ["/usr/local/nginx/sbin"])
   if (found !== undefined) return { binary: found }
   if (process.getuid?.() !== 0) return { unavailable: "nginx is not installed and we are not root to install it" }
   const pick = () => ["nginx-light", "nginx"].find(aptCandidate)
@@ -83,29 +52,9 @@ const obtainNginx = (): { readonly binary: string } | { readonly unavailable: st
   }
   if (pkg === undefined) return { unavailable: "apt has neither nginx-light nor nginx" }
   if (!apt(["install", "-y", "--no-install-recommends", pkg])) return { unavailable: `apt-get install ${pkg} failed` }
-  const installed = findNginx()
+  const installed = findBinary("nginx", ["/usr/local/nginx/sbin"])
   return installed === undefined ? { unavailable: `${pkg} installed but no nginx binary found` } : { binary: installed }
 }
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
-
-const accepts = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port })
-    socket.once("connect", () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once("error", () => resolve(false))
-  })
 
 const dirPrefix = "keepalive-nginx-"
 
@@ -168,28 +117,6 @@ http {
   }
 }
 `
-
-const waitForStart = async (child: ChildProcess, port: number): Promise<boolean> => {
-  let exited = child.exitCode !== null
-  child.once("exit", () => {
-    exited = true
-  })
-  const deadline = Date.now() + 5_000
-  while (Date.now() < deadline && !exited) {
-    if (await accepts(port)) return true
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  return false
-}
-
-const stop = async (child: ChildProcess): Promise<void> => {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  child.kill("SIGTERM")
-  const timer = setTimeout(() => child.kill("SIGKILL"), 5_000)
-  await exited
-  clearTimeout(timer)
-}
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const unavailable = (reason: string) => {
