@@ -95,6 +95,25 @@ describe("Connection", () => {
         .toMatchObject({ reason: "Timeout", phase: "headers" })
     }))
 
+  // A transport may still deliver a read that was under way when the
+  // connection was given up mid-body: it must be dropped, not parsed into an
+  // exchange that is gone.
+  it.scoped("body bytes arriving after the response was given up mid-body are dropped, and the connection stays broken", () =>
+    Effect.gen(function*() {
+      const server = new MemoryServer(() => {})
+      const socket = new ServerSocket(Origin.make("http", "a.test"), 1, server)
+      const { watchdog } = yield* countedWatchdog
+      const conn = yield* connectionOn(socket, 1000, 5000, watchdog)
+      void conn.send(request("/x"))
+      const encoder = new TextEncoder()
+      conn.onData(encoder.encode("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"))
+      expect(conn.exchange?.head?.status).toBe(200)
+      expect(conn.finish(4000)).toBe(false)
+      expect(() => conn.onData(encoder.encode("world"))).not.toThrow()
+      expect(conn.broken).toBe(true)
+      expect(socket.destroyed).toBe(true)
+    }))
+
   // One timer fiber for all connections, not one per request or per
   // connection: a fast response completes before the fiber first runs, and
   // the fiber must stay for the next exchanges instead of leaving at once.

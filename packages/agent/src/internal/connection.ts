@@ -154,12 +154,12 @@ export class Connection implements TransportListener, Deadline {
 
   onData(chunk: Uint8Array): void {
     const ex = this.#exchange
-    if (ex !== undefined && ex.failure !== undefined) return this.#breakIdle()
-    if (ex === undefined || ex.complete) {
+    if (ex === undefined || ex.complete || ex.failure !== undefined) {
       // Between responses the parser skips empty lines (some servers send a
       // CRLF after a body); anything else ends the connection, and is never
-      // read as the next response.
-      if (this.#parser.execute(chunk) !== undefined) this.#breakIdle()
+      // read as the next response. A broken connection (its response given
+      // up mid-body, say) reads nothing more at all.
+      if (this.broken || ex?.failure !== undefined || this.#parser.execute(chunk) !== undefined) this.#breakIdle()
       return
     }
     ex.receivedAny = true
