@@ -22,6 +22,46 @@ type Event =
  */
 const readBuffer = Buffer.allocUnsafe(64 * 1024)
 
+/** How long a socket whose write failed keeps reading what its peer sent before it closed. */
+const lingerMillis = 200
+
+/**
+ * A peer that answers and closes while a request body is still being sent
+ * (an HTTP/1.0 server that does not read the body) makes the next write fail
+ * (EPIPE, ECONNRESET). Node then destroys the socket at once, and the answer
+ * the peer sent first, already in the kernel's buffer but not yet read, is
+ * lost. So a write error does not destroy the socket at once: it keeps reading
+ * until the peer's FIN, a read error, our own destroy, or `lingerMillis`, and
+ * then reports the write error. Node destroys a socket on a write error by
+ * calling its `destroy(error)` with an error whose `syscall` is `"write"`:
+ * that call is the one deferred (`python-http-server.test.ts` fails if it is not).
+ */
+const lingerAfterWriteError = (socket: net.Socket): void => {
+  const destroyNow = socket.destroy.bind(socket)
+  let writeError: Error | undefined
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const finish = () => {
+    if (timer !== undefined) clearTimeout(timer)
+    timer = undefined
+    destroyNow(writeError)
+  }
+  socket.destroy = (error?: Error) => {
+    if (error !== undefined && (error as NodeJS.ErrnoException).syscall === "write" && !socket.destroyed) {
+      if (writeError === undefined) {
+        writeError = error
+        timer = setTimeout(finish, lingerMillis)
+        socket.once("end", finish)
+      }
+      return socket
+    }
+    if (writeError === undefined) return destroyNow(error)
+    if (timer !== undefined) clearTimeout(timer)
+    timer = undefined
+    // A read error or our own destroy ends the lingering at once.
+    return destroyNow(error)
+  }
+}
+
 /** A net.Socket as a Transport; events before `listen` are queued. */
 class SocketTransport implements Transport {
   #listener: TransportListener | undefined = undefined
@@ -30,6 +70,7 @@ class SocketTransport implements Transport {
   /** `copiesReads`: the socket reads with `onread` and calls `received` itself, no 'data' events. */
   constructor(readonly socket: net.Socket, copiesReads: boolean) {
     if (!copiesReads) socket.on("data", (chunk: Buffer) => this.received(chunk))
+    lingerAfterWriteError(socket)
     socket.on("end", () => this.#listener ? this.#listener.onEnd() : this.#queue({ _tag: "end" }))
     socket.on("error", (cause) => this.#listener ? this.#listener.onError(cause) : this.#queue({ _tag: "error", cause }))
     socket.on("close", () => this.#listener ? this.#listener.onClose() : this.#queue({ _tag: "close" }))
