@@ -189,8 +189,13 @@ describe("Pool: the global cap", () => {
       yield* settle
       const late = yield* Fiber.poll(a2)
       expect({ soon: soon._tag, late: late._tag, stats, sockets: server.sockets.length }).toMatchObject({
-        soon: "Some"
+        soon: "Some",
+        late: "Some",
+        // Handed straight from a1 to a2: no second connection, nothing left waiting.
+        stats: { open: 1, opened: 1, reused: 1, busy: 0, waiting: 0 },
+        sockets: 1
       })
+      expect(yield* Fiber.join(a2)).toBe("ok")
     }))
   })
 
@@ -223,7 +228,14 @@ describe("Pool: the global cap", () => {
       yield* TestClock.adjust("60 seconds")
       yield* settle
       const bLate = (yield* Fiber.poll(b))._tag
-      expect({ bDone, bLate, stats }).toMatchObject({ bDone: "Some", bLate: "Some" })
+      expect({ bDone, bLate, stats, sockets: server.sockets.length }).toMatchObject({
+        bDone: "Some",
+        bLate: "Some",
+        // a's connection closed to give the only permit to b, which opened its own.
+        stats: { open: 1, opened: 2, busy: 0, waiting: 0 },
+        sockets: 2
+      })
+      expect(yield* Fiber.join(b)).toBe("ok")
     }))
   })
 
