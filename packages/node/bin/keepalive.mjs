@@ -1,6 +1,3 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly: the workspace ships no build step.
-import { register } from "tsx/esm/api"
-
-register()
-await import("../src/bin.ts")
+// The compiled CLI (`pnpm demo` runs the TypeScript sources through tsx instead).
+await import("../dist/bin.js")
