@@ -31,13 +31,18 @@ const lingerMillis = 200
  * (EPIPE, ECONNRESET). Node then destroys the socket at once, and the answer
  * the peer sent first, already in the kernel's buffer but not yet read, is
  * lost. So a write error does not destroy the socket at once: it keeps reading
- * until the peer's FIN, a read error, our own destroy, or `lingerMillis`, and
- * then reports the write error. Node destroys a socket on a write error by
- * calling its `destroy(error)` with an error whose `syscall` is `"write"`:
- * that call is the one deferred (`python-http-server.test.ts` fails if it is not).
+ * until the peer's EOF, a read error, our own destroy, or `lingerMillis`, and
+ * then reports the write error.
+ *
+ * Two of Node's ways are relied on (`python-http-server.test.ts` fails if
+ * either changes): a socket is destroyed on a write error through its
+ * `destroy(error)`, with an error whose `syscall` is `"write"` (that call is
+ * deferred); and its read side, errored by the write error from then on, emits
+ * no 'end', but still hands EOF to its `push(null)` (which `onEnd` hears).
  */
-const lingerAfterWriteError = (socket: net.Socket): void => {
+const lingerAfterWriteError = (socket: net.Socket, onEnd: () => void): void => {
   const destroyNow = socket.destroy.bind(socket)
+  const push = socket.push.bind(socket)
   let writeError: Error | undefined
   let timer: ReturnType<typeof setTimeout> | undefined
   const finish = () => {
@@ -45,16 +50,25 @@ const lingerAfterWriteError = (socket: net.Socket): void => {
     timer = undefined
     destroyNow(writeError)
   }
+  socket.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+    const pushed = push(chunk, encoding)
+    if (chunk === null && writeError !== undefined && timer !== undefined) {
+      onEnd()
+      finish()
+    }
+    return pushed
+  }
   socket.destroy = (error?: Error) => {
-    if (error !== undefined && (error as NodeJS.ErrnoException).syscall === "write" && !socket.destroyed) {
+    if (
+      error !== undefined && (error as NodeJS.ErrnoException).syscall === "write" && !socket.destroyed &&
+      !socket.readableEnded
+    ) {
       if (writeError === undefined) {
         writeError = error
         timer = setTimeout(finish, lingerMillis)
-        socket.once("end", finish)
       }
       return socket
     }
-    if (writeError === undefined) return destroyNow(error)
     if (timer !== undefined) clearTimeout(timer)
     timer = undefined
     // A read error or our own destroy ends the lingering at once.
@@ -70,8 +84,8 @@ class SocketTransport implements Transport {
   /** `copiesReads`: the socket reads with `onread` and calls `received` itself, no 'data' events. */
   constructor(readonly socket: net.Socket, copiesReads: boolean) {
     if (!copiesReads) socket.on("data", (chunk: Buffer) => this.received(chunk))
-    lingerAfterWriteError(socket)
-    socket.on("end", () => this.#listener ? this.#listener.onEnd() : this.#queue({ _tag: "end" }))
+    lingerAfterWriteError(socket, () => this.#ended())
+    socket.on("end", () => this.#ended())
     socket.on("error", (cause) => this.#listener ? this.#listener.onError(cause) : this.#queue({ _tag: "error", cause }))
     socket.on("close", () => this.#listener ? this.#listener.onClose() : this.#queue({ _tag: "close" }))
     socket.on("drain", () => this.#listener ? this.#listener.onDrain() : this.#queue({ _tag: "drain" }))
@@ -82,6 +96,16 @@ class SocketTransport implements Transport {
     if (this.#listener) this.#listener.onData(chunk)
     // Kept past this call: copied (Uint8Array's slice copies, a Buffer's would not).
     else this.#queue({ _tag: "data", chunk: Uint8Array.prototype.slice.call(chunk) })
+  }
+
+  #endSeen = false
+
+  /** The peer's EOF, told once (from 'end', or from a socket lingering after a write error). */
+  #ended(): void {
+    if (this.#endSeen) return
+    this.#endSeen = true
+    if (this.#listener) this.#listener.onEnd()
+    else this.#queue({ _tag: "end" })
   }
 
   #queue(event: Event): void {
