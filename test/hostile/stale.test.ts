@@ -185,3 +185,25 @@ describe("the one retry", () => {
       yield* server.allClosed
     }), timeout)
 })
+
+describe("empty lines before the close", () => {
+  it.scopedLive("a reused connection that sends only a CRLF, then closes, is stale: a GET is retried once and succeeds", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.make({
+        onHead: (request) => {
+          if (request.path === "/target" && request.index > 0) {
+            request.socket.write("\r\n")
+            request.socket.fin()
+          }
+        }
+      })
+      yield* Effect.gen(function*() {
+        yield* send(HttpClientRequest.get(server.url("/warm")))
+        const response = yield* send(HttpClientRequest.get(server.url("/target")))
+        expect(response.body).toBe("GET /target")
+        expect(server.count("GET", "/target")).toBe(2)
+        yield* expectClean()
+      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
+      yield* server.allClosed
+    }), timeout)
+})

@@ -133,8 +133,10 @@ export interface ResponseParser {
   /**
    * Feeds bytes and calls the handler synchronously. Returns undefined, or a
    * `ParseError` after which `state` is `"error"` and every later call returns that same error.
-   * Bytes that arrive while no response is expected, or that are left over in
-   * the chunk after the response completed, are `"Unsolicited"`.
+   * Empty lines (CRLF, at most 16 between two responses) are skipped before a
+   * status line, after a complete response and while idle; any other byte that
+   * arrives while no response is expected, or is left over in the chunk after
+   * the response completed, is `"Unsolicited"`.
    */
   execute(chunk: Uint8Array): ParseError | undefined
   /**
@@ -145,7 +147,11 @@ export interface ResponseParser {
   finish(): ParseError | undefined
   /** `"head"` from `expect` until the final head is parsed, `"body"` until the body (and trailers) end. */
   readonly state: "idle" | "head" | "body" | "done" | "error"
-  /** True only when `state` is `"done"` and the response allows reuse (`keepAlive`, and framing not `"close"`). */
+  /**
+   * True only when `state` is `"done"`, the response allows reuse (`keepAlive`,
+   * and framing not `"close"`), and no CR after it still waits for its LF: so
+   * it can turn false after `onComplete` answered, when a lone CR follows.
+   */
   readonly canReuse: boolean
 }
 

@@ -715,6 +715,16 @@ describe("ResponseParser: lifecycle", () => {
     expect(events.filter((event) => event.startsWith("head"))).toHaveLength(2)
   })
 
+  it("keeps a leftover CRLF unsolicited too when onComplete arms the next response", () => {
+    const parser: Http1.ResponseParser = new Http1.ResponseParser({
+      onHead: () => {},
+      onBody: () => {},
+      onComplete: () => parser.expect("GET")
+    })
+    parser.expect("GET")
+    expect(parser.execute(bytes(ok + "Content-Length: 0\r\n\r\n\r"))).toMatchObject({ reason: "Unsolicited" })
+  })
+
   it("keeps leftover bytes unsolicited even when onComplete arms the next response", () => {
     const heads: Array<number> = []
     const parser: Http1.ResponseParser = new Http1.ResponseParser({

@@ -369,7 +369,11 @@ export class ResponseParser implements Http1.ResponseParser {
     this.#received = true
     let pos = 0
     while (pos < end) {
-      if (this.#completed) return this.#betweenResponses(chunk, pos)
+      // Empty lines may follow a complete response; once a handler armed the
+      // next one from onComplete, nothing may (it would be read as that one).
+      if (this.#completed) {
+        return this.#state === DONE ? this.#betweenResponses(chunk, pos) : this.#fail("Unsolicited", UNSOLICITED_AFTER_RESPONSE)
+      }
       switch (this.#state) {
         case STATUS_LINE:
         case FIELDS:
