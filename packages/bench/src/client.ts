@@ -1,7 +1,7 @@
 /**
  * One measurement in a fresh process:
  *
- *   node --conditions=keepalive-dist dist/client.js <client> <scenario> <seconds> <basePort>
+ *   node dist/client.js <client> <scenario> <seconds> <basePort>
  *
  * Builds the client, runs the closed loop (1 s warm-up, then <seconds>
  * measured) and prints one JSON `ClientReport` line on stdout. A fresh process

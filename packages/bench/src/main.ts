@@ -96,7 +96,7 @@ const clientGraceSeconds = 30
 
 const spawnClient = (args: ReadonlyArray<string>, seconds: number, script = clientScript): Promise<ClientReport> =>
   new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--conditions=keepalive-dist", script, ...args], {
+    const child = spawn(process.execPath, [script, ...args], {
       cwd: path.join(path.dirname(script), ".."),
       stdio: ["ignore", "pipe", "pipe"]
     })
