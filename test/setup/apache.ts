@@ -15,7 +15,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { TestProject } from "vitest/node"
-import { apt, aptCandidate, findBinary, freePort, stop, waitForStart } from "./servers.js"
+import { apt, aptCandidate, findBinary, startOnFreePort } from "./servers.js"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -110,48 +110,19 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const removeDir = () => fs.rmSync(dir, { recursive: true, force: true })
   const user = process.getuid?.() === 0 ? "www-data" : ""
 
-  let lastError = ""
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort()
+  const started = await startOnFreePort((port) => {
     const confPath = path.join(dir, "apache2.conf")
     fs.writeFileSync(confPath, config(dir, port, user))
     fs.writeFileSync(path.join(dir, "access.log"), "", { mode: 0o644 })
-    const child = spawn(obtained.binary, ["-f", confPath, "-DFOREGROUND"], {
+    return spawn(obtained.binary, ["-f", confPath, "-DFOREGROUND"], {
       stdio: ["ignore", "ignore", "pipe"],
       // apache2's Debian build reads these; the config sets everything it needs itself.
       env: { ...process.env, APACHE_RUN_DIR: dir, APACHE_LOG_DIR: dir, APACHE_LOCK_DIR: dir, APACHE_PID_FILE: `${dir}/apache.pid` }
     })
-    let stderr = ""
-    child.stderr?.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString()
-    })
-    child.once("error", (cause) => {
-      stderr += String(cause)
-    })
-    if (await waitForStart(child, port)) {
-      const killOnExit = () => {
-        child.kill("SIGKILL")
-        removeDir()
-      }
-      process.once("exit", killOnExit)
-      project.provide("apachePort", port)
-      project.provide("apacheUnavailable", "")
-      project.provide("apacheAccessLog", path.join(dir, "access.log"))
-      return async () => {
-        process.off("exit", killOnExit)
-        await stop(child)
-        removeDir()
-      }
-    }
-    await stop(child)
-    let log = ""
-    try {
-      log = fs.readFileSync(path.join(dir, "error.log"), "utf8")
-    } catch {
-      // apache failed before opening its log
-    }
-    lastError = `${stderr}${log}`.trim().split("\n").slice(-3).join(" | ")
-  }
-  removeDir()
-  return unavailable(`apache2 did not start: ${lastError}`)
+  }, path.join(dir, "error.log"), removeDir)
+  if ("error" in started) return unavailable(`apache2 did not start: ${started.error}`)
+  project.provide("apachePort", started.port)
+  project.provide("apacheUnavailable", "")
+  project.provide("apacheAccessLog", path.join(dir, "access.log"))
+  return started.teardown
 }

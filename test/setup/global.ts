@@ -11,7 +11,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { TestProject } from "vitest/node"
-import { apt, aptCandidate, findBinary, freePort, stop, waitForStart } from "./servers.js"
+import { apt, aptCandidate, findBinary, startOnFreePort } from "./servers.js"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -140,46 +140,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const help = spawnSync(obtained.binary, ["-h"], { encoding: "utf8" })
   const errorLogFlag = `${help.stdout}${help.stderr}`.includes("-e filename") ? ["-e", path.join(dir, "error.log")] : []
 
-  let lastError = ""
-  // A free port can be taken between probing and nginx's bind: try a few.
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort()
+  const started = await startOnFreePort((port) => {
     const confPath = path.join(dir, "nginx.conf")
     fs.writeFileSync(confPath, config(dir, port))
-    const child = spawn(obtained.binary, ["-p", `${dir}/`, "-c", confPath, ...errorLogFlag], {
-      stdio: ["ignore", "ignore", "pipe"]
-    })
-    let stderr = ""
-    child.stderr?.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString()
-    })
-    child.once("error", (cause) => {
-      stderr += String(cause)
-    })
-    if (await waitForStart(child, port)) {
-      // Should vitest exit without teardown, leave neither nginx nor its directory behind.
-      const killOnExit = () => {
-        child.kill("SIGKILL")
-        removeDir()
-      }
-      process.once("exit", killOnExit)
-      project.provide("nginxPort", port)
-      project.provide("nginxUnavailable", "")
-      return async () => {
-        process.off("exit", killOnExit)
-        await stop(child)
-        removeDir()
-      }
-    }
-    await stop(child)
-    let log = ""
-    try {
-      log = fs.readFileSync(path.join(dir, "error.log"), "utf8")
-    } catch {
-      // nginx failed before opening its log
-    }
-    lastError = `${stderr}${log}`.trim().split("\n").slice(-3).join(" | ")
-  }
-  removeDir()
-  return unavailable(`nginx did not start: ${lastError}`)
+    return spawn(obtained.binary, ["-p", `${dir}/`, "-c", confPath, ...errorLogFlag], { stdio: ["ignore", "ignore", "pipe"] })
+  }, path.join(dir, "error.log"), removeDir)
+  if ("error" in started) return unavailable(`nginx did not start: ${started.error}`)
+  project.provide("nginxPort", started.port)
+  project.provide("nginxUnavailable", "")
+  return started.teardown
 }

@@ -86,3 +86,54 @@ export const stop = async (child: ChildProcess): Promise<void> => {
   clearTimeout(timer)
 }
 
+
+/**
+ * Starts a server with `start(port)` on a free port, trying three (a free port
+ * can be taken between probing and the server's bind). Returns the running
+ * server and a teardown that stops it and runs `cleanup` (also run, with the
+ * server killed, should the process exit without teardown); or why it did not
+ * start (its stderr and the end of `errorLog`), after running `cleanup`.
+ */
+export const startOnFreePort = async (
+  start: (port: number) => ChildProcess,
+  errorLog: string,
+  cleanup: () => void
+): Promise<{ readonly port: number; readonly teardown: () => Promise<void> } | { readonly error: string }> => {
+  let lastError = ""
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort()
+    const child = start(port)
+    let stderr = ""
+    child.stderr?.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString()
+    })
+    child.once("error", (cause) => {
+      stderr += String(cause)
+    })
+    if (await waitForStart(child, port)) {
+      const killOnExit = () => {
+        child.kill("SIGKILL")
+        cleanup()
+      }
+      process.once("exit", killOnExit)
+      return {
+        port,
+        teardown: async () => {
+          process.off("exit", killOnExit)
+          await stop(child)
+          cleanup()
+        }
+      }
+    }
+    await stop(child)
+    let log = ""
+    try {
+      log = fs.readFileSync(errorLog, "utf8")
+    } catch {
+      // the server failed before opening its log
+    }
+    lastError = `${stderr}${log}`.trim().split("\n").slice(-3).join(" | ")
+  }
+  cleanup()
+  return { error: lastError }
+}
