@@ -193,9 +193,8 @@ export const connect = (options: NodeConnector.Options) =>
         const socket = transport.socket
         const onError = (cause: unknown) => {
           socket.destroy()
-          resume(Effect.fail(
-            new AgentError({ reason: "Connect", origin: origin.key, detail: String((cause as Error)?.message ?? cause), cause })
-          ))
+          const detail = origin.scheme === "https" ? tlsFailure(cause, origin.host) : String((cause as Error)?.message ?? cause)
+          resume(Effect.fail(new AgentError({ reason: "Connect", origin: origin.key, detail, cause })))
         }
         socket.once("error", onError)
         socket.once(origin.scheme === "https" ? "secureConnect" : "connect", () => {
@@ -205,6 +204,38 @@ export const connect = (options: NodeConnector.Options) =>
       })
     })
   })
+
+/** Certificate errors that mean: not signed by a CA this client trusts. */
+const untrusted = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED"
+])
+
+/**
+ * A failed TLS connect as one readable line ending in its stable code: Node's
+ * own message for a handshake error is OpenSSL's raw line
+ * (`…:error:0A00010B:SSL routines:…`).
+ */
+const tlsFailure = (cause: unknown, host: string): string => {
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? "UNKNOWN"
+  const message = String((cause as Error | undefined)?.message ?? cause)
+  if (untrusted.has(code)) return `TLS: the server's certificate is not signed by a trusted CA (${code})`
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID") return `TLS: the server's certificate is not valid for ${host} (${code})`
+  if (code === "CERT_HAS_EXPIRED") return `TLS: the server's certificate has expired (${code})`
+  if (code === "CERT_NOT_YET_VALID") return `TLS: the server's certificate is not valid yet (${code})`
+  if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || /wrong version number/.test(message)) {
+    return `TLS: the server did not answer in TLS (a plain HTTP port?) (ERR_SSL_WRONG_VERSION_NUMBER)`
+  }
+  if (code === "ECONNRESET" || /socket disconnected before secure TLS connection/.test(message)) {
+    return `TLS: the server closed the connection during the handshake (${code})`
+  }
+  if (code === "ECONNREFUSED") return `connection refused (${code})`
+  return `TLS handshake failed: ${message.split("\n")[0]!.replace(/^.*?:error:[0-9A-F]+:/, "")} (${code})`
+}
 
 /** A socket to the origin, connecting. */
 const open = (options: NodeConnector.Options, origin: Origin, connectOptions: ConnectOptions): SocketTransport => {

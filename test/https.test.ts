@@ -1,0 +1,206 @@
+/**
+ * HTTPS against a local node:https server whose CA and certificates are made
+ * at test time with Debian's `openssl` (no key is committed): verification on
+ * by default, SNI, reuse proven server-side (one handshake for many
+ * requests), and every failed handshake one readable line, reason `Connect`.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Agent } from "@keepalive/agent"
+import { NodeAgent, NodeConnector } from "@keepalive/node"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as https from "node:https"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import type * as tls from "node:tls"
+import { findBinary } from "./setup/servers.js"
+
+const openssl = findBinary("openssl")
+const inCi = process.env.CI === "true"
+if (openssl === undefined && !inCi) console.warn("HTTPS tests skipped: no openssl to make certificates")
+
+interface Certificates {
+  readonly ca: string
+  /** For localhost and 127.0.0.1. */
+  readonly key: string
+  readonly cert: string
+  /** For other.test only. */
+  readonly otherKey: string
+  readonly otherCert: string
+}
+
+/** A CA and two server certificates signed by it, made now in a temporary directory (removed at once). */
+const makeCertificates = (): Certificates => {
+  if (openssl === undefined) throw new Error("openssl is required under CI")
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-tls-"))
+  const run = (...args: Array<string>) => execFileSync(openssl, args, { cwd: dir, stdio: "ignore" })
+  try {
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=keepalive test CA")
+    const leaf = (name: string, san: string) => {
+      run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`)
+      fs.writeFileSync(path.join(dir, `${name}.ext`), `subjectAltName=${san}\n`)
+      run("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", `${name}.crt`, "-days", "2", "-extfile", `${name}.ext`)
+    }
+    leaf("localhost", "DNS:localhost,IP:127.0.0.1")
+    leaf("other", "DNS:other.test")
+    const read = (file: string) => fs.readFileSync(path.join(dir, file), "utf8")
+    return { ca: read("ca.crt"), key: read("localhost.key"), cert: read("localhost.crt"), otherKey: read("other.key"), otherCert: read("other.crt") }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const certificates = openssl === undefined && !inCi ? undefined : makeCertificates()
+
+interface Handshakes {
+  readonly port: number
+  /** Handshakes completed: one per TLS connection. */
+  count: number
+  /** The server name each handshake asked for (SNI), `false` when none. */
+  readonly servernames: Array<string | false>
+}
+
+/** A node:https server on 127.0.0.1 that answers `hello`, counting handshakes; closed with the scope. */
+const httpsServer = (options: https.ServerOptions) =>
+  Effect.acquireRelease(
+    Effect.async<{ server: https.Server; handshakes: Handshakes }>((resume) => {
+      const server = https.createServer(options, (_request, response) => response.end("hello"))
+      const handshakes: Handshakes = { port: 0, count: 0, servernames: [] }
+      server.on("secureConnection", (socket: tls.TLSSocket) => {
+        handshakes.count++
+        handshakes.servernames.push((socket as tls.TLSSocket & { servername: string | false }).servername)
+      })
+      server.listen(0, "127.0.0.1", () => {
+        ;(handshakes as { port: number }).port = (server.address() as net.AddressInfo).port
+        resume(Effect.succeed({ server, handshakes }))
+      })
+    }),
+    ({ server }) => Effect.async<void>((resume) => {
+      server.closeAllConnections()
+      server.close(() => resume(Effect.void))
+    })
+  )
+
+const agentWith = (options: NodeConnector.Options) =>
+  Agent.layer().pipe(Layer.provide(NodeConnector.layerWith(options)))
+
+const connectFailure = (url: string) =>
+  Agent.requestString(url).pipe(
+    Effect.flip,
+    Effect.map((error) => ({ reason: error.reason, detail: error.detail }))
+  )
+
+describe.skipIf(certificates === undefined)("HTTPS", () => {
+  const certs = certificates!
+
+  it.scopedLive("with the test CA trusted: 5 sequential requests share one TLS handshake, SNI sent for a host name", () =>
+    Effect.gen(function*() {
+      const { handshakes } = yield* httpsServer({ key: certs.key, cert: certs.cert })
+      const bodies = yield* Effect.forEach(
+        [1, 2, 3, 4, 5],
+        () => Agent.requestString(`https://localhost:${handshakes.port}/`)
+      ).pipe(Effect.provide(agentWith({ tls: { ca: certs.ca } })))
+      expect(bodies).toEqual(["hello", "hello", "hello", "hello", "hello"])
+      expect(handshakes.count).toBe(1)
+      expect(handshakes.servernames).toEqual(["localhost"])
+    }))
+
+  it.scopedLive("no SNI for an IP literal", () =>
+    Effect.gen(function*() {
+      const { handshakes } = yield* httpsServer({ key: certs.key, cert: certs.cert })
+      expect(yield* Agent.requestString(`https://127.0.0.1:${handshakes.port}/`).pipe(
+        Effect.provide(agentWith({ tls: { ca: certs.ca } }))
+      )).toBe("hello")
+      expect(handshakes.servernames).toEqual([false])
+    }))
+
+  it.scopedLive("verification is on by default: an untrusted CA fails with Connect, one readable line, nothing sent", () =>
+    Effect.gen(function*() {
+      let requests = 0
+      const { handshakes, server } = yield* httpsServer({ key: certs.key, cert: certs.cert })
+      server.on("request", () => requests++)
+      const failure = yield* connectFailure(`https://localhost:${handshakes.port}/`).pipe(Effect.provide(NodeAgent.layer()))
+      expect(failure.reason).toBe("Connect")
+      expect(failure.detail).toMatch(/^TLS: the server's certificate is not signed by a trusted CA \([A-Z_]+\)$/)
+      expect(requests).toBe(0)
+    }))
+
+  it.scopedLive("a certificate for another host name fails with Connect, naming the host", () =>
+    Effect.gen(function*() {
+      const { handshakes } = yield* httpsServer({ key: certs.otherKey, cert: certs.otherCert })
+      const failure = yield* connectFailure(`https://localhost:${handshakes.port}/`).pipe(
+        Effect.provide(agentWith({ tls: { ca: certs.ca } }))
+      )
+      expect(failure).toEqual({
+        reason: "Connect",
+        detail: "TLS: the server's certificate is not valid for localhost (ERR_TLS_CERT_ALTNAME_INVALID)"
+      })
+    }))
+
+  it.scopedLive("https: to a plain HTTP port fails with Connect and a readable line, not OpenSSL's", () =>
+    Effect.gen(function*() {
+      const server = yield* Effect.acquireRelease(
+        Effect.async<http.Server>((resume) => {
+          const plain = http.createServer((_request, response) => response.end("plain"))
+          plain.listen(0, "127.0.0.1", () => resume(Effect.succeed(plain)))
+        }),
+        (plain) => Effect.async<void>((resume) => {
+          plain.closeAllConnections()
+          plain.close(() => resume(Effect.void))
+        })
+      )
+      const port = (server.address() as net.AddressInfo).port
+      const failure = yield* connectFailure(`https://127.0.0.1:${port}/`).pipe(Effect.provide(NodeAgent.layer()))
+      expect(failure).toEqual({
+        reason: "Connect",
+        detail: "TLS: the server did not answer in TLS (a plain HTTP port?) (ERR_SSL_WRONG_VERSION_NUMBER)"
+      })
+    }))
+
+  it.scopedLive("the handshake counts against connectTimeout: a server that accepts but never answers it times the connect out", () =>
+    Effect.gen(function*() {
+      const sockets: Array<net.Socket> = []
+      const server = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const silent = net.createServer((socket) => void sockets.push(socket))
+          silent.listen(0, "127.0.0.1", () => resume(Effect.succeed(silent)))
+        }),
+        (silent) =>
+          Effect.async<void>((resume) => {
+            for (const socket of sockets) socket.destroy()
+            silent.close(() => resume(Effect.void))
+          })
+      )
+      const port = (server.address() as net.AddressInfo).port
+      const started = performance.now()
+      const failure = yield* Agent.requestString(`https://127.0.0.1:${port}/`).pipe(
+        Effect.flip,
+        Effect.provide(Agent.layer({ connectTimeout: "300 millis" }).pipe(Layer.provide(NodeConnector.layer)))
+      )
+      expect({ reason: failure.reason, phase: failure.phase }).toEqual({ reason: "Timeout", phase: "connect" })
+      expect(sockets.length).toBe(1)
+      expect(performance.now() - started).toBeLessThan(3000)
+    }))
+
+  it.scopedLive("a server that closes during the handshake fails with Connect", () =>
+    Effect.gen(function*() {
+      const server = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const closing = net.createServer((socket) => socket.destroy())
+          closing.listen(0, "127.0.0.1", () => resume(Effect.succeed(closing)))
+        }),
+        (closing) =>
+          Effect.async<void>((resume) => {
+            closing.close(() => resume(Effect.void))
+          })
+      )
+      const port = (server.address() as net.AddressInfo).port
+      const failure = yield* connectFailure(`https://127.0.0.1:${port}/`).pipe(Effect.provide(NodeAgent.layer()))
+      expect(failure.reason).toBe("Connect")
+      expect(failure.detail).toMatch(/^TLS: the server closed the connection during the handshake \([A-Z_]+\)$/)
+    }))
+})
