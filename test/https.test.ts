@@ -31,7 +31,30 @@ interface Certificates {
   /** For other.test only. */
   readonly otherKey: string
   readonly otherCert: string
+  /** For localhost, valid for one day in 2020. */
+  readonly expiredKey: string
+  readonly expiredCert: string
+  /** A client certificate (mutual TLS). */
+  readonly clientKey: string
+  readonly clientCert: string
 }
+
+/** A minimal `openssl ca` setup: the one way to sign with a validity window in the past. */
+const caConfig = `
+[ ca ]
+default_ca = test_ca
+[ test_ca ]
+dir = .
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = anything
+copy_extensions = copy
+unique_subject = no
+[ anything ]
+commonName = supplied
+`
 
 /** A CA and two server certificates signed by it, made now in a temporary directory (removed at once). */
 const makeCertificates = (): Certificates => {
@@ -47,8 +70,24 @@ const makeCertificates = (): Certificates => {
     }
     leaf("localhost", "DNS:localhost,IP:127.0.0.1")
     leaf("other", "DNS:other.test")
+    leaf("client", "DNS:client.test")
+    fs.writeFileSync(path.join(dir, "ca.cnf"), caConfig)
+    fs.writeFileSync(path.join(dir, "index.txt"), "")
+    fs.writeFileSync(path.join(dir, "serial"), "1000\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost")
+    run("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key", "-in", "expired.csr", "-out", "expired.crt", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z")
     const read = (file: string) => fs.readFileSync(path.join(dir, file), "utf8")
-    return { ca: read("ca.crt"), key: read("localhost.key"), cert: read("localhost.crt"), otherKey: read("other.key"), otherCert: read("other.crt") }
+    return {
+      ca: read("ca.crt"),
+      key: read("localhost.key"),
+      cert: read("localhost.crt"),
+      otherKey: read("other.key"),
+      otherCert: read("other.crt"),
+      expiredKey: read("expired.key"),
+      expiredCert: read("expired.crt"),
+      clientKey: read("client.key"),
+      clientCert: read("client.crt")
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
@@ -139,6 +178,45 @@ describe.skipIf(certificates === undefined)("HTTPS", () => {
         reason: "Connect",
         detail: "TLS: the server's certificate is not valid for localhost (ERR_TLS_CERT_ALTNAME_INVALID)"
       })
+    }))
+
+  it.scopedLive("an expired certificate fails with Connect: CERT_HAS_EXPIRED", () =>
+    Effect.gen(function*() {
+      const { handshakes } = yield* httpsServer({ key: certs.expiredKey, cert: certs.expiredCert })
+      const failure = yield* connectFailure(`https://localhost:${handshakes.port}/`).pipe(
+        Effect.provide(agentWith({ tls: { ca: certs.ca } }))
+      )
+      expect(failure).toEqual({ reason: "Connect", detail: "TLS: the server's certificate has expired (CERT_HAS_EXPIRED)" })
+    }))
+
+  it.scopedLive("mutual TLS: a client certificate the server trusts is accepted; without one the server refuses, in one readable line", () =>
+    Effect.gen(function*() {
+      const { handshakes, server } = yield* httpsServer({
+        key: certs.key,
+        cert: certs.cert,
+        ca: certs.ca,
+        requestCert: true,
+        rejectUnauthorized: true
+      })
+      const subjects: Array<string> = []
+      server.on("secureConnection", (socket: tls.TLSSocket) => subjects.push(String(socket.getPeerCertificate().subject?.CN)))
+      const accepted = yield* Agent.requestString(`https://localhost:${handshakes.port}/`).pipe(
+        Effect.provide(agentWith({ tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } }))
+      )
+      expect(accepted).toBe("hello")
+      expect(subjects).toEqual(["client"])
+      const refused = yield* Agent.requestString(`https://localhost:${handshakes.port}/`).pipe(
+        Effect.flip,
+        Effect.provide(agentWith({ tls: { ca: certs.ca } }))
+      )
+      // TLS 1.3 finishes the client's side of the handshake first: the server's
+      // refusal (an alert) comes after the request was written, so the request
+      // fails as a fresh connection's transport error, in one readable line.
+      expect(refused.reason).toBe("Transport")
+      expect(refused.detail).toBe(
+        "Error: TLS: the server refused the client certificate, or its absence (ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED)"
+      )
+      expect(refused.detail).not.toMatch(/:error:[0-9A-F]+:/)
     }))
 
   it.scopedLive("https: to a plain HTTP port fails with Connect and a readable line, not OpenSSL's", () =>

@@ -81,12 +81,21 @@ class SocketTransport implements Transport {
   #listener: TransportListener | undefined = undefined
   #queued: Array<Event> | undefined = []
 
-  /** `copiesReads`: the socket reads with `onread` and calls `received` itself, no 'data' events. */
-  constructor(readonly socket: net.Socket, copiesReads: boolean) {
+  /**
+   * `copiesReads`: the socket reads with `onread` and calls `received` itself,
+   * no 'data' events. `tlsHost`: the host of a TLS socket.
+   */
+  constructor(readonly socket: net.Socket, copiesReads: boolean, tlsHost?: string) {
     if (!copiesReads) socket.on("data", (chunk: Buffer) => this.received(chunk))
     lingerAfterWriteError(socket, () => this.#ended())
     socket.on("end", () => this.#ended())
-    socket.on("error", (cause) => this.#listener ? this.#listener.onError(cause) : this.#queue({ _tag: "error", cause }))
+    socket.on("error", (raw) => {
+      // A TLS alert after the handshake (TLS 1.3: a server refusing the
+      // client's certificate) is one readable line too, not OpenSSL's.
+      const cause = tlsHost !== undefined && isOpenSslError(raw) ? new Error(tlsFailure(raw, tlsHost), { cause: raw }) : raw
+      if (this.#listener) this.#listener.onError(cause)
+      else this.#queue({ _tag: "error", cause })
+    })
     socket.on("close", () => this.#listener ? this.#listener.onClose() : this.#queue({ _tag: "close" }))
     socket.on("drain", () => this.#listener ? this.#listener.onDrain() : this.#queue({ _tag: "drain" }))
   }
@@ -234,8 +243,19 @@ const tlsFailure = (cause: unknown, host: string): string => {
     return `TLS: the server closed the connection during the handshake (${code})`
   }
   if (code === "ECONNREFUSED") return `connection refused (${code})`
-  return `TLS handshake failed: ${message.split("\n")[0]!.replace(/^.*?:error:[0-9A-F]+:/, "")} (${code})`
+  if (/ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN)$/.test(code)) {
+    return `TLS: the server refused the client certificate, or its absence (${code})`
+  }
+  // OpenSSL's own short reason when it gives one, else the first line without its error-queue prefix.
+  const reason = (cause as { reason?: unknown } | undefined)?.reason
+  const what = typeof reason === "string" && reason !== "" ? reason : message.split("\n")[0]!.replace(/^.*?:error:[0-9A-F]+:/, "")
+  return `TLS handshake failed: ${what} (${code})`
 }
+
+/** An error from OpenSSL (its code `ERR_SSL_…`, or its `library` field set). */
+const isOpenSslError = (cause: unknown): boolean =>
+  typeof cause === "object" && cause !== null &&
+  (String((cause as NodeJS.ErrnoException).code ?? "").startsWith("ERR_SSL_") || "library" in cause)
 
 /** A socket to the origin, connecting. */
 const open = (options: NodeConnector.Options, origin: Origin, connectOptions: ConnectOptions): SocketTransport => {
@@ -267,7 +287,7 @@ const open = (options: NodeConnector.Options, origin: Origin, connectOptions: Co
     })
   // TLS sockets take no `onread` (they read through 'data' events); no-delay is set on them by call.
   if (!tcp) socket.setNoDelay(true)
-  return transport = new SocketTransport(socket, tcp)
+  return transport = new SocketTransport(socket, tcp, tcp ? undefined : host)
 }
 
 /** @internal */
