@@ -99,6 +99,8 @@ interface Handshakes {
   readonly port: number
   /** Handshakes completed: one per TLS connection. */
   count: number
+  /** Of those, the ones that resumed an earlier session. */
+  resumed: number
   /** The server name each handshake asked for (SNI), `false` when none. */
   readonly servernames: Array<string | false>
 }
@@ -108,9 +110,10 @@ const httpsServer = (options: https.ServerOptions) =>
   Effect.acquireRelease(
     Effect.async<{ server: https.Server; handshakes: Handshakes }>((resume) => {
       const server = https.createServer(options, (_request, response) => response.end("hello"))
-      const handshakes: Handshakes = { port: 0, count: 0, servernames: [] }
+      const handshakes: Handshakes = { port: 0, count: 0, resumed: 0, servernames: [] }
       server.on("secureConnection", (socket: tls.TLSSocket) => {
         handshakes.count++
+        if (socket.isSessionReused()) handshakes.resumed++
         handshakes.servernames.push((socket as tls.TLSSocket & { servername: string | false }).servername)
       })
       server.listen(0, "127.0.0.1", () => {
@@ -146,6 +149,22 @@ describe.skipIf(certificates === undefined)("HTTPS", () => {
       expect(bodies).toEqual(["hello", "hello", "hello", "hello", "hello"])
       expect(handshakes.count).toBe(1)
       expect(handshakes.servernames).toEqual(["localhost"])
+    }))
+
+  it.scopedLive("a new connection to a server that had one resumes its TLS session; another Connector's options never share it", () =>
+    Effect.gen(function*() {
+      const { handshakes } = yield* httpsServer({ key: certs.key, cert: certs.cert })
+      const url = `https://localhost:${handshakes.port}/`
+      // A connection each: idle connections are closed before the next request.
+      const oneAtATime = (options: NodeConnector.Options) =>
+        Effect.forEach([1, 2, 3], () => Effect.zipRight(Agent.requestString(url), Effect.sleep("150 millis"))).pipe(
+          Effect.provide(Agent.layer({ idleTimeout: "50 millis" }).pipe(Layer.provide(NodeConnector.layerWith(options))))
+        )
+      yield* oneAtATime({ tls: { ca: certs.ca } })
+      expect({ count: handshakes.count, resumed: handshakes.resumed }).toEqual({ count: 3, resumed: 2 })
+      // Other TLS options, another Connector: its first connection resumes nothing.
+      yield* oneAtATime({ tls: { ca: certs.ca, minVersion: "TLSv1.2" } })
+      expect({ count: handshakes.count, resumed: handshakes.resumed }).toEqual({ count: 6, resumed: 4 })
     }))
 
   it.scopedLive("no SNI for an IP literal", () =>

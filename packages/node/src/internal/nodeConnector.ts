@@ -183,8 +183,49 @@ class Registration {
 }
 
 /** @internal */
-export const connect = (options: NodeConnector.Options) =>
-(origin: Origin, connectOptions: ConnectOptions): Effect.Effect<Transport, AgentError, Scope.Scope> =>
+export const connect = (options: NodeConnector.Options) => {
+  // One cache per Connector, so per TLS options: connectors made with
+  // different options never share a session.
+  const sessions = new SessionCache(maxSessions)
+  return (origin: Origin, connectOptions: ConnectOptions): Effect.Effect<Transport, AgentError, Scope.Scope> =>
+    connectWith(options, sessions, origin, connectOptions)
+}
+
+/** TLS sessions kept for resumption, per Connector (least recently used dropped first). */
+const maxSessions = 256
+
+/**
+ * The last TLS session of each server (origin and server name), so that a
+ * new connection resumes it instead of a full handshake. Bounded: the least
+ * recently used goes first. Per connection, not per request, so a Map.
+ */
+class SessionCache {
+  readonly #sessions = new Map<string, Buffer>()
+  constructor(readonly max: number) {}
+  get(key: string): Buffer | undefined {
+    const session = this.#sessions.get(key)
+    if (session !== undefined) {
+      this.#sessions.delete(key)
+      this.#sessions.set(key, session)
+    }
+    return session
+  }
+  set(key: string, session: Buffer): void {
+    this.#sessions.delete(key)
+    this.#sessions.set(key, session)
+    if (this.#sessions.size > this.max) this.#sessions.delete(this.#sessions.keys().next().value!)
+  }
+  delete(key: string): void {
+    this.#sessions.delete(key)
+  }
+}
+
+const connectWith = (
+  options: NodeConnector.Options,
+  sessions: SessionCache,
+  origin: Origin,
+  connectOptions: ConnectOptions
+): Effect.Effect<Transport, AgentError, Scope.Scope> =>
   // The socket belongs to the connection's scope from the start: its
   // finalizer is registered before the socket is made, so wherever an
   // interruption lands (even just as it connected), closing the scope
@@ -195,7 +236,7 @@ export const connect = (options: NodeConnector.Options) =>
     return Effect.flatMap(Scope.addFinalizerExit(scope, registration.finalizer), () => {
       // A scope closed already ran the finalizer at once: nothing may be opened in it.
       if (registration.closed) return Effect.interrupt
-      const transport = registration.transport = open(options, origin, connectOptions)
+      const transport = registration.transport = open(options, sessions, origin, connectOptions)
       // No canceler: an interrupted wait ends with the scope closed, which
       // destroys the socket (and a canceler would wrap the wait in onInterrupt).
       return Effect.async<Transport, AgentError>((resume) => {
@@ -258,18 +299,26 @@ const isOpenSslError = (cause: unknown): boolean =>
   (String((cause as NodeJS.ErrnoException).code ?? "").startsWith("ERR_SSL_") || "library" in cause)
 
 /** A socket to the origin, connecting. */
-const open = (options: NodeConnector.Options, origin: Origin, connectOptions: ConnectOptions): SocketTransport => {
+const open = (
+  options: NodeConnector.Options,
+  sessions: SessionCache,
+  origin: Origin,
+  connectOptions: ConnectOptions
+): SocketTransport => {
   const host = origin.host
   // Set before any read can happen: a socket reads only once connected.
   let transport: SocketTransport | undefined = undefined
   const tcp = origin.scheme !== "https"
+  const servername = connectOptions.servername ?? (net.isIP(host) ? "" : host)
+  const sessionKey = `${origin.key} ${servername}`
   const socket: net.Socket = !tcp
     ? tls.connect({
       ...options.tls,
       host,
       port: origin.port,
-      servername: connectOptions.servername ?? (net.isIP(host) ? "" : host),
-      ALPNProtocols: ["http/1.1"]
+      servername,
+      ALPNProtocols: ["http/1.1"],
+      session: sessions.get(sessionKey)
     })
     : net.connect({
       host,
@@ -286,7 +335,15 @@ const open = (options: NodeConnector.Options, origin: Origin, connectOptions: Co
       }
     })
   // TLS sockets take no `onread` (they read through 'data' events); no-delay is set on them by call.
-  if (!tcp) socket.setNoDelay(true)
+  if (!tcp) {
+    socket.setNoDelay(true)
+    // TLS 1.3 sends its tickets after the handshake; the last one is kept.
+    socket.on("session", (session: Buffer) => sessions.set(sessionKey, session))
+    // A session that led to a failed handshake is not offered again.
+    socket.once("error", () => {
+      if (!(socket as tls.TLSSocket).authorized) sessions.delete(sessionKey)
+    })
+  }
   return transport = new SocketTransport(socket, tcp, tcp ? undefined : host)
 }
 
