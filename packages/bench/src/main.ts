@@ -15,7 +15,7 @@ import { parseArgs } from "node:util"
 import type { ClientReport } from "./client.js"
 import { renderTable, summarize } from "./report.js"
 import type { Run, ScenarioResult } from "./report.js"
-import { capSupport, scenarios } from "./scenarios.js"
+import { capSupport, scenarios, tlsCaEnv, tlsPortOffset } from "./scenarios.js"
 import type { ClientName, Scenario } from "./scenarios.js"
 import { nginxVersion, startServer } from "./server.js"
 import type { Server } from "./server.js"
@@ -234,8 +234,18 @@ const main = async () => {
   const nginx = nginxVersion()
   const serverKind = options.server === "node" || nginx === undefined ? "node" : "nginx"
   const wrk = wrkVersion()
-  const ports = Math.max(...options.scenarios.map((scenario) => scenario.origins))
+  // The HTTPS scenario needs nginx (the node:http stand-in serves plain HTTP only).
+  const runnable = options.scenarios.filter((scenario) => scenario.tls !== true || serverKind === "nginx")
+  for (const scenario of options.scenarios) {
+    if (!runnable.includes(scenario)) log(`scenario ${scenario.id} skipped: HTTPS needs nginx`)
+  }
+  const ports = Math.max(
+    ...runnable.map((scenario) => scenario.origins),
+    runnable.some((scenario) => scenario.tls === true) ? tlsPortOffset + 1 : 0
+  )
   const server = await startServer({ kind: serverKind, basePort: options.basePort, ports })
+  // The HTTPS clients trust the server's CA (client processes inherit the environment).
+  if (server.tlsCaFile !== undefined) process.env[tlsCaEnv] = server.tlsCaFile
   const stopServer = () => server.stop()
   const onSignal = () => void stopServer().finally(() => process.exit(130))
   process.once("SIGINT", onSignal)
@@ -271,7 +281,7 @@ const main = async () => {
       ].join("\n"))
     }
     const results: Array<ScenarioResult> = []
-    for (const scenario of options.scenarios) {
+    for (const scenario of runnable) {
       const result = await runScenario(options, server, scenario, wrk !== undefined)
       results.push(result)
       if (!options.json) console.log(renderTable(result) + "\n")

@@ -4,6 +4,7 @@
  * honour, and how the body is read. The parent process and every client
  * process read the same table, so a client is told only a scenario id.
  */
+import * as fs from "node:fs"
 
 /** The body `/small` serves: 13 bytes. */
 export const smallBody = "hello, world\n"
@@ -50,6 +51,15 @@ const persistClients: ReadonlyArray<ClientName> = [
   "node-http-no-keepalive"
 ]
 
+/** The clients of the HTTPS scenario: each told to trust the bench's own CA. */
+const tlsClients: ReadonlyArray<ClientName> = ["keepalive", "keepalive-httpclient", "undici-pool", "node-http"]
+
+/** The HTTPS port: this far above the base port, past the plain origins' ports. */
+export const tlsPortOffset = 50
+
+/** The CA certificate (PEM file) the HTTPS clients trust: set by the harness for its client processes. */
+export const tlsCaEnv = "BENCH_TLS_CA"
+
 export interface Scenario {
   readonly id: string
   readonly title: string
@@ -67,6 +77,8 @@ export interface Scenario {
   readonly clients: ReadonlyArray<ClientName>
   /** Connections for the `wrk` reference run; absent where wrk is not a fair ceiling. */
   readonly wrkConnections?: number
+  /** Over HTTPS, to `localhost` on the TLS port, with a certificate of the bench's own CA. */
+  readonly tls?: boolean
 }
 
 export const scenarios: ReadonlyArray<Scenario> = [
@@ -138,6 +150,18 @@ export const scenarios: ReadonlyArray<Scenario> = [
     path: "/small",
     read: "whole",
     clients: persistClients
+  },
+  {
+    id: "g",
+    title: "HTTPS: 1 origin, 16 in flight over 2 connections",
+    origins: 1,
+    inFlightPerOrigin: 16,
+    connectionsPerOrigin: 2,
+    maxConnections: 2,
+    path: "/small",
+    read: "whole",
+    clients: tlsClients,
+    tls: true
   }
 ]
 
@@ -153,8 +177,19 @@ export const findScenario = (id: string): Scenario => {
 export const workerUrls = (scenario: Scenario, basePort: number): ReadonlyArray<string> =>
   Array.from(
     { length: scenario.origins * scenario.inFlightPerOrigin },
-    (_, worker) => `http://127.0.0.1:${basePort + (worker % scenario.origins)}${scenario.path}`
+    (_, worker) =>
+      scenario.tls === true
+        ? `https://localhost:${basePort + tlsPortOffset}${scenario.path}`
+        : `http://127.0.0.1:${basePort + (worker % scenario.origins)}${scenario.path}`
   )
+
+/** The CA the HTTPS clients trust, read from the file the harness names; undefined for plain HTTP. */
+export const tlsCa = (scenario: Scenario): string | undefined => {
+  if (scenario.tls !== true) return undefined
+  const file = process.env[tlsCaEnv]
+  if (file === undefined || file === "") throw new Error(`${tlsCaEnv} is not set: the HTTPS scenario runs under pnpm bench`)
+  return fs.readFileSync(file, "utf8")
+}
 
 export const expectedBodySize = (scenario: Scenario): number =>
   scenario.path === "/big" ? bigBodySize : Buffer.byteLength(smallBody)

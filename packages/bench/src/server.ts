@@ -2,7 +2,9 @@
  * The server every client talks to, in a process of its own: nginx when it
  * is on PATH (a private prefix and config in a temp dir), else the node:http
  * server in `nodeServer.ts`. Both listen on 127.0.0.1 only, on `ports`
- * consecutive ports, and answer `/small`, `/big` and `/status`.
+ * consecutive ports, and answer `/small`, `/big` and `/status`. nginx also
+ * serves HTTPS on the port `tlsPortOffset` above the base port (when `ports`
+ * reaches it), with a certificate for localhost from a CA made at start.
  */
 import { spawn, spawnSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
@@ -11,7 +13,7 @@ import * as http from "node:http"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { bigBodySize, smallBody } from "./scenarios.js"
+import { bigBodySize, smallBody, tlsPortOffset } from "./scenarios.js"
 
 export interface Server {
   /** What served the run, as the report prints it. */
@@ -20,6 +22,17 @@ export interface Server {
   /** Connections the server has accepted so far (nginx's stub_status "accepts"). */
   readonly acceptedConnections: () => Promise<number>
   readonly stop: () => Promise<void>
+  /** The CA certificate file of the HTTPS port; undefined when the server serves no HTTPS. */
+  readonly tlsCaFile?: string | undefined
+}
+
+/** A CA, and a certificate for localhost it signed, made with openssl in `dir`; false when openssl failed. */
+const makeCertificates = (dir: string): boolean => {
+  const run = (...args: Array<string>) => spawnSync("openssl", args, { cwd: dir, stdio: "ignore" }).status === 0
+  fs.writeFileSync(path.join(dir, "localhost.ext"), "subjectAltName=DNS:localhost\n")
+  return run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=keepalive bench CA") &&
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "localhost.key", "-out", "localhost.csr", "-subj", "/CN=localhost") &&
+    run("x509", "-req", "-in", "localhost.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "localhost.crt", "-days", "2", "-extfile", "localhost.ext")
 }
 
 export const nginxVersion = (): string | undefined => {
@@ -44,8 +57,10 @@ const startNginx = async (basePort: number, ports: number): Promise<Server> => {
   fs.mkdirSync(path.join(dir, "www"), { mode: 0o755 })
   fs.mkdirSync(path.join(dir, "tmp"))
   fs.writeFileSync(path.join(dir, "www", "big"), Buffer.alloc(bigBodySize, "0123456789abcdef"), { mode: 0o644 })
+  const tls = ports > tlsPortOffset && makeCertificates(dir)
+  if (tls) fs.chmodSync(path.join(dir, "localhost.key"), 0o644)
   const config = path.join(dir, "nginx.conf")
-  fs.writeFileSync(config, nginxConfig(dir, basePort, ports))
+  fs.writeFileSync(config, nginxConfig(dir, basePort, ports, tls))
   const child = spawn("nginx", ["-p", dir, "-c", config, "-e", path.join(dir, "error.log")], {
     stdio: ["ignore", "ignore", "pipe"]
   })
@@ -57,14 +72,22 @@ const startNginx = async (basePort: number, ports: number): Promise<Server> => {
     stop: async () => {
       await stopChild(child)
       fs.rmSync(dir, { recursive: true, force: true })
-    }
+    },
+    tlsCaFile: tls ? path.join(dir, "ca.crt") : undefined
   }
   await waitUntilServing(child, basePort, () => fs.readFileSync(path.join(dir, "error.log"), "utf8"))
   return server
 }
 
-const nginxConfig = (dir: string, basePort: number, ports: number): string => {
-  const listens = Array.from({ length: ports }, (_, i) => `    listen 127.0.0.1:${basePort + i} backlog=4096;`)
+const nginxConfig = (dir: string, basePort: number, ports: number, tls: boolean): string => {
+  const listens = Array.from({ length: Math.min(ports, tlsPortOffset) }, (_, i) => `    listen 127.0.0.1:${basePort + i} backlog=4096;`)
+  if (tls) {
+    listens.push(
+      `    listen 127.0.0.1:${basePort + tlsPortOffset} ssl backlog=4096;`,
+      `    ssl_certificate ${path.join(dir, "localhost.crt")};`,
+      `    ssl_certificate_key ${path.join(dir, "localhost.key")};`
+    )
+  }
   const temp = (name: string) => path.join(dir, "tmp", name)
   return `worker_processes 1;
 daemon off;

@@ -13,16 +13,18 @@ import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type { Runner } from "../closedLoop.js"
-import type { Scenario } from "../scenarios.js"
+import { type Scenario, tlsCa } from "../scenarios.js"
 import { effectRunner, httpClientGet } from "./effectPlatform.js"
 
-const layerFor = (scenario: Scenario, persist: boolean) =>
-  NodeAgent.layer({
+const layerFor = (scenario: Scenario, persist: boolean) => {
+  const ca = tlsCa(scenario)
+  return NodeAgent.layer({
     maxConnectionsPerOrigin: scenario.connectionsPerOrigin,
     maxConnections: scenario.maxConnections,
     idleTimeout: "4 seconds",
     persist
-  })
+  }, ca === undefined ? undefined : { tls: { ca } })
+}
 
 const wholeBody = (response: HttpClientResponse.HttpClientResponse) =>
   Effect.map(response.arrayBuffer, (body) => body.byteLength)

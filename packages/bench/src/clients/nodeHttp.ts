@@ -1,21 +1,23 @@
 /**
  * node:http with its own `http.Agent`, capped per origin (`maxSockets`) and in
- * all (`maxTotalSockets`); `keepAlive: false` is the reference for scenario f.
+ * all (`maxTotalSockets`); `keepAlive: false` is the reference for scenario f;
+ * node:https with the same options in the HTTPS scenario.
  */
 import * as http from "node:http"
+import * as https from "node:https"
 import { closedLoop } from "../closedLoop.js"
 import type { Runner } from "../closedLoop.js"
-import type { Scenario } from "../scenarios.js"
+import { type Scenario, tlsCa } from "../scenarios.js"
 
 export const nodeHttp = (scenario: Scenario, urls: ReadonlyArray<string>, keepAlive: boolean): Runner => {
-  const agent = new http.Agent({
-    keepAlive,
-    maxSockets: scenario.connectionsPerOrigin,
-    maxTotalSockets: scenario.maxConnections
-  })
+  const ca = tlsCa(scenario)
+  const options = { keepAlive, maxSockets: scenario.connectionsPerOrigin, maxTotalSockets: scenario.maxConnections }
+  // node:https for the HTTPS scenario: the same Agent options, and the bench's CA.
+  const agent = ca === undefined ? new http.Agent(options) : new https.Agent({ ...options, ca })
+  const get = ca === undefined ? http.get : https.get
   const once = (url: string) =>
     new Promise<number>((resolve, reject) => {
-      const request = http.get(url, { agent }, (response) => {
+      const request = get(url, { agent }, (response) => {
         const chunks: Array<Buffer> = []
         let size = 0
         response.on("data", (chunk: Buffer) => {

@@ -7,7 +7,7 @@ import { getGlobalDispatcher, Pool, request } from "undici"
 import type { Dispatcher } from "undici"
 import { closedLoop } from "../closedLoop.js"
 import type { Runner } from "../closedLoop.js"
-import type { Scenario } from "../scenarios.js"
+import { type Scenario, tlsCa } from "../scenarios.js"
 
 const readBody = async (body: Dispatcher.ResponseData["body"], read: Scenario["read"]): Promise<number> => {
   if (read === "whole") return (await body.arrayBuffer()).byteLength
@@ -20,7 +20,10 @@ export const undiciPool = (scenario: Scenario, urls: ReadonlyArray<string>): Run
   const pools = new Map<string, Pool>()
   for (const url of urls) {
     const origin = new URL(url).origin
-    if (!pools.has(origin)) pools.set(origin, new Pool(origin, { connections: scenario.connectionsPerOrigin }))
+    if (!pools.has(origin)) {
+      const ca = tlsCa(scenario)
+      pools.set(origin, new Pool(origin, { connections: scenario.connectionsPerOrigin, ...(ca === undefined ? {} : { connect: { ca } }) }))
+    }
   }
   // Resolved once up front: a Pool user holds its pools, it does not look them up per request.
   const targets = new Map(urls.map((url) => [url, { pool: pools.get(new URL(url).origin)!, path: new URL(url).pathname }]))
