@@ -34,7 +34,6 @@ type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, 
 export class AgentService implements Agent.Service {
   readonly #pool: ConnectionPool
   readonly #env: AttemptEnv
-  #reused = 0
 
   constructor(
     readonly config: Agent.ResolvedConfig,
@@ -42,13 +41,7 @@ export class AgentService implements Agent.Service {
     connector: Context.Tag.Service<typeof Connector>
   ) {
     this.#pool = pool
-    this.#env = {
-      pool,
-      connector,
-      countReused: () => {
-        this.#reused++
-      }
-    }
+    this.#env = { pool, connector }
   }
 
   /**
@@ -95,7 +88,7 @@ export class AgentService implements Agent.Service {
       busy: pool.open - pool.idleCount,
       waiting: pool.waiting,
       opened: pool.opened,
-      reused: this.#reused,
+      reused: pool.reused,
       requests: pool.completed
     }
   })
@@ -114,8 +107,6 @@ export class AgentService implements Agent.Service {
 interface AttemptEnv {
   readonly pool: ConnectionPool
   readonly connector: Context.Tag.Service<typeof Connector>
-  /** Counts a request sent on a connection that had served one before. */
-  readonly countReused: () => void
 }
 
 /**
@@ -201,7 +192,7 @@ class Attempt<A, E, R> {
     // object literal per request (see ARCHITECTURE.md).
     return Effect.flatMap(Effect.exit(this.restore(conn.send(this.prepared))), (exit) => {
       if (exit._tag === "Success") {
-        if (conn.served > 0) this.env.countReused()
+        if (conn.served > 0) this.env.pool.reused++
         const response = new AgentResponse(this.request, exit.value, conn, conn.exchange!)
         return this.keep(new Held(response, new Lease(pooled, this.env.pool)), this.restore)
       }

@@ -78,6 +78,8 @@ export class ConnectionPool implements IdleCloser {
   waiting = 0
   /** Responses read to their end. */
   completed = 0
+  /** Requests sent on a connection that had served one before (counted by the Agent's attempt). */
+  reused = 0
 
   constructor(options: PoolOptions, clock: Clock.Clock, opener: Opener, watchdog: Watchdog) {
     this.#options = options
