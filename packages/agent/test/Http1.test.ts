@@ -715,6 +715,17 @@ describe("ResponseParser: lifecycle", () => {
     expect(events.filter((event) => event.startsWith("head"))).toHaveLength(2)
   })
 
+  it("empty lines before a status line are not a byte of the response: a close after them is a close before any byte", () => {
+    const { parser } = recorder()
+    parser.expect("GET")
+    expect(parser.execute(bytes("\r\n\r\n"))).toBeUndefined()
+    expect(parser.finish()).toMatchObject({ reason: "Truncated", detail: "connection closed before any byte of the response" })
+    const started = recorder().parser
+    started.expect("GET")
+    expect(started.execute(bytes("\r\nHTTP/1.1 2"))).toBeUndefined()
+    expect(started.finish()).toMatchObject({ reason: "Truncated", detail: "connection closed in the response head" })
+  })
+
   it("keeps a leftover CRLF unsolicited too when onComplete arms the next response", () => {
     const parser: Http1.ResponseParser = new Http1.ResponseParser({
       onHead: () => {},

@@ -39,14 +39,6 @@ export interface PreparedRequest {
 
 let nextId = 1
 
-/** True when `chunk` holds a byte other than CR or LF. */
-const hasResponseByte = (chunk: Uint8Array): boolean => {
-  for (let i = 0; i < chunk.length; i++) {
-    const c = chunk[i]
-    if (c !== 0x0d && c !== 0x0a) return true
-  }
-  return false
-}
 
 /**
  * What a connection tells whoever keeps it between exchanges.
@@ -171,9 +163,6 @@ export class Connection implements TransportListener, Deadline {
       if (this.broken || ex?.failure !== undefined || this.#parser.execute(chunk) !== undefined) this.#breakIdle()
       return
     }
-    // Empty lines before a status line are not the response: a connection
-    // closed after them is still stale (see #failClosed).
-    if (!ex.receivedAny) ex.receivedAny = hasResponseByte(chunk)
     const error = this.#parser.execute(chunk)
     if (error === undefined) return
     // A response complete before the bytes that follow it in the same read
@@ -223,11 +212,12 @@ export class Connection implements TransportListener, Deadline {
   }
 
   #failClosed(ex: Exchange, detail: string, cause?: unknown): void {
-    // A reused connection that dies before any response byte was stale: the
-    // request may be retried when that is safe.
-    const reason: Reason = !ex.receivedAny && ex.reused
+    // A reused connection that dies before any response byte (empty lines
+    // aside) was stale: the request may be retried when that is safe.
+    const received = this.#parser.received
+    const reason: Reason = !received && ex.reused
       ? "Stale"
-      : ex.receivedAny
+      : received
       ? "Truncated"
       : "Transport"
     this.#fail(ex, reason, detail, cause)

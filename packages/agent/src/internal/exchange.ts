@@ -36,7 +36,6 @@ export class Exchange {
   #chunks: Array<Uint8Array> | undefined = undefined
   complete = false
   failure: AgentError | undefined = undefined
-  receivedAny = false
   streaming = false
   /** True once a stream took body bytes: they are its reader's, and no whole-body read can follow. */
   streamed = false

@@ -255,6 +255,15 @@ const MAX_EMPTY_LINES = 16
 
 const CR_ONLY = Uint8Array.of(CR)
 
+/** True when `chunk` holds a byte other than CR or LF. */
+const hasResponseByte = (chunk: Uint8Array): boolean => {
+  for (let i = 0; i < chunk.length; i++) {
+    const c = chunk[i]
+    if (c !== CR && c !== LF) return true
+  }
+  return false
+}
+
 // Chunk extension grammar states (see CHUNK_EXTENSION).
 const EXT_BEFORE_NAME = 0
 const EXT_NAME = 1
@@ -294,7 +303,8 @@ export class ResponseParser implements Http1.ResponseParser {
   #state = IDLE
   #error: Http1.ParseError | undefined = undefined
   #headRequest = false
-  // Whether any byte arrived since expect(), to tell a connection closed unused from a cut-off head.
+  // Whether a byte of the response arrived since expect() (empty lines before it
+  // aside), to tell a connection closed unused from a cut-off head.
   #received = false
   #reusable = false
   // Set by #complete so that execute can tell a response ended inside the current call.
@@ -340,6 +350,14 @@ export class ResponseParser implements Http1.ResponseParser {
     return PUBLIC_STATE[this.#state]!
   }
 
+  /**
+   * True once a byte of the response arrived since `expect()`, empty lines
+   * before it aside: a connection closed before that never began answering.
+   */
+  get received(): boolean {
+    return this.#received
+  }
+
   get canReuse(): boolean {
     return this.#state === DONE && this.#reusable && !this.#strayCR
   }
@@ -366,7 +384,7 @@ export class ResponseParser implements Http1.ResponseParser {
     if (end === 0) return undefined
     if (this.#state === IDLE || this.#state === DONE) return this.#betweenResponses(chunk, 0)
     this.#completed = false
-    this.#received = true
+    if (!this.#received) this.#received = hasResponseByte(chunk)
     let pos = 0
     while (pos < end) {
       // Empty lines may follow a complete response; once a handler armed the
