@@ -17,6 +17,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import type * as tls from "node:tls"
+import { SessionCache } from "../packages/node/src/internal/nodeConnector.js"
 import { findBinary } from "./setup/servers.js"
 
 const openssl = findBinary("openssl")
@@ -300,4 +301,20 @@ describe.skipIf(certificates === undefined)("HTTPS", () => {
       expect(failure.reason).toBe("Connect")
       expect(failure.detail).toMatch(/^TLS: the server closed the connection during the handshake \([A-Z_]+\)$/)
     }))
+})
+
+describe("the TLS session cache", () => {
+  it("keeps at most its bound, dropping the least recently used; a read counts as a use", () => {
+    const cache = new SessionCache(2)
+    const session = (n: number) => Buffer.from([n])
+    cache.set("a", session(1))
+    cache.set("b", session(2))
+    expect(cache.get("a")).toEqual(session(1))
+    cache.set("c", session(3))
+    expect([cache.get("a"), cache.get("b"), cache.get("c")]).toEqual([session(1), undefined, session(3)])
+    cache.set("a", session(4))
+    expect(cache.get("a")).toEqual(session(4))
+    cache.delete("a")
+    expect(cache.get("a")).toBeUndefined()
+  })
 })

@@ -42,21 +42,12 @@ const lingerMillis = 200
  */
 const lingerAfterWriteError = (socket: net.Socket, onEnd: () => void): void => {
   const destroyNow = socket.destroy.bind(socket)
-  const push = socket.push.bind(socket)
   let writeError: Error | undefined
   let timer: ReturnType<typeof setTimeout> | undefined
   const finish = () => {
     if (timer !== undefined) clearTimeout(timer)
     timer = undefined
     destroyNow(writeError)
-  }
-  socket.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
-    const pushed = push(chunk, encoding)
-    if (chunk === null && writeError !== undefined && timer !== undefined) {
-      onEnd()
-      finish()
-    }
-    return pushed
   }
   socket.destroy = (error?: Error) => {
     if (
@@ -66,6 +57,16 @@ const lingerAfterWriteError = (socket: net.Socket, onEnd: () => void): void => {
       if (writeError === undefined) {
         writeError = error
         timer = setTimeout(finish, lingerMillis)
+        // Only now: every read of a TLS socket goes through push.
+        const push = socket.push.bind(socket)
+        socket.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+          const pushed = push(chunk, encoding)
+          if (chunk === null && timer !== undefined) {
+            onEnd()
+            finish()
+          }
+          return pushed
+        }
       }
       return socket
     }
@@ -198,8 +199,9 @@ const maxSessions = 256
  * The last TLS session of each server (origin and server name), so that a
  * new connection resumes it instead of a full handshake. Bounded: the least
  * recently used goes first. Per connection, not per request, so a Map.
+ * @internal
  */
-class SessionCache {
+export class SessionCache {
   readonly #sessions = new Map<string, Buffer>()
   constructor(readonly max: number) {}
   get(key: string): Buffer | undefined {
