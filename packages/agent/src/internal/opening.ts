@@ -30,7 +30,7 @@ export class Opening implements Deadline {
   expire(): void {
     this.timedOut = true
     // Lands once the connect is under way (the permit is taken uninterruptibly).
-    this.fiber.unsafeInterruptAsFork(FiberId.none)
+    this.cancel()
   }
   /** Calls it off: nobody waits for it any more (a connection it still makes is the caller's to close). */
   cancel(): void {
@@ -61,15 +61,16 @@ class Resources {
 }
 
 /**
- * How an opening ended, for the pool: connected (with the connection and the
- * scope it lives in), or failed (interrupted only when called off or shut
- * down; `timedOut` when its connect deadline stopped it).
+ * How an opening ended, for the pool, with the `context` it was opened for:
+ * connected (with the connection and the scope it lives in), or failed
+ * (interrupted only when called off or shut down; `timedOut` when its connect
+ * deadline stopped it).
  *
  * @internal
  */
-export interface OpeningOutcome {
-  opened(connection: Connection, scope: ListNode<ConnectionScope>, opening: Opening | undefined): void
-  failed(exit: Exit.Exit<unknown, AgentError>, timedOut: boolean, opening: Opening | undefined): void
+export interface OpeningOutcome<C> {
+  connected(context: C, connection: Connection, scope: ListNode<ConnectionScope>, opening: Opening | undefined): void
+  openFailed(context: C, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean, opening: Opening | undefined): void
 }
 
 /** What the Opener needs from the Agent that owns it. @internal */
@@ -122,7 +123,7 @@ export class Opener {
    * books for it. Returns the opening, or undefined when it ended before this
    * returned (`outcome` was told already).
    */
-  open(origin: Origin, outcome: OpeningOutcome): Opening | undefined {
+  open<C>(origin: Origin, outcome: OpeningOutcome<C>, context: C): Opening | undefined {
     const env = this.#env
     const scope = this.#newScope()
     // The connector runs in the connection's scope: the opening fiber starts
@@ -157,13 +158,13 @@ export class Opener {
           (exit) => {
             const timedOut = this.#ended(opening)
             if (Exit.isSuccess(exit)) {
-              outcome.opened(exit.value, scope, opening)
+              outcome.connected(context, exit.value, scope, opening)
               return Effect.void
             }
             this.#scopes.remove(scope)
             return Effect.zipRight(
               scope.value.close(exit),
-              Effect.sync(() => outcome.failed(exit, timedOut, opening))
+              Effect.sync(() => outcome.openFailed(context, exit, timedOut, opening))
             )
           }
         )

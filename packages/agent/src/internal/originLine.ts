@@ -63,7 +63,7 @@ export class Pooled implements IdleBreakListener, Deadline {
   }
 
   expire(): void {
-    if (this.idle) this.closer.closeIdle(this)
+    this.onIdleBreak()
   }
 }
 

@@ -58,7 +58,7 @@ export interface PoolOptions {
  *
  * @internal
  */
-export class ConnectionPool implements IdleCloser {
+export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   readonly #options: PoolOptions
   readonly #clock: Clock.Clock
   readonly #opener: Opener
@@ -393,11 +393,11 @@ export class ConnectionPool implements IdleCloser {
   /** Opens a connection for the origin's waiters; the caller holds a permit for it. */
   #openFor(line: OriginLine): void {
     line.opening++
-    const opening = this.#opener.open(line.origin, new LineOpening(this, line))
+    const opening = this.#opener.open(line.origin, this, line)
     if (opening !== undefined) line.openings.append(opening.node)
   }
 
-  /** A connection opened for `line` (told by its `LineOpening`). */
+  /** A connection opened for `line` (told by the Opener). */
   connected(line: OriginLine, connection: Connection, scope: ListNode<ConnectionScope>, opening: Opening | undefined): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
     const calledOff = opening !== undefined && !line.openings.remove(opening.node)
@@ -420,7 +420,7 @@ export class ConnectionPool implements IdleCloser {
     this.#giveBack(pooled, true)
   }
 
-  /** An opening for `line` failed, or was called off (told by its `LineOpening`). */
+  /** An opening for `line` failed, or was called off (told by the Opener). */
   openFailed(line: OriginLine, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean, opening: Opening | undefined): void {
     if (opening === undefined || line.openings.remove(opening.node)) line.opening--
     this.#cap.give()
@@ -461,17 +461,6 @@ export class ConnectionPool implements IdleCloser {
       if (toFail-- <= 0) break
       this.#fail(node.value, error)
     }
-  }
-}
-
-/** Where an opening's outcome goes: the pool, for one origin's line. */
-class LineOpening implements OpeningOutcome {
-  constructor(readonly pool: ConnectionPool, readonly line: OriginLine) {}
-  opened(connection: Connection, scope: ListNode<ConnectionScope>, opening: Opening | undefined): void {
-    this.pool.connected(this.line, connection, scope, opening)
-  }
-  failed(exit: Exit.Exit<unknown, AgentError>, timedOut: boolean, opening: Opening | undefined): void {
-    this.pool.openFailed(this.line, exit, timedOut, opening)
   }
 }
 
