@@ -64,7 +64,7 @@ describe.skipIf(skip)(`nginx${skip ? ` (skipped: ${unavailable})` : ""}`, () => 
       expect(new Set(seen.map((s) => s.connection)).size).toBe(2)
       const stats = yield* Agent.stats
       expect(stats.opened).toBe(2)
-      expect(stats.requests).toBe(40)
+      expect(stats.responses).toBe(40)
     }).pipe(Effect.provide(NodeAgent.layer())))
 
   it.live("persist: false opens a new nginx connection per request", () =>

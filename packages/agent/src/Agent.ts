@@ -85,8 +85,38 @@ export interface Stats {
   readonly opened: number
   /** Requests sent on a connection that had served one before. */
   readonly reused: number
-  /** Responses read to their end. */
-  readonly requests: number
+  /**
+   * Responses whose body was read to its end (or that had none) since start:
+   * a request that failed, or whose body was left unread, is not counted.
+   */
+  readonly responses: number
+  /**
+   * The same counts per origin key (`scheme://host:port`), for the origins the
+   * Agent holds anything of now (a connection, an opening or a waiting
+   * request). An origin left with nothing is forgotten, and its totals with it.
+   */
+  readonly origins: Readonly<Record<string, OriginStats>>
+}
+
+/**
+ * One origin's part of `Stats`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OriginStats {
+  /** Open connections now. */
+  readonly open: number
+  /** Open connections with no request. */
+  readonly idle: number
+  /** Open connections carrying a request. */
+  readonly busy: number
+  /** Requests waiting for a connection. */
+  readonly waiting: number
+  /** Connections opened since the Agent last held nothing of the origin. */
+  readonly opened: number
+  /** Requests sent on a reused connection since the Agent last held nothing of the origin. */
+  readonly reused: number
 }
 
 /**

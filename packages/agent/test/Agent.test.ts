@@ -35,7 +35,7 @@ describe("Agent: persist: false", () => {
       expect(server.sockets.length).toBe(3)
       expect(server.openSockets.length).toBe(0)
       expect(server.requests.every((r) => r.headers["connection"] === "close")).toBe(true)
-      expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 3, reused: 0, requests: 3 })
+      expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 3, reused: 0, responses: 3 })
     }).pipe(Effect.provide(agentOn(server, { persist: false })))
   })
 })

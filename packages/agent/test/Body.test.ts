@@ -59,7 +59,7 @@ describe("Body: streamed as it arrives", () => {
       const chunks = Array.from(yield* Fiber.join(pieces), (chunk) => text.decode(chunk))
       // Read after all three arrived (and after the server scribbled over what it lent).
       expect(chunks).toEqual(["abcd", "efgh", "ijkl"])
-      expect(yield* Agent.stats).toMatchObject({ idle: 1, requests: 1 })
+      expect(yield* Agent.stats).toMatchObject({ idle: 1, responses: 1 })
     }).pipe(Effect.provide(agentOn(server)))
   })
 
@@ -78,7 +78,7 @@ describe("Body: streamed as it arrives", () => {
       expect(seen).toEqual(["abcd", "efgh"])
       server.sockets[0]!.send("0\r\n\r\n")
       yield* Fiber.join(reading)
-      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1, requests: 1 })
+      expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1, responses: 1 })
     }).pipe(Effect.provide(agentOn(server)))
   })
 

@@ -30,7 +30,7 @@ describe("origins left idle", () => {
       }
       yield* Effect.sleep("400 millis")
       const stats = yield* Agent.stats
-      expect(stats).toMatchObject({ open: 0, idle: 0, busy: 0, waiting: 0, opened: 103_000, requests: 103_000 })
+      expect(stats).toMatchObject({ open: 0, idle: 0, busy: 0, waiting: 0, opened: 103_000, responses: 103_000 })
       const grown = heapMB() - before
       // A record of ~200 bytes kept per origin would be 20 MB.
       expect(grown, `the heap grew by ${grown.toFixed(1)} MB`).toBeLessThan(10)

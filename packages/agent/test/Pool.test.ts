@@ -24,7 +24,7 @@ describe("Pool: reuse", () => {
       for (let i = 0; i < 5; i++) expect(yield* Agent.requestString(`http://a.test/${i}`)).toBe(`GET /${i}`)
       expect(server.sockets.length).toBe(1)
       const stats = yield* Agent.stats
-      expect(stats).toMatchObject({ open: 1, idle: 1, busy: 0, waiting: 0, opened: 1, reused: 4, requests: 5 })
+      expect(stats).toMatchObject({ open: 1, idle: 1, busy: 0, waiting: 0, opened: 1, reused: 4, responses: 5 })
     }).pipe(Effect.provide(agentOn(server)))
   })
 
@@ -39,6 +39,37 @@ describe("Pool: reuse", () => {
   })
 })
 
+describe("Pool: per-origin stats", () => {
+  it.effect("counts each origin's connections, waiters and reuse apart, and forgets an origin left with nothing", () => {
+    const held: Array<SeenRequest> = []
+    const server = new MemoryServer((req) => req.headers["host"] === "b.test" ? held.push(req) : req.socket.respond("ok"))
+    return Effect.gen(function*() {
+      for (let i = 0; i < 3; i++) yield* Agent.requestString(`http://a.test/${i}`)
+      const fibers: Array<Fiber.RuntimeFiber<string, unknown>> = []
+      for (let i = 0; i < 3; i++) fibers.push(yield* Effect.fork(Agent.requestString(`http://b.test/${i}`)))
+      yield* settle
+      const during = yield* Agent.stats
+      expect(during.origins).toEqual({
+        "http://a.test:80": { open: 1, idle: 1, busy: 0, waiting: 0, opened: 1, reused: 2 },
+        "http://b.test:80": { open: 2, idle: 0, busy: 2, waiting: 1, opened: 2, reused: 0 }
+      })
+      expect(during).toMatchObject({ open: 3, idle: 1, busy: 2, waiting: 1, opened: 3, reused: 2, responses: 3 })
+      while (held.length > 0 || fibers.some((f) => f.unsafePoll() === null)) {
+        held.shift()?.socket.respond("ok")
+        yield* settle
+      }
+      expect((yield* Agent.stats).origins["http://b.test:80"]).toEqual({
+        open: 2, idle: 2, busy: 0, waiting: 0, opened: 2, reused: 1
+      })
+      // Idle connections of a.test expire: nothing of it is left, and it is forgotten.
+      yield* TestClock.adjust("5 seconds")
+      const after = yield* Agent.stats
+      expect(Object.keys(after.origins)).toEqual([])
+      expect(after).toMatchObject({ open: 0, opened: 3, reused: 3, responses: 6 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+})
+
 describe("Pool: idle connections", () => {
   it.live("a connection handed straight from one request to the next takes no I/O turn first", () => {
     const server = echoServer()
@@ -49,7 +80,7 @@ describe("Pool: idle connections", () => {
       // that follow (8 requests, 2 connections) come straight from a request.
       yield* Effect.forEach([0, 1, 2, 3, 4, 5, 6, 7], (i) => Agent.requestString(`http://a.test/${i}`), { concurrency: "unbounded" })
       expect(server.yields).toBe(1)
-      expect(yield* Agent.stats).toMatchObject({ opened: 2, requests: 9 })
+      expect(yield* Agent.stats).toMatchObject({ opened: 2, responses: 9 })
     }).pipe(Effect.provide(agentOn(server)))
   })
 
@@ -270,7 +301,7 @@ describe("Pool: the global cap", () => {
         Effect.forEach(Array.from({ length: 20 }), (_, i) => Agent.requestString(`http://${origin}.test/${i}`), { discard: true })
       yield* Effect.all(["a", "a", "b", "b", "c", "c"].map(worker), { concurrency: "unbounded", discard: true })
       const stats = yield* Agent.stats
-      expect(stats.requests).toBe(120)
+      expect(stats.responses).toBe(120)
       // A connection per request would be 120; a turn is 8 requests.
       expect(stats.opened).toBeLessThanOrEqual(120 / 8 + 3)
       expect(server.sockets.length).toBe(stats.opened)
@@ -318,7 +349,7 @@ describe("Pool: the global cap", () => {
       yield* Effect.all(Array.from({ length: 24 }, (_, i) => worker(i % 6)), { concurrency: "unbounded", discard: true })
       expect([...served.values()]).toEqual([100, 100, 100, 100, 100, 100])
       const stats = yield* Agent.stats
-      expect(stats).toMatchObject({ busy: 0, waiting: 0, requests: 600 })
+      expect(stats).toMatchObject({ busy: 0, waiting: 0, responses: 600 })
       expect(stats.open).toBeLessThanOrEqual(8)
       // Closing and reopening at every release would open hundreds.
       expect(stats.opened).toBeLessThan(60)

@@ -82,6 +82,17 @@ export class AgentService implements Agent.Service {
 
   readonly stats: Effect.Effect<Agent.Stats> = Effect.sync((): Agent.Stats => {
     const pool = this.#pool
+    const origins: Record<string, Agent.OriginStats> = {}
+    for (const line of pool.lines()) {
+      origins[line.origin.key] = {
+        open: line.open,
+        idle: line.idle.length,
+        busy: line.open - line.idle.length,
+        waiting: line.waiters.size,
+        opened: line.opened,
+        reused: line.reused
+      }
+    }
     return {
       open: pool.open,
       idle: pool.idleCount,
@@ -89,7 +100,8 @@ export class AgentService implements Agent.Service {
       waiting: pool.waiting,
       opened: pool.opened,
       reused: pool.reused,
-      requests: pool.completed
+      responses: pool.completed,
+      origins
     }
   })
 
@@ -192,7 +204,7 @@ class Attempt<A, E, R> {
     // object literal per request (see ARCHITECTURE.md).
     return Effect.flatMap(Effect.exit(this.restore(conn.send(this.prepared))), (exit) => {
       if (exit._tag === "Success") {
-        if (conn.served > 0) this.env.pool.reused++
+        if (conn.served > 0) this.env.pool.countReused(pooled)
         const response = new AgentResponse(this.request, exit.value, conn, conn.exchange!)
         return this.keep(new Held(response, new Lease(pooled, this.env.pool)), this.restore)
       }

@@ -119,6 +119,10 @@ export class OriginLine {
   readonly openings = new List<Opening>()
   /** Waiting in the global cap's queue for a permit. */
   queued = false
+  /** Connections opened since the line was made. */
+  opened = 0
+  /** Requests sent on a reused connection since the line was made. */
+  reused = 0
   constructor(readonly origin: Origin) {}
 
   /** Nothing of it is left: no connection, opening, waiter, or place in the cap's queue. */

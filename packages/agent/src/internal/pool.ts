@@ -78,7 +78,7 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   waiting = 0
   /** Responses read to their end. */
   completed = 0
-  /** Requests sent on a connection that had served one before (counted by the Agent's attempt). */
+  /** Requests sent on a connection that had served one before (told by the Agent's attempt). */
   reused = 0
 
   constructor(options: PoolOptions, clock: Clock.Clock, opener: Opener, watchdog: Watchdog) {
@@ -92,6 +92,17 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   /** Idle connections now. */
   get idleCount(): number {
     return this.#idle.size
+  }
+
+  /** The lines of the origins the pool holds anything of now. */
+  lines(): IterableIterator<OriginLine> {
+    return this.#lines.values()
+  }
+
+  /** A request goes out on a connection that served one before. */
+  countReused(pooled: Pooled): void {
+    this.reused++
+    pooled.line.reused++
   }
 
   /** True once shut down. */
@@ -403,6 +414,7 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
     const calledOff = opening !== undefined && !line.openings.remove(opening.node)
     if (!calledOff) line.opening--
     line.open++
+    line.opened++
     this.open++
     this.opened++
     const pooled = new Pooled(connection, line, scope, this.#clock.unsafeCurrentTimeMillis(), this)

@@ -114,10 +114,10 @@ export const demo = (options: DemoOptions) =>
     const elapsed = (Date.now() - started) / 1000
     const accepted = counts.reduce((n, c) => n + c.accepted, 0)
     const served = counts.reduce((n, c) => n + c.requests, 0)
-    yield* Console.log(`requests completed   ${stats.requests} (servers answered ${served}) in ${elapsed.toFixed(2)} s`)
+    yield* Console.log(`requests completed   ${stats.responses} (servers answered ${served}) in ${elapsed.toFixed(2)} s`)
     yield* Console.log(`connections opened   ${stats.opened} (servers accepted ${accepted})`)
     yield* Console.log(
-      `reuse ratio          ${(stats.reused / Math.max(1, stats.requests) * 100).toFixed(1)}% of requests on a reused connection`
+      `reuse ratio          ${(stats.reused / Math.max(1, stats.responses) * 100).toFixed(1)}% of requests on a reused connection`
     )
     for (const c of counts) {
       yield* Console.log(
@@ -125,7 +125,7 @@ export const demo = (options: DemoOptions) =>
       )
     }
     yield* Console.log(`all origins          most open at once ${total.maxOpen} (cap ${options.maxConnections})`)
-    const ok = stats.requests === options.requests && total.maxOpen <= options.maxConnections &&
+    const ok = stats.responses === options.requests && total.maxOpen <= options.maxConnections &&
       counts.every((c) => c.maxOpen <= options.maxConnectionsPerOrigin) &&
       (options.persist
         // Below the global cap nothing is reopened; at it, origins take turns.
