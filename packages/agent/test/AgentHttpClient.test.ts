@@ -197,7 +197,8 @@ describe("AgentHttpClient: over any Agent.Service", () => {
         request: agent.request,
         requestScoped: agent.requestScoped,
         requestWith: agent.requestWith,
-        stats: agent.stats
+        stats: agent.stats,
+        preconnect: agent.preconnect
       })
       for (const path of ["/a", "/b"]) {
         const response = yield* client.get(`http://a.test${path}`)

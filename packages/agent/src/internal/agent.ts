@@ -1,6 +1,7 @@
 import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import type * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Runtime from "effect/Runtime"
@@ -10,9 +11,10 @@ import { AgentError } from "../AgentError.js"
 import { Connector } from "../Connector.js"
 import * as Config from "./config.js"
 import { Connection, type Timing } from "./connection.js"
+import { AgentMetrics } from "./metrics.js"
 import { Opener } from "./opening.js"
-import type { Pooled } from "./originLine.js"
-import { ConnectionPool } from "./pool.js"
+import type { OriginLine, Pooled } from "./originLine.js"
+import { ConnectionPool, type RequestTiming } from "./pool.js"
 import { handOver, Held, holdWhile, type Keep, keepInCallerScope, Lease } from "./release.js"
 import * as Request from "./request.js"
 import { AgentResponse, decode } from "./response.js"
@@ -38,10 +40,12 @@ export class AgentService implements Agent.Service {
   constructor(
     readonly config: Agent.ResolvedConfig,
     pool: ConnectionPool,
-    connector: Context.Tag.Service<typeof Connector>
+    connector: Context.Tag.Service<typeof Connector>,
+    clock: Clock.Clock,
+    metrics: boolean
   ) {
     this.#pool = pool
-    this.#env = { pool, connector }
+    this.#env = { pool, connector, clock: metrics ? clock : undefined }
   }
 
   /**
@@ -59,12 +63,14 @@ export class AgentService implements Agent.Service {
       if (this.#pool.closed) {
         return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
       }
+      const env = this.#env
+      const startedAt = env.clock === undefined ? 0n : env.clock.unsafeCurrentTimeNanos()
       const prepared = Request.prepare(request, url, this.config.persist)
       if (prepared instanceof AgentError) return Effect.fail(prepared)
       if (Effect.isEffect(prepared)) {
-        return Effect.flatMap(restore(prepared), (p) => new Attempt(this.#env, restore, request, p, keep, false).run())
+        return Effect.flatMap(restore(prepared), (p) => new Attempt(env, restore, request, p, keep, false, startedAt).run())
       }
-      return new Attempt(this.#env, restore, request, prepared, keep, false).run()
+      return new Attempt(env, restore, request, prepared, keep, false, startedAt).run()
     })
   }
 
@@ -105,6 +111,12 @@ export class AgentService implements Agent.Service {
     }
   })
 
+  readonly preconnect = (url: string | URL, count: number): Effect.Effect<number, AgentError> =>
+    Effect.suspend(() => {
+      const origin = Request.originOf(url)
+      return origin instanceof AgentError ? Effect.fail(origin) : this.#pool.preconnect(origin, count)
+    })
+
   /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
   #executeAtUrl<A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
@@ -119,6 +131,8 @@ export class AgentService implements Agent.Service {
 interface AttemptEnv {
   readonly pool: ConnectionPool
   readonly connector: Context.Tag.Service<typeof Connector>
+  /** Times requests for the metrics; undefined when they are off. */
+  readonly clock: Clock.Clock | undefined
 }
 
 /**
@@ -129,7 +143,7 @@ interface AttemptEnv {
  * the response to `keep`, or `retryStale` decides on the one retry. A class,
  * as every object made per request (see ARCHITECTURE.md).
  */
-class Attempt<A, E, R> {
+class Attempt<A, E, R> implements RequestTiming {
   constructor(
     readonly env: AttemptEnv,
     readonly restore: Restore,
@@ -137,7 +151,9 @@ class Attempt<A, E, R> {
     readonly prepared: Request.Prepared,
     readonly keep: Keep<A, E, R>,
     /** True for the one retry after a stale connection. */
-    readonly retried: boolean
+    readonly retried: boolean,
+    /** Clock nanos when the request was made (0 when metrics are off). */
+    readonly startedAt: bigint
   ) {}
 
   /** Starts an attempt in an uninterruptible region of its own. */
@@ -146,9 +162,24 @@ class Attempt<A, E, R> {
     request: HttpClientRequest.HttpClientRequest,
     prepared: Request.Prepared,
     keep: Keep<A, E, R>,
-    retried: boolean
+    retried: boolean,
+    startedAt: bigint
   ): Effect.Effect<A, AgentError | E, R> {
-    return Effect.uninterruptibleMask((restore) => new Attempt(env, restore, request, prepared, keep, retried).run())
+    return Effect.uninterruptibleMask((restore) =>
+      new Attempt(env, restore, request, prepared, keep, retried, startedAt).run()
+    )
+  }
+
+  get method(): string {
+    return this.request.method
+  }
+
+  /** Records the request's duration, to its response head (`status`) or its failure. */
+  ended(line: OriginLine, status: number, error: AgentError | undefined): void {
+    const clock = this.env.clock
+    if (clock === undefined) return
+    const seconds = Number(clock.unsafeCurrentTimeNanos() - this.startedAt) / 1e9
+    line.metrics.request(this.request.method, status, error === undefined ? "" : error.reason, seconds)
   }
 
   run(): Effect.Effect<A, AgentError | E, R> {
@@ -156,7 +187,7 @@ class Attempt<A, E, R> {
     // The common case: an idle connection, used within the last millisecond.
     const idle = pool.takeIdle(this.prepared.origin)
     if (idle !== undefined) return this.checked(idle)
-    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore), (pooled) => this.checked(pooled))
+    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore, this), (pooled) => this.checked(pooled))
   }
 
   /** A connection checked out: sent on unless it broke while idle, after an I/O turn when it was idle a while. */
@@ -181,15 +212,15 @@ class Attempt<A, E, R> {
   foundBroken(pooled: Pooled): Effect.Effect<A, AgentError | E, R> {
     this.env.pool.putBack(pooled)
     if (pooled.connection.served === 0) {
-      return Effect.fail(
-        new AgentError({
-          reason: "Connect",
-          origin: pooled.line.origin.key,
-          detail: "closed by the server before the request was sent"
-        })
-      )
+      const error = new AgentError({
+        reason: "Connect",
+        origin: pooled.line.origin.key,
+        detail: "closed by the server before the request was sent"
+      })
+      this.ended(pooled.line, 0, error)
+      return Effect.fail(error)
     }
-    return this.restore(Attempt.start(this.env, this.request, this.prepared, this.keep, this.retried))
+    return this.restore(Attempt.start(this.env, this.request, this.prepared, this.keep, this.retried, this.startedAt))
   }
 
   /**
@@ -205,11 +236,12 @@ class Attempt<A, E, R> {
     return Effect.flatMap(Effect.exit(this.restore(conn.send(this.prepared))), (exit) => {
       if (exit._tag === "Success") {
         if (conn.served > 0) this.env.pool.countReused(pooled)
+        if (this.env.clock !== undefined) this.ended(pooled.line, exit.value.status, undefined)
         const response = new AgentResponse(this.request, exit.value, conn, conn.exchange!)
         return this.keep(new Held(response, new Lease(pooled, this.env.pool)), this.restore)
       }
       this.env.pool.checkin(pooled)
-      return this.restore(this.retryStale(exit.cause))
+      return this.restore(this.retryStale(exit.cause, pooled.line))
     })
   }
 
@@ -219,14 +251,17 @@ class Attempt<A, E, R> {
    * it may be sent twice (idempotent, its body replayable). Anything else
    * fails as it is.
    */
-  retryStale(cause: Cause.Cause<AgentError>): Effect.Effect<A, AgentError | E, R> {
+  retryStale(cause: Cause.Cause<AgentError>, line: OriginLine): Effect.Effect<A, AgentError | E, R> {
     if (cause._tag !== "Fail") return Effect.failCause(cause)
     const error = cause.error
-    if (this.retried || !this.prepared.retryable || error.reason !== "Stale") return Effect.fail(error)
+    if (this.retried || !this.prepared.retryable || error.reason !== "Stale") {
+      this.ended(line, 0, error)
+      return Effect.fail(error)
+    }
     // The server closed an idle connection: its other idle connections of
     // that age are likely dead too. The retry goes to a fresh one.
     this.env.pool.closeIdleOf(this.prepared.origin)
-    return Attempt.start(this.env, this.request, this.prepared, this.keep, true)
+    return Attempt.start(this.env, this.request, this.prepared, this.keep, true, this.startedAt)
   }
 }
 
@@ -244,7 +279,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       clock,
       headersMillis: Config.millisOrInfinity(config.headersTimeout),
       bodyMillis: Config.millisOrInfinity(config.bodyTimeout),
-      watchdog
+      watchdog,
+      shutdown: { cutShort: false }
     }
     const opener = new Opener({
       connector,
@@ -252,7 +288,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       runtime,
       watchdog,
       connectMillis: Config.millisOrInfinity(config.connectTimeout),
-      makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing)
+      makeConnection: (origin, transport) =>
+        new Connection(origin, transport, idleMillis, config.maxRequestsPerConnection, parserOptions, timing)
     })
     const pool = new ConnectionPool(
       {
@@ -261,18 +298,31 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         persist: config.persist,
         idleMillis,
         maxAgeMillis: Config.millisOrInfinity(config.maxConnectionAge),
-        connectTimeout: config.connectTimeout
+        connectTimeout: config.connectTimeout,
+        queueMillis: Config.millisOrInfinity(config.queueTimeout),
+        queueTimeout: config.queueTimeout,
+        shutdownTimeout: config.shutdownTimeout
       },
       clock,
       opener,
-      watchdog
+      watchdog,
+      new AgentMetrics(config.metrics)
     )
-    // When the Agent's scope closes: the pool shuts down, then what is left of
-    // the connections' scopes closes. Two finalizers (run in reverse order),
-    // so that the second runs even if the first fails.
-    yield* Effect.addFinalizer(() => opener.closeScopes)
+    // When the Agent's scope closes: the pool shuts down (and waits for the
+    // requests in flight, up to shutdownTimeout), then what is left of the
+    // connections' scopes closes, cutting short the exchanges still under
+    // way. Two finalizers (run in reverse order), so that the second runs
+    // even if the first fails.
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(
+        Effect.sync(() => {
+          timing.shutdown.cutShort = true
+        }),
+        opener.closeScopes
+      )
+    )
     yield* Effect.addFinalizer(() => Effect.ensuring(pool.shutdown(), watchdog.shutdown()))
-    return new AgentService(config, pool, connector)
+    return new AgentService(config, pool, connector, clock, config.metrics)
   })
 
 /** The body as text, failing with the Agent's own error. @internal */
