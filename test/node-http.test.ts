@@ -380,6 +380,35 @@ describe("connections that must not be reused", () => {
     }).pipe(Effect.provide(NodeAgent.layer({ persist: false }))), timeout)
 })
 
+describe("shutdown", () => {
+  it.scopedLive("closing the Agent's scope leaves no socket open server-side: idle ones close at once, one in flight after shutdownTimeout", () =>
+    Effect.gen(function*() {
+      const server = yield* nodeServer((req, res) => {
+        if (req.url !== "/hang") res.end("ok")
+      })
+      const scope = yield* Scope.make()
+      const agent = yield* Agent.make({ shutdownTimeout: "300 millis" }).pipe(
+        Effect.provide(NodeConnector.layer),
+        Scope.extend(scope)
+      )
+      yield* Effect.all([0, 1].map(() => agent.requestWith(HttpClientRequest.get(`${server.origin}/ok`), (r) => r.text)), {
+        concurrency: 2
+      })
+      const hanging = yield* Effect.fork(Effect.flip(agent.requestWith(HttpClientRequest.get(`${server.origin}/hang`), (r) => r.text)))
+      yield* Effect.sleep("50 millis")
+      expect(server.sockets.open).toBe(2)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* Effect.sleep("100 millis")
+      // The idle connection is gone; the one in flight has its shutdownTimeout.
+      expect(server.sockets.open).toBe(1)
+      expect(closing.unsafePoll()).toBeNull()
+      yield* Fiber.join(closing)
+      expect(yield* Fiber.join(hanging)).toMatchObject({ reason: "Closed", requestSent: true })
+      yield* Effect.sleep("50 millis")
+      expect(server.sockets.open).toBe(0)
+    }), timeout)
+})
+
 describe("the Node connector", () => {
   it.scopedLive("a connect interrupted leaves no socket open", () =>
     Effect.gen(function*() {

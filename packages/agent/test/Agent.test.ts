@@ -6,10 +6,12 @@
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
+import { AgentError } from "@keepalive/agent/AgentError"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle } from "./support/agent.js"
 import { echoServer, MemoryServer, type SeenRequest } from "./support/MemoryConnector.js"
@@ -167,5 +169,42 @@ describe("Agent: shutdown", () => {
       expect(server.openSockets.length).toBe(0)
       expect(busy.unsafePoll()).not.toBeNull()
     })
+  })
+})
+
+describe("Agent: whether a failed request may have reached the server", () => {
+  it.effect("requestSent is false when nothing was written, true once any byte may have been", () => {
+    const server = new MemoryServer((req) => {
+      if (req.path === "/truncated") req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhal")
+      if (req.path === "/truncated") req.socket.end()
+    })
+    return Effect.gen(function*() {
+      const invalid = yield* Effect.flip(Agent.request(
+        HttpClientRequest.get("http://a.test/").pipe(HttpClientRequest.setHeader("x-bad", "a\r\nb"))
+      ))
+      expect(invalid).toMatchObject({ reason: "InvalidRequest", requestSent: false })
+      const truncated = yield* Effect.flip(Agent.requestString("http://a.test/truncated"))
+      expect(truncated).toMatchObject({ reason: "Truncated", requestSent: true })
+      // A streamed body longer than it said: the head went out.
+      const tooLong = yield* Effect.flip(Agent.request(
+        HttpClientRequest.post("http://a.test/upload").pipe(
+          HttpClientRequest.bodyStream(Stream.make(new Uint8Array(4)), { contentLength: 2 })
+        )
+      ))
+      expect(tooLong).toMatchObject({ reason: "InvalidRequest", requestSent: true })
+      server.refuse = true
+      const refused = yield* Effect.flip(Agent.requestString("http://b.test/"))
+      expect(refused).toMatchObject({ reason: "Connect", requestSent: false })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it("an AgentError says requestSent by its reason and phase unless told", () => {
+    const error = (reason: AgentError["reason"], phase?: AgentError["phase"]) =>
+      new AgentError({ reason, origin: "o", detail: "d", ...(phase ? { phase } : {}) }).requestSent
+    expect([error("Connect"), error("InvalidRequest"), error("Closed"), error("Timeout", "queue"), error("Timeout", "connect")])
+      .toEqual([false, false, false, false, false])
+    expect([error("Stale"), error("Protocol"), error("Truncated"), error("Transport"), error("Timeout", "headers"), error("HeadersTooLarge")])
+      .toEqual([true, true, true, true, true, true])
+    expect(new AgentError({ reason: "Closed", origin: "o", detail: "d", requestSent: true }).requestSent).toBe(true)
   })
 })

@@ -12,7 +12,7 @@ import { OriginLine, type Pooled, Waiter } from "../src/internal/originLine.js"
 
 const noMetrics = new AgentMetrics(false)
 const neverTimesOut = { queueTimedOut: () => {} }
-const untimed = { ended: () => {} }
+const untimed = { ended: () => {}, trace: undefined }
 
 /** A request waiting in `line`. */
 const waiterOf = (line: OriginLine) => new Waiter(line, 0n, Infinity, neverTimesOut, untimed)

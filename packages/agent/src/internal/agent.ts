@@ -18,6 +18,7 @@ import { ConnectionPool, type RequestTiming } from "./pool.js"
 import { handOver, Held, holdWhile, type Keep, keepInCallerScope, Lease } from "./release.js"
 import * as Request from "./request.js"
 import { AgentResponse, decode } from "./response.js"
+import { type Trace, traced, TraceSettings } from "./tracing.js"
 import { Watchdog } from "./watchdog.js"
 
 type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
@@ -45,7 +46,7 @@ export class AgentService implements Agent.Service {
     metrics: boolean
   ) {
     this.#pool = pool
-    this.#env = { pool, connector, clock: metrics ? clock : undefined }
+    this.#env = { pool, connector, clock, metrics }
   }
 
   /**
@@ -56,7 +57,8 @@ export class AgentService implements Agent.Service {
   execute<A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     url: URL,
-    keep: Keep<A, E, R>
+    keep: Keep<A, E, R>,
+    trace: Trace | undefined
   ): Effect.Effect<A, AgentError | E, R> {
     // The mask's function runs when the effect does: it prepares the request then.
     return Effect.uninterruptibleMask((restore) => {
@@ -64,13 +66,13 @@ export class AgentService implements Agent.Service {
         return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
       }
       const env = this.#env
-      const startedAt = env.clock === undefined ? 0n : env.clock.unsafeCurrentTimeNanos()
+      const startedAt = env.metrics ? env.clock.unsafeCurrentTimeNanos() : 0n
       const prepared = Request.prepare(request, url, this.config.persist)
       if (prepared instanceof AgentError) return Effect.fail(prepared)
       if (Effect.isEffect(prepared)) {
-        return Effect.flatMap(restore(prepared), (p) => new Attempt(env, restore, request, p, keep, false, startedAt).run())
+        return Effect.flatMap(restore(prepared), (p) => new Attempt(env, restore, request, p, keep, false, startedAt, trace).run())
       }
-      return new Attempt(env, restore, request, prepared, keep, false, startedAt).run()
+      return new Attempt(env, restore, request, prepared, keep, false, startedAt, trace).run()
     })
   }
 
@@ -117,13 +119,22 @@ export class AgentService implements Agent.Service {
       return origin instanceof AgentError ? Effect.fail(origin) : this.#pool.preconnect(origin, count)
     })
 
-  /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
+  /**
+   * `execute` with the request's own URL (resolving it is pure: done now;
+   * execute defers the rest), under the span the HttpClient adapter would
+   * make when there is a tracer to see it (see `TraceSettings.ofAgent`).
+   */
   #executeAtUrl<A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     keep: Keep<A, E, R>
   ): Effect.Effect<A, AgentError | E, R> {
     const url = Request.resolveUrl(request)
-    return url instanceof AgentError ? Effect.fail(url) : this.execute(request, url, keep)
+    if (url instanceof AgentError) return Effect.fail(url)
+    return Effect.withFiberRuntime((fiber) => {
+      const settings = TraceSettings.ofAgent(fiber, request)
+      if (settings === undefined) return this.execute(request, url, keep, undefined)
+      return traced((sent, trace) => this.execute(sent, url, keep, trace), request, url, settings)
+    })
   }
 }
 
@@ -131,8 +142,9 @@ export class AgentService implements Agent.Service {
 interface AttemptEnv {
   readonly pool: ConnectionPool
   readonly connector: Context.Tag.Service<typeof Connector>
-  /** Times requests for the metrics; undefined when they are off. */
-  readonly clock: Clock.Clock | undefined
+  readonly clock: Clock.Clock
+  /** Whether requests are timed for the metrics. */
+  readonly metrics: boolean
 }
 
 /**
@@ -153,7 +165,9 @@ class Attempt<A, E, R> implements RequestTiming {
     /** True for the one retry after a stale connection. */
     readonly retried: boolean,
     /** Clock nanos when the request was made (0 when metrics are off). */
-    readonly startedAt: bigint
+    readonly startedAt: bigint,
+    /** Its span, when it is traced. */
+    readonly trace: Trace | undefined
   ) {}
 
   /** Starts an attempt in an uninterruptible region of its own. */
@@ -163,10 +177,11 @@ class Attempt<A, E, R> implements RequestTiming {
     prepared: Request.Prepared,
     keep: Keep<A, E, R>,
     retried: boolean,
-    startedAt: bigint
+    startedAt: bigint,
+    trace: Trace | undefined
   ): Effect.Effect<A, AgentError | E, R> {
     return Effect.uninterruptibleMask((restore) =>
-      new Attempt(env, restore, request, prepared, keep, retried, startedAt).run()
+      new Attempt(env, restore, request, prepared, keep, retried, startedAt, trace).run()
     )
   }
 
@@ -176,9 +191,8 @@ class Attempt<A, E, R> implements RequestTiming {
 
   /** Records the request's duration, to its response head (`status`) or its failure. */
   ended(line: OriginLine, status: number, error: AgentError | undefined): void {
-    const clock = this.env.clock
-    if (clock === undefined) return
-    const seconds = Number(clock.unsafeCurrentTimeNanos() - this.startedAt) / 1e9
+    if (!this.env.metrics) return
+    const seconds = Number(this.env.clock.unsafeCurrentTimeNanos() - this.startedAt) / 1e9
     line.metrics.request(this.request.method, status, error === undefined ? "" : error.reason, seconds)
   }
 
@@ -187,7 +201,11 @@ class Attempt<A, E, R> implements RequestTiming {
     // The common case: an idle connection, used within the last millisecond.
     const idle = pool.takeIdle(this.prepared.origin)
     if (idle !== undefined) return this.checked(idle)
-    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore, this), (pooled) => this.checked(pooled))
+    if (this.trace !== undefined) this.trace.queuedAt = this.env.clock.unsafeCurrentTimeNanos()
+    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore, this), (pooled) => {
+      if (this.trace !== undefined) this.trace.dequeued(this.env.clock.unsafeCurrentTimeNanos())
+      return this.checked(pooled)
+    })
   }
 
   /** A connection checked out: sent on unless it broke while idle, after an I/O turn when it was idle a while. */
@@ -220,7 +238,9 @@ class Attempt<A, E, R> implements RequestTiming {
       this.ended(pooled.line, 0, error)
       return Effect.fail(error)
     }
-    return this.restore(Attempt.start(this.env, this.request, this.prepared, this.keep, this.retried, this.startedAt))
+    return this.restore(
+      Attempt.start(this.env, this.request, this.prepared, this.keep, this.retried, this.startedAt, this.trace)
+    )
   }
 
   /**
@@ -236,8 +256,9 @@ class Attempt<A, E, R> implements RequestTiming {
     return Effect.flatMap(Effect.exit(this.restore(conn.send(this.prepared))), (exit) => {
       if (exit._tag === "Success") {
         if (conn.served > 0) this.env.pool.countReused(pooled)
-        if (this.env.clock !== undefined) this.ended(pooled.line, exit.value.status, undefined)
+        this.ended(pooled.line, exit.value.status, undefined)
         const response = new AgentResponse(this.request, exit.value, conn, conn.exchange!)
+        if (this.trace !== undefined) this.traceResponse(response)
         return this.keep(new Held(response, new Lease(pooled, this.env.pool)), this.restore)
       }
       this.env.pool.checkin(pooled)
@@ -261,7 +282,14 @@ class Attempt<A, E, R> implements RequestTiming {
     // The server closed an idle connection: its other idle connections of
     // that age are likely dead too. The retry goes to a fresh one.
     this.env.pool.closeIdleOf(this.prepared.origin)
-    return Attempt.start(this.env, this.request, this.prepared, this.keep, true, this.startedAt)
+    return Attempt.start(this.env, this.request, this.prepared, this.keep, true, this.startedAt, this.trace)
+  }
+
+  /** What only the pool knows, and the response head, go on the request's span, which ends. */
+  traceResponse(response: AgentResponse): void {
+    const now = this.env.clock.unsafeCurrentTimeNanos()
+    this.trace!.sentOn(response.connection.id, response.exchange.reused)
+    this.trace!.responded(response.status, response.headers, now)
   }
 }
 

@@ -6,6 +6,7 @@ import { List, ListNode } from "./list.js"
 import type { OriginMetrics } from "./metrics.js"
 import type { Opening } from "./opening.js"
 import type { ConnectionScope } from "./scope.js"
+import type { Trace } from "./tracing.js"
 import type { Deadline } from "./watchdog.js"
 
 /**
@@ -99,8 +100,8 @@ export class Waiter implements Deadline {
     /** Clock millis by which it must have a connection (Infinity: no limit). */
     readonly deadline: number,
     readonly timeout: QueueTimeout,
-    /** The request waiting, told when it fails here. */
-    readonly request: { ended(line: OriginLine, status: number, error: AgentError): void }
+    /** The request waiting: told when it fails here; its span parents a connect for it. */
+    readonly request: { ended(line: OriginLine, status: number, error: AgentError): void; readonly trace: Trace | undefined }
   ) {}
 
   expire(): void {

@@ -12,12 +12,15 @@ import type { AgentMetrics } from "./metrics.js"
 import type { Opener, Opening, OpeningOutcome } from "./opening.js"
 import { type IdleCloser, OriginLine, Pooled, type QueueTimeout, Waiter } from "./originLine.js"
 import type { ConnectionScope } from "./scope.js"
+import type { Trace } from "./tracing.js"
 import type { Watchdog } from "./watchdog.js"
 
 /** A request, as the metrics time it: told when it ends. @internal */
 export interface RequestTiming {
   /** It ended: its response head came (`status`), or it failed. */
   ended(line: OriginLine, status: number, error: AgentError | undefined): void
+  /** Its span, when it is traced: a connection opened for it is traced under it. */
+  readonly trace: Trace | undefined
 }
 
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
@@ -521,8 +524,11 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
 
   /** Opens a connection for the origin's waiters; the caller holds a permit for it. */
   #openFor(line: OriginLine): void {
+    // The waiter it is for: the first that no opening under way serves (its span is the connect's parent).
+    let node = line.waiters.firstNode
+    for (let i = 0; i < line.opening && node !== undefined; i++) node = node.next
     line.opening++
-    const opening = this.#opener.open(line.origin, this, line)
+    const opening = this.#opener.open(line.origin, this, line, node?.value.request.trace)
     if (opening !== undefined) line.openings.append(opening.node)
   }
 
