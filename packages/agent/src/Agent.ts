@@ -12,6 +12,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { AgentError } from "./AgentError.js"
 import type { Connector } from "./Connector.js"
@@ -401,3 +402,34 @@ export const metricNames: {
   readonly queueDuration: "keepalive.queue.duration"
   readonly requestsWaiting: "keepalive.requests.waiting"
 } = internalMetrics.names
+
+/**
+ * Which of the Agent's connections carried a response: its `id` (unique in
+ * the process) and whether it had carried a response before (`reused`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectionInfo {
+  readonly id: number
+  readonly reused: boolean
+}
+
+/**
+ * The connection a response came on, for a response of the Agent (through
+ * any entry point or its HttpClient); none for any other response.
+ *
+ * @since 0.1.0
+ * @category responses
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * import { HttpClientRequest } from "@effect/platform"
+ * import { Effect, Option } from "effect"
+ * const reused = HttpClientRequest.get("http://127.0.0.1:8080/").pipe(
+ *   Agent.requestWith((response) => Effect.succeed(Option.map(Agent.connectionOf(response), (c) => c.reused)))
+ * )
+ */
+export const connectionOf = (response: HttpClientResponse.HttpClientResponse): Option.Option<ConnectionInfo> =>
+  response instanceof internalResponse.AgentResponse
+    ? Option.some({ id: response.connection.id, reused: response.exchange.reused })
+    : Option.none()

@@ -5,12 +5,16 @@
  * called off by the requests that wanted them, and connect failures.
  */
 import { describe, expect, it } from "@effect/vitest"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Agent from "@keepalive/agent/Agent"
 import { Connector } from "@keepalive/agent/Connector"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle, withAgent } from "./support/agent.js"
@@ -26,6 +30,24 @@ describe("Pool: reuse", () => {
       const stats = yield* Agent.stats
       expect(stats).toMatchObject({ open: 1, idle: 1, busy: 0, waiting: 0, opened: 1, reused: 4, responses: 5 })
     }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("connectionOf tells which connection carried a response and whether it was reused, through every entry point", () => {
+    const server = echoServer()
+    return withAgent(server, {}, Effect.gen(function*() {
+      const client = yield* HttpClient.HttpClient
+      const seen = [
+        yield* Effect.map(Agent.request(HttpClientRequest.get("http://a.test/1")), Agent.connectionOf),
+        yield* HttpClientRequest.get("http://a.test/2").pipe(Agent.requestWith((r) => Effect.succeed(Agent.connectionOf(r)))),
+        yield* Effect.map(client.get("http://a.test/3"), Agent.connectionOf),
+        yield* Effect.map(client.get("http://b.test/"), Agent.connectionOf)
+      ].map(Option.getOrThrow)
+      expect(seen.map((c) => c.reused)).toEqual([false, true, true, false])
+      expect(new Set(seen.slice(0, 3).map((c) => c.id)).size).toBe(1)
+      expect(seen[3]!.id).not.toBe(seen[0]!.id)
+      const foreign = HttpClientResponse.fromWeb(HttpClientRequest.get("http://x.test/"), new Response(""))
+      expect(Agent.connectionOf(foreign)).toEqual(Option.none())
+    }))
   })
 
   it.effect("normalises origins: case and default port share a connection", () => {
