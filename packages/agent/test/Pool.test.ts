@@ -4,10 +4,10 @@
  * of idle connections, turns between origins, no origin starved), openings
  * called off by the requests that wanted them, and connect failures.
  */
-import { describe, expect, it } from "@effect/vitest"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import { Connector } from "@keepalive/agent/Connector"
 import * as Effect from "effect/Effect"
