@@ -114,7 +114,7 @@ export interface Stats {
   readonly waiting: number
   /** Connections opened since start. */
   readonly opened: number
-  /** Requests sent on a connection that had served one before. */
+  /** Requests answered (a response head received) on a connection that had carried a response before. */
   readonly reused: number
   /**
    * Responses whose body was read to its end (or that had none) since start:
@@ -146,7 +146,7 @@ export interface OriginStats {
   readonly waiting: number
   /** Connections opened since the Agent last held nothing of the origin. */
   readonly opened: number
-  /** Requests sent on a reused connection since the Agent last held nothing of the origin. */
+  /** Requests answered on a reused connection since the Agent last held nothing of the origin. */
   readonly reused: number
 }
 
@@ -384,7 +384,7 @@ export type ConnectionCloseReason =
  * - `connectionDuration` (histogram, seconds): how long closed connections lived.
  * - `activeRequests` (up-down counter): requests waiting for a connection or holding one.
  * - `connectionsOpened`, `connectionsClosed` (counters; closed by `reason`, see `ConnectionCloseReason`).
- * - `requestsReused` (counter): requests sent on a connection that carried one before.
+ * - `requestsReused` (counter): requests answered on a connection that carried a response before.
  * - `queueDuration` (histogram, seconds): time requests waited for a connection (those that waited).
  * - `requestsWaiting` (up-down counter): requests waiting for a connection.
  *

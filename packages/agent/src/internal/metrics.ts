@@ -44,7 +44,7 @@ const keys = {
   activeRequests: upDown(names.activeRequests, "Requests waiting for a connection or holding one"),
   connectionsOpened: counter(names.connectionsOpened, "Connections opened"),
   connectionsClosed: counter(names.connectionsClosed, "Connections closed, by reason"),
-  requestsReused: counter(names.requestsReused, "Requests sent on a connection that had carried one before"),
+  requestsReused: counter(names.requestsReused, "Requests answered on a connection that had carried a response before"),
   queueDuration: histogram(names.queueDuration, durationBoundaries, "Time requests waited for a connection"),
   requestsWaiting: upDown(names.requestsWaiting, "Requests waiting for a connection")
 }
