@@ -485,6 +485,17 @@ describe("Pool: preconnect", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
+  it.effect("with persist: false, a preconnected connection waits idle and carries one request", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      expect(yield* Agent.preconnect("http://a.test", 2)).toBe(2)
+      expect(yield* Agent.stats).toMatchObject({ open: 2, idle: 2 })
+      yield* Agent.requestString("http://a.test/1")
+      expect(server.sockets.length).toBe(2)
+      expect(yield* Agent.stats).toMatchObject({ open: 1, idle: 1 })
+    }).pipe(Effect.provide(agentOn(server, { persist: false })))
+  })
+
   it.effect("takes only free global permits: no other origin's idle connection is closed for it", () => {
     const server = echoServer()
     return Effect.gen(function*() {

@@ -257,13 +257,13 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
         this.#forgetIfUnused(line)
         return Effect.succeed(0)
       }
-      return Effect.async<number, AgentError>((resume) => {
-        const outcome = new Preconnect(this, started, resume)
-        for (let i = 0; i < started; i++) {
-          line.opening++
-          this.#opener.open(line.origin, outcome, line)
-        }
-      })
+      // Started here, not when the wait below registers: the permits are taken now.
+      const outcome = new Preconnect(this, started)
+      for (let i = 0; i < started; i++) {
+        line.opening++
+        this.#opener.open(line.origin, outcome, line)
+      }
+      return Effect.async<number, AgentError>((resume) => outcome.onEnd(resume))
     })
   }
 
@@ -353,14 +353,14 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
   }
 
   #giveBack(pooled: Pooled, reusable: boolean): void {
-    const line = pooled.line
     const conn = pooled.connection
     if (!reusable || conn.broken) return this.#drop(pooled, conn.closeReason ?? "error")
     if (this.#closed) return this.#drop(pooled, "shutdown")
     if (this.#tooOld(pooled)) return this.#drop(pooled, "max_age")
     if (!this.#options.persist) {
-      // Only a connection that carried nothing comes back here: it may serve a waiter.
-      return conn.served === 0 && line.waiters.size > 0 ? this.#handOff(pooled) : this.#drop(pooled, "max_requests")
+      // A connection that carried nothing yet (opened ahead of need, or for a
+      // request that left) may still carry one.
+      return conn.served === 0 ? this.#handOff(pooled) : this.#drop(pooled, "max_requests")
     }
     if (this.#cap.mustMakeRoom(pooled)) return this.#drop(pooled, "evicted")
     this.#handOff(pooled)
@@ -619,12 +619,15 @@ class Preconnect implements OpeningOutcome<OriginLine> {
   #left: number
   #opened = 0
   #error: AgentError | undefined = undefined
-  constructor(
-    readonly pool: ConnectionPool,
-    count: number,
-    readonly resume: (effect: Effect.Effect<number, AgentError>) => void
-  ) {
+  #resume: ((effect: Effect.Effect<number, AgentError>) => void) | undefined = undefined
+  constructor(readonly pool: ConnectionPool, count: number) {
     this.#left = count
+  }
+
+  /** Tells `resume` the outcome once every opening ended (at once if they have). */
+  onEnd(resume: (effect: Effect.Effect<number, AgentError>) => void): void {
+    if (this.#left === 0) resume(this.#outcome())
+    else this.#resume = resume
   }
 
   connected(line: OriginLine, connection: Connection, scope: ListNode<ConnectionScope>): void {
@@ -642,6 +645,10 @@ class Preconnect implements OpeningOutcome<OriginLine> {
 
   #ended(): void {
     if (--this.#left > 0) return
-    this.resume(this.#error === undefined ? Effect.succeed(this.#opened) : Effect.fail(this.#error))
+    this.#resume?.(this.#outcome())
+  }
+
+  #outcome(): Effect.Effect<number, AgentError> {
+    return this.#error === undefined ? Effect.succeed(this.#opened) : Effect.fail(this.#error)
   }
 }

@@ -2,6 +2,7 @@ import * as Headers from "@effect/platform/Headers"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -99,6 +100,7 @@ export class Trace {
 export class TraceSettings {
   constructor(
     readonly tracer: Tracer.Tracer,
+    readonly clock: Clock.Clock,
     readonly redactedNames: ReadonlyArray<string | RegExp>,
     readonly propagate: boolean,
     readonly name: string
@@ -117,6 +119,7 @@ export class TraceSettings {
     }
     return new TraceSettings(
       fiber.currentTracer,
+      Context.get(fiber.currentDefaultServices, Clock.Clock),
       fiber.getFiberRef(Headers.currentRedactedNames),
       fiber.getFiberRef(HttpClient.currentTracerPropagation),
       Context.get(fiber.currentContext, HttpClient.SpanNameGenerator)(request)
@@ -168,7 +171,5 @@ export const traced = <A, E, R>(
     const sending = request.body._tag === "Stream"
       ? Effect.withParentSpan(send(sent, trace), span)
       : send(sent, trace)
-    return Effect.onExit(sending, (exit) =>
-      Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeNanos), (now) =>
-        Effect.sync(() => trace.ended(exit, now))))
+    return Effect.onExit(sending, (exit) => Effect.sync(() => trace.ended(exit, settings.clock.unsafeCurrentTimeNanos())))
   })
