@@ -54,32 +54,38 @@ export type Phase = "queue" | "connect" | "headers" | "body"
  * @since 0.1.0
  * @category errors
  */
-export class AgentError extends Data.TaggedError("AgentError")<{
-  readonly reason: Reason
-  /** The origin key (`scheme://host:port`), or `""` when the URL had none. */
-  readonly origin: string
-  readonly detail: string
-  readonly phase?: Phase
-  readonly cause?: unknown
-  /** Whether any byte of the request may have reached the server (see the class doc for the default). */
-  readonly requestSent?: boolean
-}> {
+export class AgentError extends Data.TaggedError("AgentError")<AgentError.Fields> {
   /** Whether any byte of the request may have reached the server. */
   declare readonly requestSent: boolean
 
-  constructor(args: {
-    readonly reason: Reason
-    readonly origin: string
-    readonly detail: string
-    readonly phase?: Phase
-    readonly cause?: unknown
-    readonly requestSent?: boolean
-  }) {
+  constructor(args: AgentError.Fields) {
     super(args.requestSent === undefined ? { ...args, requestSent: sentByDefault(args.reason, args.phase) } : args)
   }
 
   override get message(): string {
     return `${this.reason}${this.phase ? ` (${this.phase})` : ""} ${this.origin}: ${this.detail}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ */
+export declare namespace AgentError {
+  /**
+   * What an `AgentError` is made of.
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Fields {
+    readonly reason: Reason
+    /** The origin key (`scheme://host:port`), or `""` when the URL had none. */
+    readonly origin: string
+    readonly detail: string
+    readonly phase?: Phase
+    readonly cause?: unknown
+    /** Whether any byte of the request may have reached the server (see the class doc for the default). */
+    readonly requestSent?: boolean
   }
 }
 
