@@ -73,6 +73,10 @@ export class OriginMetrics {
   #queue: MetricHook.MetricHook<number, unknown> | undefined
   #closed: Map<CloseReason, MetricHook.MetricHook<number, unknown>> | undefined
   #durations: Map<string, MetricHook.MetricHook<number, unknown>> | undefined
+  #lastMethod = ""
+  #lastStatus = -1
+  #lastError = ""
+  #lastDuration: MetricHook.MetricHook<number, unknown> | undefined
 
   constructor(labels: ReadonlyArray<MetricLabel.MetricLabel>) {
     this.#labels = labels
@@ -133,6 +137,10 @@ export class OriginMetrics {
 
   /** A request ended: its response head came (`status`), or it failed (`errorType`, the AgentError's reason). */
   request(method: string, status: number, errorType: string, seconds: number): void {
+    // The common case, the same method and status as the last request, makes no key string.
+    if (method === this.#lastMethod && status === this.#lastStatus && errorType === this.#lastError) {
+      return this.#lastDuration!.update(seconds)
+    }
     const durations = this.#durations ??= new Map()
     const key = `${method} ${status} ${errorType}`
     let hook = durations.get(key)
@@ -140,9 +148,13 @@ export class OriginMetrics {
       const extra = [label("http.request.method", method)]
       if (status !== 0) extra.push(label("http.response.status_code", String(status)))
       if (errorType !== "") extra.push(label("error.type", errorType))
-      hook = this.#hook(keys.requestDuration, extra)
+      hook = this.#hook<number>(keys.requestDuration, extra)
       durations.set(key, hook)
     }
+    this.#lastMethod = method
+    this.#lastStatus = status
+    this.#lastError = errorType
+    this.#lastDuration = hook
     hook.update(seconds)
   }
 
