@@ -174,7 +174,7 @@ const fetchOne = (p: Plan, index: number, tracker: ReuseTracker): Effect.Effect<
             catch: (cause) => new OutputError(messageOf(cause))
           })),
       (fd) => Effect.sync(() => fd !== undefined && fs.closeSync(fd))
-    ).pipe(Effect.as({ status: response.status, bytes }))
+    ).pipe(Effect.map(() => ({ status: response.status, bytes })))
   }).pipe(
     tracker.track,
     Effect.match({
@@ -240,6 +240,7 @@ const run = (options: FetchOptions) =>
 export const command = Command.make("fetch", {
   urls: Args.text({ name: "URL" }).pipe(Args.withDescription("URLs to fetch (http or https)"), Args.repeated),
   input: Options.text("input").pipe(
+    Options.withAlias("i"),
     Options.withPseudoName("FILE|-"),
     Options.withDescription("read more URLs from FILE, or stdin for -: one per line, # comments"),
     Options.optional
@@ -252,21 +253,25 @@ export const command = Command.make("fetch", {
   }),
   noPersist: Options.boolean("no-persist").pipe(Options.withDescription("a fresh connection per request")),
   method: Options.text("method").pipe(
+    Options.withAlias("X"),
     Options.withPseudoName("M"),
     Options.withDescription("request method (default GET, or POST with --data)"),
     Options.optional
   ),
   header: Options.text("header").pipe(
+    Options.withAlias("H"),
     Options.withPseudoName("K:V"),
     Options.withDescription("a request header; repeatable"),
     Options.repeated
   ),
   data: Options.text("data").pipe(
+    Options.withAlias("d"),
     Options.withPseudoName("TEXT|@FILE"),
     Options.withDescription("request body: the text, or the bytes of FILE"),
     Options.optional
   ),
   output: Options.text("output").pipe(
+    Options.withAlias("o"),
     Options.withPseudoName("DIR"),
     Options.withDescription("write each response body to a file in DIR"),
     Options.optional
