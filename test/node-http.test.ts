@@ -205,7 +205,7 @@ describe("connection reuse", () => {
       const server = yield* nodeServer((_req, res) => res.end("ok"))
       for (let i = 0; i < 10; i++) expect(yield* getText(`${server.origin}/`)).toBe("ok")
       expect(server.sockets.accepted).toBe(1)
-      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 9, requests: 10 })
+      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 9, responses: 10 })
     }).pipe(Effect.provide(NodeAgent.layer())), timeout)
 
   it.scopedLive("HEAD, 204 and 304 responses have no body and leave the connection reusable", () =>
@@ -232,7 +232,7 @@ describe("connection reuse", () => {
       expect(yield* send(HttpClientRequest.get(`${server.origin}/304`))).toMatchObject({ status: 304, body: "" })
       expect(yield* getText(`${server.origin}/`)).toBe("hello world")
       expect(server.sockets.accepted).toBe(1)
-      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 3, requests: 4 })
+      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 3, responses: 4 })
     }).pipe(Effect.provide(NodeAgent.layer({ bodyTimeout: "1 second" }))), timeout)
 
   it.scopedLive("a chunked body is read whole via text, arrayBuffer and stream, and the connection is reused", () =>
@@ -244,7 +244,7 @@ describe("connection reuse", () => {
       expect(yield* getArrayBuffer(`${server.origin}/`)).toBe("alpha-beta-gamma")
       expect(yield* getStreamed(`${server.origin}/`)).toBe("alpha-beta-gamma")
       expect(server.sockets.accepted).toBe(1)
-      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 2, requests: 3 })
+      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 2, responses: 3 })
     }).pipe(Effect.provide(NodeAgent.layer())), timeout)
 
   it.scopedLive("arrayBuffer holds exactly the body when it arrived in one packet with the head", () =>
@@ -326,7 +326,7 @@ describe("connections that must not be reused", () => {
       expect(yield* send(HttpClientRequest.get(`${server.origin}/`))).toMatchObject({ status: 200, body })
       expect(yield* getStreamed(`${server.origin}/`)).toBe(body)
       expect(server.sockets.accepted).toBe(2)
-      expect(yield* Agent.stats).toMatchObject({ opened: 2, reused: 0, requests: 2 })
+      expect(yield* Agent.stats).toMatchObject({ opened: 2, reused: 0, responses: 2 })
     }).pipe(Effect.provide(NodeAgent.layer())), timeout)
 
   it.scopedLive("Connection: close from the server is obeyed even when the server keeps the socket open", () =>
@@ -378,6 +378,35 @@ describe("connections that must not be reused", () => {
       expect(server.requests.map((r) => r.headers.connection)).toEqual(Array(5).fill("close"))
       expect(yield* Agent.stats).toMatchObject({ open: 0, opened: 5, reused: 0 })
     }).pipe(Effect.provide(NodeAgent.layer({ persist: false }))), timeout)
+})
+
+describe("shutdown", () => {
+  it.scopedLive("closing the Agent's scope leaves no socket open server-side: idle ones close at once, one in flight after shutdownTimeout", () =>
+    Effect.gen(function*() {
+      const server = yield* nodeServer((req, res) => {
+        if (req.url !== "/hang") res.end("ok")
+      })
+      const scope = yield* Scope.make()
+      const agent = yield* Agent.make({ shutdownTimeout: "300 millis" }).pipe(
+        Effect.provide(NodeConnector.layer),
+        Scope.extend(scope)
+      )
+      yield* Effect.all([0, 1].map(() => agent.requestWith(HttpClientRequest.get(`${server.origin}/ok`), (r) => r.text)), {
+        concurrency: 2
+      })
+      const hanging = yield* Effect.fork(Effect.flip(agent.requestWith(HttpClientRequest.get(`${server.origin}/hang`), (r) => r.text)))
+      yield* Effect.sleep("50 millis")
+      expect(server.sockets.open).toBe(2)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* Effect.sleep("100 millis")
+      // The idle connection is gone; the one in flight has its shutdownTimeout.
+      expect(server.sockets.open).toBe(1)
+      expect(closing.unsafePoll()).toBeNull()
+      yield* Fiber.join(closing)
+      expect(yield* Fiber.join(hanging)).toMatchObject({ reason: "Closed", requestSent: true })
+      yield* Effect.sleep("50 millis")
+      expect(server.sockets.open).toBe(0)
+    }), timeout)
 })
 
 describe("the Node connector", () => {

@@ -12,10 +12,12 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { AgentError } from "./AgentError.js"
 import type { Connector } from "./Connector.js"
 import * as internal from "./internal/agent.js"
+import * as internalMetrics from "./internal/metrics.js"
 import * as internalResponse from "./internal/response.js"
 
 /**
@@ -43,8 +45,32 @@ export interface Config {
   readonly maxHeaderSize?: number | undefined
   /** Most fields in a response head (default 100). */
   readonly maxHeaderCount?: number | undefined
-  /** A connection older than this is closed once its current exchange ends (default 5 minutes). */
+  /**
+   * A connection older than this is closed once its current exchange ends
+   * (default 5 minutes). Each connection's own limit falls short of it by up
+   * to a tenth, spread evenly, so that connections opened together do not
+   * all close together.
+   */
   readonly maxConnectionAge?: Duration.DurationInput | undefined
+  /**
+   * Responses a connection carries before it is closed (default: no limit).
+   * A server's `Keep-Alive: max=N` lowers it for that connection: N counts
+   * the response that says it.
+   */
+  readonly maxRequestsPerConnection?: number | undefined
+  /**
+   * Longest wait for a connection (default: no limit); a request that waits
+   * longer fails with `reason: "Timeout"`, `phase: "queue"`, having sent nothing.
+   */
+  readonly queueTimeout?: Duration.DurationInput | undefined
+  /**
+   * How long closing the Agent's scope waits for the requests in flight
+   * (default 5 seconds); then their connections are closed and they fail
+   * with `reason: "Closed"`.
+   */
+  readonly shutdownTimeout?: Duration.DurationInput | undefined
+  /** `false`: record no metrics (default true; see `Agent.metricNames`). */
+  readonly metrics?: boolean | undefined
 }
 
 /**
@@ -64,6 +90,11 @@ export interface ResolvedConfig {
   readonly maxHeaderSize: number
   readonly maxHeaderCount: number
   readonly maxConnectionAge: Duration.Duration
+  /** Infinity when there is no limit. */
+  readonly maxRequestsPerConnection: number
+  readonly queueTimeout: Duration.Duration
+  readonly shutdownTimeout: Duration.Duration
+  readonly metrics: boolean
 }
 
 /**
@@ -142,6 +173,8 @@ export interface Service {
   ) => Effect.Effect<A, AgentError | E, R>
   /** The Agent's statistics now (see `Agent.stats`). */
   readonly stats: Effect.Effect<Stats>
+  /** Opens connections to a URL's origin ahead of need (see `Agent.preconnect`). */
+  readonly preconnect: (url: string | URL, count: number) => Effect.Effect<number, AgentError>
 }
 
 /**
@@ -300,3 +333,103 @@ export const requestString = (url: string | URL): Effect.Effect<string, AgentErr
  * @category accessors
  */
 export const stats: Effect.Effect<Stats, never, Agent> = Effect.flatMap(Agent, (agent) => agent.stats)
+
+/**
+ * Opens connections to the origin of `url` until it has `count` open or being
+ * opened, within `maxConnectionsPerOrigin` and taking only free global
+ * permits (no other origin's idle connection is closed for it). Succeeds with
+ * how many it opened, once they are open; they then wait idle for requests
+ * (and close after `idleTimeout` like any other). Fails with the first
+ * connect failure.
+ *
+ * @since 0.1.0
+ * @category requests
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * const warm = Agent.preconnect("https://api.example.com", 2)
+ */
+export const preconnect = (url: string | URL, count: number): Effect.Effect<number, AgentError, Agent> =>
+  Effect.flatMap(Agent, (agent) => agent.preconnect(url, count))
+
+/**
+ * Why a connection closed, as the `reason` attribute of the
+ * `keepalive.connections.closed` metric: its idle timeout passed, the server
+ * closed it (or said it would), it failed or saw something odd, it was closed
+ * to make room for another origin (or was opened for a request that no longer
+ * wanted it), it carried `maxRequestsPerConnection` (or `Keep-Alive: max`, or
+ * one with `persist: false`), it outlived `maxConnectionAge`, or the Agent shut down.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionCloseReason =
+  | "idle_timeout"
+  | "server_close"
+  | "error"
+  | "evicted"
+  | "max_requests"
+  | "max_age"
+  | "shutdown"
+
+/**
+ * The names of the metrics every Agent records through Effect's `Metric`
+ * (unless `metrics: false`), so any Effect metrics exporter sees them. Each
+ * series carries its origin as `server.address`, `server.port` and
+ * `url.scheme` (for the first 1,000 origins; the others share one series
+ * marked `otel.metric.overflow`):
+ * - `requestDuration` (histogram, seconds): from the call to the response
+ *   head, or to the failure; by `http.request.method`,
+ *   `http.response.status_code`, `error.type` (the AgentError's `reason`).
+ * - `openConnections` (up-down counter): by `http.connection.state`, `active` or `idle`.
+ * - `connectionDuration` (histogram, seconds): how long closed connections lived.
+ * - `activeRequests` (up-down counter): requests waiting for a connection or holding one.
+ * - `connectionsOpened`, `connectionsClosed` (counters; closed by `reason`, see `ConnectionCloseReason`).
+ * - `requestsReused` (counter): requests sent on a connection that carried one before.
+ * - `queueDuration` (histogram, seconds): time requests waited for a connection (those that waited).
+ * - `requestsWaiting` (up-down counter): requests waiting for a connection.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metricNames: {
+  readonly requestDuration: "http.client.request.duration"
+  readonly openConnections: "http.client.open_connections"
+  readonly connectionDuration: "http.client.connection.duration"
+  readonly activeRequests: "http.client.active_requests"
+  readonly connectionsOpened: "keepalive.connections.opened"
+  readonly connectionsClosed: "keepalive.connections.closed"
+  readonly requestsReused: "keepalive.requests.reused"
+  readonly queueDuration: "keepalive.queue.duration"
+  readonly requestsWaiting: "keepalive.requests.waiting"
+} = internalMetrics.names
+
+/**
+ * Which of the Agent's connections carried a response: its `id` (unique in
+ * the process) and whether it had carried a response before (`reused`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectionInfo {
+  readonly id: number
+  readonly reused: boolean
+}
+
+/**
+ * The connection a response came on, for a response of the Agent (through
+ * any entry point or its HttpClient); none for any other response.
+ *
+ * @since 0.1.0
+ * @category responses
+ * @example
+ * import { Agent } from "@keepalive/agent"
+ * import { HttpClientRequest } from "@effect/platform"
+ * import { Effect, Option } from "effect"
+ * const reused = HttpClientRequest.get("http://127.0.0.1:8080/").pipe(
+ *   Agent.requestWith((response) => Effect.succeed(Option.map(Agent.connectionOf(response), (c) => c.reused)))
+ * )
+ */
+export const connectionOf = (response: HttpClientResponse.HttpClientResponse): Option.Option<ConnectionInfo> =>
+  response instanceof internalResponse.AgentResponse
+    ? Option.some({ id: response.connection.id, reused: response.exchange.reused })
+    : Option.none()

@@ -34,15 +34,22 @@ export type Reason =
   | "Closed"
 
 /**
- * The phase a timeout applies to.
+ * The phase a timeout applies to: waiting for a connection (`queueTimeout`),
+ * opening one, waiting for the response head, or between body bytes.
  *
  * @since 0.1.0
  * @category models
  */
-export type Phase = "connect" | "headers" | "body"
+export type Phase = "queue" | "connect" | "headers" | "body"
 
 /**
  * A failed request or connection, with the origin it concerned.
+ *
+ * `requestSent` says whether any byte of the request may have reached the
+ * server. False for `Connect`, a `Timeout` while queued or connecting,
+ * `InvalidRequest` refused before writing, and `Closed` before sending: such
+ * a request may be sent again, even a POST. True otherwise, unless the
+ * constructor was told better.
  *
  * @since 0.1.0
  * @category errors
@@ -54,11 +61,31 @@ export class AgentError extends Data.TaggedError("AgentError")<{
   readonly detail: string
   readonly phase?: Phase
   readonly cause?: unknown
+  /** Whether any byte of the request may have reached the server (see the class doc for the default). */
+  readonly requestSent?: boolean
 }> {
+  /** Whether any byte of the request may have reached the server. */
+  declare readonly requestSent: boolean
+
+  constructor(args: {
+    readonly reason: Reason
+    readonly origin: string
+    readonly detail: string
+    readonly phase?: Phase
+    readonly cause?: unknown
+    readonly requestSent?: boolean
+  }) {
+    super(args.requestSent === undefined ? { ...args, requestSent: sentByDefault(args.reason, args.phase) } : args)
+  }
+
   override get message(): string {
     return `${this.reason}${this.phase ? ` (${this.phase})` : ""} ${this.origin}: ${this.detail}`
   }
 }
+
+const sentByDefault = (reason: Reason, phase: Phase | undefined): boolean =>
+  !(reason === "Connect" || reason === "InvalidRequest" || reason === "Closed" ||
+    (reason === "Timeout" && (phase === "queue" || phase === "connect")))
 
 /**
  * True when the value is an `AgentError`.

@@ -72,6 +72,11 @@ export interface ResponseHead {
   readonly keepAlive: boolean
   /** Milliseconds from `Keep-Alive: timeout=N` (N whole seconds); undefined when absent or invalid. */
   readonly keepAliveTimeout: number | undefined
+  /**
+   * `Keep-Alive: max=N` (a whole number): the requests the server will still
+   * take on this connection, counting this one's; undefined when absent or invalid.
+   */
+  readonly keepAliveMax: number | undefined
   readonly framing: BodyFraming
   /** The body length when framing is `"length"`, otherwise undefined (a `Content-Length` on a HEAD, 204 or 304 response stays in `headers` only). */
   readonly contentLength: number | undefined

@@ -10,76 +10,12 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as AgentHttpClient from "@keepalive/agent/AgentHttpClient"
 import * as Effect from "effect/Effect"
-import type * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as Tracer from "effect/Tracer"
 import { agentOn, settle, withAgent } from "./support/agent.js"
 import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
 import type { ServerSocket } from "./support/MemoryConnector.js"
-
-/** A span that keeps what it was told. */
-class RecordedSpan implements Tracer.Span {
-  readonly _tag = "Span"
-  readonly spanId: string
-  readonly traceId: string
-  readonly sampled = true
-  readonly attributes = new Map<string, unknown>()
-  status: Tracer.SpanStatus
-  constructor(
-    readonly name: string,
-    readonly parent: Option.Option<Tracer.AnySpan>,
-    readonly context: Tracer.Span["context"],
-    readonly links: Array<Tracer.SpanLink>,
-    startTime: bigint,
-    readonly kind: Tracer.SpanKind,
-    id: number
-  ) {
-    this.status = { _tag: "Started", startTime }
-    this.traceId = Option.isSome(parent) ? parent.value.traceId : id.toString(16).padStart(32, "0")
-    this.spanId = id.toString(16).padStart(16, "0")
-  }
-  end(endTime: bigint, exit: Exit.Exit<unknown, unknown>): void {
-    this.status = { _tag: "Ended", startTime: this.status.startTime, endTime, exit }
-  }
-  attribute(key: string, value: unknown): void {
-    this.attributes.set(key, value)
-  }
-  event(): void {}
-  addLinks(links: ReadonlyArray<Tracer.SpanLink>): void {
-    this.links.push(...links)
-  }
-}
-
-const recordingTracer = () => {
-  const spans: Array<RecordedSpan> = []
-  const tracer = Tracer.make({
-    span: (name, parent, context, links, startTime, kind) => {
-      const span = new RecordedSpan(name, parent, context, [...links], startTime, kind, spans.length + 1)
-      spans.push(span)
-      return span
-    },
-    context: (f) => f()
-  })
-  return { spans, tracer }
-}
-
-/** What a span says, with its own ids replaced, so that two spans can be compared. */
-const described = (span: RecordedSpan, outer: RecordedSpan) => ({
-  name: span.name,
-  kind: span.kind,
-  childOfOuter: Option.isSome(span.parent) && span.parent.value.spanId === outer.spanId,
-  attributes: Object.fromEntries(span.attributes),
-  exit: span.status._tag === "Ended" ? span.status.exit._tag : "Started"
-})
-
-/** The trace headers a server saw, with the span's ids replaced. */
-const traceHeaders = (headers: Record<string, string>, span: RecordedSpan) =>
-  Object.fromEntries(
-    Object.entries(headers)
-      .filter(([key]) => key === "traceparent" || key.startsWith("b3") || key.startsWith("x-b3"))
-      .map(([key, value]) => [key, value.replaceAll(span.traceId, "<trace>").replaceAll(span.spanId, "<span>")])
-  )
+import { described, type RecordedSpan, recordingTracer, traceHeaders, withoutPool } from "./support/tracing.js"
 
 describe("AgentHttpClient: tracing", () => {
   const server = new MemoryServer((req) =>
@@ -108,7 +44,7 @@ describe("AgentHttpClient: tracing", () => {
           const seen = server.requests.length
           yield* Effect.exit(Effect.withSpan(use(client), "outer")).pipe(Effect.withTracer(tracer))
           yield* settle
-          return { spans, requests: server.requests.slice(seen) }
+          return { spans: withoutPool(spans), all: spans, requests: server.requests.slice(seen) }
         })
       return { ours: yield* run(ours), reference: yield* run(reference) }
     }).pipe(Effect.provide(agentOn(server)))
@@ -139,6 +75,12 @@ describe("AgentHttpClient: tracing", () => {
           "http.response.header.set-cookie": "<redacted>"
         }
       })
+      // And what only the pool knows: the connection opened for it, under its span.
+      expect(ours.all.map((s) => s.name)).toEqual(["outer", "http.client GET", "keepalive.connect"])
+      const connect = ours.all[2]!
+      expect(Option.map(connect.parent, (p) => p.spanId)).toEqual(Option.some(span.spanId))
+      expect(span.attributes.get("keepalive.connection.reused")).toBe(false)
+      expect(typeof span.attributes.get("keepalive.connection.id")).toBe("number")
       // The server saw the span's own ids, in the same headers.
       expect(traceHeaders(ours.requests[0]!.headers, span)).toEqual(traceHeaders(reference.requests[0]!.headers, refSpan))
       expect(traceHeaders(ours.requests[0]!.headers, span)).toMatchObject({ traceparent: "00-<trace>-<span>-01" })
@@ -197,7 +139,8 @@ describe("AgentHttpClient: over any Agent.Service", () => {
         request: agent.request,
         requestScoped: agent.requestScoped,
         requestWith: agent.requestWith,
-        stats: agent.stats
+        stats: agent.stats,
+        preconnect: agent.preconnect
       })
       for (const path of ["/a", "/b"]) {
         const response = yield* client.get(`http://a.test${path}`)

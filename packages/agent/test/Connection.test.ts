@@ -34,11 +34,12 @@ const countedWatchdog = Effect.gen(function*() {
 /** A Connection over an in-memory socket, watched by `watchdog`. */
 const connectionOn = (socket: ServerSocket, headersMillis: number, bodyMillis: number, watchdog: Watchdog) =>
   Effect.gen(function*() {
-    return new Connection(socket.origin, socket, 4000, { maxHeaderSize: 16384, maxHeaderCount: 100 }, {
+    return new Connection(socket.origin, socket, 4000, Infinity, { maxHeaderSize: 16384, maxHeaderCount: 100 }, {
       clock: yield* Effect.clock,
       headersMillis,
       bodyMillis,
-      watchdog
+      watchdog,
+      shutdown: { cutShort: false }
     })
   })
 

@@ -7,15 +7,22 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Origin from "@keepalive/agent/Origin"
 import { GlobalCap } from "../src/internal/globalCap.js"
+import { AgentMetrics } from "../src/internal/metrics.js"
 import { OriginLine, type Pooled, Waiter } from "../src/internal/originLine.js"
 
-let arrivals = 0
+const noMetrics = new AgentMetrics(false)
+const neverTimesOut = { queueTimedOut: () => {} }
+const untimed = { ended: () => {}, trace: undefined }
+
+/** A request waiting in `line`. */
+const waiterOf = (line: OriginLine) => new Waiter(line, 0n, Infinity, neverTimesOut, untimed)
 
 /** An origin's line with `open` connections and `waiting` requests in it. */
 const lineOf = (host: string, open: number, waiting: number): OriginLine => {
-  const line = new OriginLine(Origin.make("http", host))
+  const origin = Origin.make("http", host)
+  const line = new OriginLine(origin, noMetrics.of(origin))
   line.open = open
-  for (let i = 0; i < waiting; i++) line.waiters.append(new Waiter(line, ++arrivals).node)
+  for (let i = 0; i < waiting; i++) line.waiters.append(waiterOf(line).node)
   return line
 }
 
@@ -95,17 +102,17 @@ describe("GlobalCap", () => {
       expect(cap.mustMakeRoom(connectionOf(lineOf("a", 2, 1), 0))).toBe(true)
     })
 
-    it("even its origin's last one, once it served its turn and the starving origin waited longer", () => {
+    it("even its origin's last one, once it served its turn, however long its own line and however early it queued", () => {
       const cap = new GlobalCap(1)
       const starving = lineOf("starving", 0, 1)
       cap.enqueue(starving)
-      const own = lineOf("a", 1, 1)
+      const own = lineOf("a", 1, 1000)
       expect(cap.mustMakeRoom(connectionOf(own, 7))).toBe(false)
       expect(cap.mustMakeRoom(connectionOf(own, 8))).toBe(true)
-      // Its own next request came first: it keeps its turn.
+      // Its own next request queued before the starving origin's: a turn is still a turn.
       const earlier = lineOf("b", 1, 0)
-      earlier.waiters.append(new Waiter(earlier, 0).node)
-      expect(cap.mustMakeRoom(connectionOf(earlier, 100))).toBe(false)
+      earlier.waiters.append(waiterOf(earlier).node)
+      expect(cap.mustMakeRoom(connectionOf(earlier, 8))).toBe(true)
     })
 
     it("not for the starving origin itself", () => {

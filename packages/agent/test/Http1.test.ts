@@ -118,6 +118,7 @@ fixtures("ResponseParser: framing", [
       headers: { "content-type": "text/plain", "content-length": "5" },
       keepAlive: true,
       keepAliveTimeout: undefined,
+      keepAliveMax: undefined,
       framing: "length",
       contentLength: 5
     },
@@ -318,13 +319,13 @@ fixtures("ResponseParser: persistence", [
   {
     name: "Keep-Alive: timeout=5, max=100",
     response: ok + "Keep-Alive: timeout=5, max=100\r\nContent-Length: 0\r\n\r\n",
-    head: { keepAlive: true, keepAliveTimeout: 5000 },
+    head: { keepAlive: true, keepAliveTimeout: 5000, keepAliveMax: 100 },
     canReuse: true
   },
   {
     name: "Keep-Alive timeout after max, with spaces and case",
     response: ok + "Keep-Alive: max=3, Timeout = 30\r\nContent-Length: 0\r\n\r\n",
-    head: { keepAliveTimeout: 30000 }
+    head: { keepAliveTimeout: 30000, keepAliveMax: 3 }
   },
   {
     name: "Keep-Alive timeout that is not a whole number of seconds",
@@ -334,7 +335,7 @@ fixtures("ResponseParser: persistence", [
   {
     name: "Keep-Alive timeout that is not a number",
     response: ok + "Keep-Alive: timeout=soon, max=5\r\nContent-Length: 0\r\n\r\n",
-    head: { keepAliveTimeout: undefined }
+    head: { keepAliveTimeout: undefined, keepAliveMax: 5 }
   },
   {
     name: "Keep-Alive timeout after a parameter without a value",
@@ -344,7 +345,12 @@ fixtures("ResponseParser: persistence", [
   {
     name: "Keep-Alive without a timeout",
     response: ok + "Keep-Alive: max=5\r\nContent-Length: 0\r\n\r\n",
-    head: { keepAliveTimeout: undefined }
+    head: { keepAliveTimeout: undefined, keepAliveMax: 5 }
+  },
+  {
+    name: "Keep-Alive max that is not a whole number",
+    response: ok + "Keep-Alive: timeout=5, max=-1\r\nContent-Length: 0\r\n\r\n",
+    head: { keepAliveTimeout: 5000, keepAliveMax: undefined }
   }
 ])
 

@@ -4,6 +4,9 @@
  * of idle connections, turns between origins, no origin starved), openings
  * called off by the requests that wanted them, and connect failures.
  */
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import { Connector } from "@keepalive/agent/Connector"
@@ -11,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle, withAgent } from "./support/agent.js"
@@ -26,6 +30,24 @@ describe("Pool: reuse", () => {
       const stats = yield* Agent.stats
       expect(stats).toMatchObject({ open: 1, idle: 1, busy: 0, waiting: 0, opened: 1, reused: 4, responses: 5 })
     }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("connectionOf tells which connection carried a response and whether it was reused, through every entry point", () => {
+    const server = echoServer()
+    return withAgent(server, {}, Effect.gen(function*() {
+      const client = yield* HttpClient.HttpClient
+      const seen = [
+        yield* Effect.map(Agent.request(HttpClientRequest.get("http://a.test/1")), Agent.connectionOf),
+        yield* HttpClientRequest.get("http://a.test/2").pipe(Agent.requestWith((r) => Effect.succeed(Agent.connectionOf(r)))),
+        yield* Effect.map(client.get("http://a.test/3"), Agent.connectionOf),
+        yield* Effect.map(client.get("http://b.test/"), Agent.connectionOf)
+      ].map(Option.getOrThrow)
+      expect(seen.map((c) => c.reused)).toEqual([false, true, true, false])
+      expect(new Set(seen.slice(0, 3).map((c) => c.id)).size).toBe(1)
+      expect(seen[3]!.id).not.toBe(seen[0]!.id)
+      const foreign = HttpClientResponse.fromWeb(HttpClientRequest.get("http://x.test/"), new Response(""))
+      expect(Agent.connectionOf(foreign)).toEqual(Option.none())
+    }))
   })
 
   it.effect("normalises origins: case and default port share a connection", () => {
@@ -355,6 +377,149 @@ describe("Pool: the global cap", () => {
       expect(stats.opened).toBeLessThan(60)
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 4, maxConnections: 8 })))
   }, 20_000)
+})
+
+describe("Pool: round-robin at the global cap", () => {
+  it.effect("an origin with 10,000 requests queued delays an origin with one by at most one turn per connection ahead", () => {
+    const held: Array<SeenRequest> = []
+    const server = new MemoryServer((req) => held.push(req))
+    return Effect.gen(function*() {
+      let bigDone = 0
+      const done: Array<string> = []
+      const big = yield* Effect.forEach(Array.from({ length: 10_000 }), () =>
+        Effect.fork(Effect.map(Agent.requestString("http://big.test/"), () => void bigDone++)))
+      yield* settle
+      const small = yield* Effect.forEach(["one", "two", "three"], (name) =>
+        Effect.fork(Effect.map(Agent.requestString(`http://${name}.test/`), () => void done.push(`${name}@${bigDone}`))))
+      yield* settle
+      // Answer what arrives, in order, until the three small origins are served.
+      while (done.length < 3) {
+        const next = held.shift()
+        if (next === undefined) break
+        next.socket.respond("ok")
+        yield* settle
+      }
+      // big.test holds the only permit: its connection is given away after a
+      // turn of 8, though every one of its 10,000 requests queued before the
+      // small origins'. Then each small origin's connection, with nobody of its
+      // own waiting, goes to the next: none of them waits for more than that turn.
+      expect(done.map((d) => d.split("@")[0])).toEqual(["one", "two", "three"])
+      expect(done.map((d) => Number(d.split("@")[1]))).toEqual([8, 8, 8])
+      expect(yield* Agent.stats).toMatchObject({ open: 1 })
+      for (const fiber of big) yield* Fiber.interrupt(fiber)
+      yield* Effect.forEach(small, Fiber.join)
+    }).pipe(Effect.provide(agentOn(server, { maxConnections: 1 })))
+  }, 30_000)
+})
+
+describe("Pool: queueTimeout", () => {
+  it.effect("a request that waits longer than queueTimeout fails Timeout in phase queue, having sent nothing", () => {
+    const held: Array<SeenRequest> = []
+    const server = new MemoryServer((req) => held.push(req))
+    return Effect.gen(function*() {
+      const first = yield* Effect.fork(Agent.requestString("http://a.test/first"))
+      yield* settle
+      const second = yield* Effect.fork(Effect.flip(Agent.requestString("http://a.test/second")))
+      yield* settle
+      yield* TestClock.adjust("999 millis")
+      expect(second.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const error = yield* Fiber.join(second)
+      expect(error).toMatchObject({ reason: "Timeout", phase: "queue", requestSent: false, origin: "http://a.test:80" })
+      expect(error.message).toContain("no connection within 1s")
+      expect(yield* Agent.stats).toMatchObject({ waiting: 0, busy: 1 })
+      // The request holding the connection is unharmed, and the one that gave up was never sent.
+      held.shift()!.socket.respond("first")
+      expect(yield* Fiber.join(first)).toBe("first")
+      expect(server.requests.map((r) => r.path)).toEqual(["/first"])
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1, queueTimeout: "1 second" })))
+  })
+
+  it.effect("a request waiting for a connect times out at queueTimeout, and the connect nobody waits for is called off", () => {
+    const server = new MemoryServer(() => {})
+    server.hang = true
+    return Effect.gen(function*() {
+      const error = yield* Effect.flip(Agent.requestString("http://a.test/")).pipe(
+        Effect.fork,
+        Effect.tap(() => TestClock.adjust("2 seconds")),
+        Effect.flatMap(Fiber.join)
+      )
+      expect(error).toMatchObject({ reason: "Timeout", phase: "queue", requestSent: false })
+      yield* settle
+      expect(server.abortedConnects).toBe(1)
+      expect(yield* Agent.stats).toMatchObject({ open: 0, waiting: 0, origins: {} })
+    }).pipe(Effect.provide(agentOn(server, { queueTimeout: "2 seconds", connectTimeout: "10 seconds" })))
+  })
+
+  it.effect("a request served from the queue in time is not failed by its queueTimeout later", () => {
+    const held: Array<SeenRequest> = []
+    const server = new MemoryServer((req) => held.push(req))
+    return Effect.gen(function*() {
+      const first = yield* Effect.fork(Agent.requestString("http://a.test/first"))
+      yield* settle
+      const second = yield* Effect.fork(Agent.requestString("http://a.test/second"))
+      yield* settle
+      held.shift()!.socket.respond("first")
+      yield* settle
+      yield* TestClock.adjust("5 seconds")
+      held.shift()!.socket.respond("second")
+      expect([yield* Fiber.join(first), yield* Fiber.join(second)]).toEqual(["first", "second"])
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1, queueTimeout: "1 second", headersTimeout: "1 minute" })))
+  })
+})
+
+describe("Pool: preconnect", () => {
+  it.effect("opens connections ahead of need, up to maxConnectionsPerOrigin, which requests then reuse", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      expect(yield* Agent.preconnect("http://a.test/any/path", 5)).toBe(2)
+      expect(server.sockets.length).toBe(2)
+      expect(yield* Agent.stats).toMatchObject({ open: 2, idle: 2, opened: 2 })
+      // Already there: nothing more to open.
+      expect(yield* Agent.preconnect("http://a.test", 2)).toBe(0)
+      yield* Effect.all([Agent.requestString("http://a.test/1"), Agent.requestString("http://a.test/2")], { concurrency: 2 })
+      expect(server.sockets.length).toBe(2)
+      // Preconnected connections idle out like any other.
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Agent.stats).toMatchObject({ open: 0 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("takes only free global permits: no other origin's idle connection is closed for it", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* Agent.requestString("http://a.test/")
+      expect(yield* Agent.preconnect("http://b.test", 2)).toBe(1)
+      expect(yield* Agent.stats).toMatchObject({ open: 2, idle: 2 })
+      expect(Object.keys((yield* Agent.stats).origins).sort()).toEqual(["http://a.test:80", "http://b.test:80"])
+    }).pipe(Effect.provide(agentOn(server, { maxConnections: 2 })))
+  })
+
+  it.effect("fails with the connect failure, and an unusable URL with InvalidRequest", () => {
+    const server = echoServer()
+    server.refuse = true
+    return Effect.gen(function*() {
+      expect(yield* Effect.flip(Agent.preconnect("http://a.test", 1))).toMatchObject({ reason: "Connect", requestSent: false })
+      expect(yield* Effect.flip(Agent.preconnect("ftp://a.test", 1))).toMatchObject({ reason: "InvalidRequest" })
+      expect(yield* Effect.flip(Agent.preconnect("not a url", 1))).toMatchObject({ reason: "InvalidRequest" })
+      expect(yield* Agent.stats).toMatchObject({ open: 0, origins: {} })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("a request arriving while a preconnect is under way waits for that connection, not a third", () => {
+    const server = echoServer()
+    server.hang = true
+    return Effect.gen(function*() {
+      const warming = yield* Effect.fork(Agent.preconnect("http://a.test", 2))
+      yield* settle
+      server.hang = false
+      const request = yield* Effect.fork(Agent.requestString("http://a.test/x"))
+      yield* settle
+      expect(server.connects).toBe(2)
+      expect(request.unsafePoll()).toBeNull()
+      yield* Fiber.interrupt(warming)
+    }).pipe(Effect.provide(agentOn(server)))
+  })
 })
 
 describe("Pool: openings called off", () => {

@@ -160,7 +160,7 @@ describe("Release: requestWith's function ends", () => {
         expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
       }
       expect(server.sockets.length).toBe(1)
-      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 2, requests: 3 })
+      expect(yield* Agent.stats).toMatchObject({ opened: 1, reused: 2, responses: 3 })
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })
 

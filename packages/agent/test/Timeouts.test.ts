@@ -173,7 +173,7 @@ describe("Timeouts: the watchdog", () => {
     return Effect.gen(function*() {
       const before = (yield* Fiber.roots).length
       const scope = yield* Scope.make()
-      const agent = yield* Effect.provide(Agent.make({ headersTimeout: "60 seconds", bodyTimeout: "5 seconds" }), server.layer).pipe(
+      const agent = yield* Effect.provide(Agent.make({ headersTimeout: "60 seconds", bodyTimeout: "5 seconds", shutdownTimeout: 0 }), server.layer).pipe(
         Scope.extend(scope)
       )
       const reads = yield* Effect.forEach(["/a", "/b"], (path) =>

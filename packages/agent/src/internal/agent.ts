@@ -1,6 +1,7 @@
 import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import type * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Runtime from "effect/Runtime"
@@ -10,12 +11,14 @@ import { AgentError } from "../AgentError.js"
 import { Connector } from "../Connector.js"
 import * as Config from "./config.js"
 import { Connection, type Timing } from "./connection.js"
+import { AgentMetrics } from "./metrics.js"
 import { Opener } from "./opening.js"
-import type { Pooled } from "./originLine.js"
-import { ConnectionPool } from "./pool.js"
+import type { OriginLine, Pooled } from "./originLine.js"
+import { ConnectionPool, type RequestTiming } from "./pool.js"
 import { handOver, Held, holdWhile, type Keep, keepInCallerScope, Lease } from "./release.js"
 import * as Request from "./request.js"
 import { AgentResponse, decode } from "./response.js"
+import { type Trace, traced, TraceSettings } from "./tracing.js"
 import { Watchdog } from "./watchdog.js"
 
 type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
@@ -38,10 +41,12 @@ export class AgentService implements Agent.Service {
   constructor(
     readonly config: Agent.ResolvedConfig,
     pool: ConnectionPool,
-    connector: Context.Tag.Service<typeof Connector>
+    connector: Context.Tag.Service<typeof Connector>,
+    clock: Clock.Clock,
+    metrics: boolean
   ) {
     this.#pool = pool
-    this.#env = { pool, connector }
+    this.#env = { pool, connector, clock, metrics }
   }
 
   /**
@@ -52,19 +57,22 @@ export class AgentService implements Agent.Service {
   execute<A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     url: URL,
-    keep: Keep<A, E, R>
+    keep: Keep<A, E, R>,
+    trace: Trace | undefined
   ): Effect.Effect<A, AgentError | E, R> {
     // The mask's function runs when the effect does: it prepares the request then.
     return Effect.uninterruptibleMask((restore) => {
       if (this.#pool.closed) {
         return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
       }
+      const env = this.#env
+      const startedAt = env.metrics ? env.clock.unsafeCurrentTimeNanos() : 0n
       const prepared = Request.prepare(request, url, this.config.persist)
       if (prepared instanceof AgentError) return Effect.fail(prepared)
       if (Effect.isEffect(prepared)) {
-        return Effect.flatMap(restore(prepared), (p) => new Attempt(this.#env, restore, request, p, keep, false).run())
+        return Effect.flatMap(restore(prepared), (p) => new Attempt(env, restore, request, p, keep, false, startedAt, trace).run())
       }
-      return new Attempt(this.#env, restore, request, prepared, keep, false).run()
+      return new Attempt(env, restore, request, prepared, keep, false, startedAt, trace).run()
     })
   }
 
@@ -105,13 +113,28 @@ export class AgentService implements Agent.Service {
     }
   })
 
-  /** `execute` with the request's own URL (resolving it is pure: done now; execute defers the rest). */
+  readonly preconnect = (url: string | URL, count: number): Effect.Effect<number, AgentError> =>
+    Effect.suspend(() => {
+      const origin = Request.originOf(url)
+      return origin instanceof AgentError ? Effect.fail(origin) : this.#pool.preconnect(origin, count)
+    })
+
+  /**
+   * `execute` with the request's own URL (resolving it is pure: done now;
+   * execute defers the rest), under the span the HttpClient adapter would
+   * make when there is a tracer to see it (see `TraceSettings.ofAgent`).
+   */
   #executeAtUrl<A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     keep: Keep<A, E, R>
   ): Effect.Effect<A, AgentError | E, R> {
     const url = Request.resolveUrl(request)
-    return url instanceof AgentError ? Effect.fail(url) : this.execute(request, url, keep)
+    if (url instanceof AgentError) return Effect.fail(url)
+    return Effect.withFiberRuntime((fiber) => {
+      const settings = TraceSettings.ofAgent(fiber, request)
+      if (settings === undefined) return this.execute(request, url, keep, undefined)
+      return traced((sent, trace) => this.execute(sent, url, keep, trace), request, url, settings)
+    })
   }
 }
 
@@ -119,6 +142,9 @@ export class AgentService implements Agent.Service {
 interface AttemptEnv {
   readonly pool: ConnectionPool
   readonly connector: Context.Tag.Service<typeof Connector>
+  readonly clock: Clock.Clock
+  /** Whether requests are timed for the metrics. */
+  readonly metrics: boolean
 }
 
 /**
@@ -129,7 +155,7 @@ interface AttemptEnv {
  * the response to `keep`, or `retryStale` decides on the one retry. A class,
  * as every object made per request (see ARCHITECTURE.md).
  */
-class Attempt<A, E, R> {
+class Attempt<A, E, R> implements RequestTiming {
   constructor(
     readonly env: AttemptEnv,
     readonly restore: Restore,
@@ -137,7 +163,11 @@ class Attempt<A, E, R> {
     readonly prepared: Request.Prepared,
     readonly keep: Keep<A, E, R>,
     /** True for the one retry after a stale connection. */
-    readonly retried: boolean
+    readonly retried: boolean,
+    /** Clock nanos when the request was made (0 when metrics are off). */
+    readonly startedAt: bigint,
+    /** Its span, when it is traced. */
+    readonly trace: Trace | undefined
   ) {}
 
   /** Starts an attempt in an uninterruptible region of its own. */
@@ -146,9 +176,24 @@ class Attempt<A, E, R> {
     request: HttpClientRequest.HttpClientRequest,
     prepared: Request.Prepared,
     keep: Keep<A, E, R>,
-    retried: boolean
+    retried: boolean,
+    startedAt: bigint,
+    trace: Trace | undefined
   ): Effect.Effect<A, AgentError | E, R> {
-    return Effect.uninterruptibleMask((restore) => new Attempt(env, restore, request, prepared, keep, retried).run())
+    return Effect.uninterruptibleMask((restore) =>
+      new Attempt(env, restore, request, prepared, keep, retried, startedAt, trace).run()
+    )
+  }
+
+  get method(): string {
+    return this.request.method
+  }
+
+  /** Records the request's duration, to its response head (`status`) or its failure. */
+  ended(line: OriginLine, status: number, error: AgentError | undefined): void {
+    if (!this.env.metrics) return
+    const seconds = Number(this.env.clock.unsafeCurrentTimeNanos() - this.startedAt) / 1e9
+    line.metrics.request(this.request.method, status, error === undefined ? "" : error.reason, seconds)
   }
 
   run(): Effect.Effect<A, AgentError | E, R> {
@@ -156,7 +201,11 @@ class Attempt<A, E, R> {
     // The common case: an idle connection, used within the last millisecond.
     const idle = pool.takeIdle(this.prepared.origin)
     if (idle !== undefined) return this.checked(idle)
-    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore), (pooled) => this.checked(pooled))
+    if (this.trace !== undefined) this.trace.queuedAt = this.env.clock.unsafeCurrentTimeNanos()
+    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore, this), (pooled) => {
+      if (this.trace !== undefined) this.trace.dequeued(this.env.clock.unsafeCurrentTimeNanos())
+      return this.checked(pooled)
+    })
   }
 
   /** A connection checked out: sent on unless it broke while idle, after an I/O turn when it was idle a while. */
@@ -181,15 +230,17 @@ class Attempt<A, E, R> {
   foundBroken(pooled: Pooled): Effect.Effect<A, AgentError | E, R> {
     this.env.pool.putBack(pooled)
     if (pooled.connection.served === 0) {
-      return Effect.fail(
-        new AgentError({
-          reason: "Connect",
-          origin: pooled.line.origin.key,
-          detail: "closed by the server before the request was sent"
-        })
-      )
+      const error = new AgentError({
+        reason: "Connect",
+        origin: pooled.line.origin.key,
+        detail: "closed by the server before the request was sent"
+      })
+      this.ended(pooled.line, 0, error)
+      return Effect.fail(error)
     }
-    return this.restore(Attempt.start(this.env, this.request, this.prepared, this.keep, this.retried))
+    return this.restore(
+      Attempt.start(this.env, this.request, this.prepared, this.keep, this.retried, this.startedAt, this.trace)
+    )
   }
 
   /**
@@ -205,11 +256,13 @@ class Attempt<A, E, R> {
     return Effect.flatMap(Effect.exit(this.restore(conn.send(this.prepared))), (exit) => {
       if (exit._tag === "Success") {
         if (conn.served > 0) this.env.pool.countReused(pooled)
+        this.ended(pooled.line, exit.value.status, undefined)
         const response = new AgentResponse(this.request, exit.value, conn, conn.exchange!)
+        if (this.trace !== undefined) this.traceResponse(response)
         return this.keep(new Held(response, new Lease(pooled, this.env.pool)), this.restore)
       }
       this.env.pool.checkin(pooled)
-      return this.restore(this.retryStale(exit.cause))
+      return this.restore(this.retryStale(exit.cause, pooled.line))
     })
   }
 
@@ -219,14 +272,24 @@ class Attempt<A, E, R> {
    * it may be sent twice (idempotent, its body replayable). Anything else
    * fails as it is.
    */
-  retryStale(cause: Cause.Cause<AgentError>): Effect.Effect<A, AgentError | E, R> {
+  retryStale(cause: Cause.Cause<AgentError>, line: OriginLine): Effect.Effect<A, AgentError | E, R> {
     if (cause._tag !== "Fail") return Effect.failCause(cause)
     const error = cause.error
-    if (this.retried || !this.prepared.retryable || error.reason !== "Stale") return Effect.fail(error)
+    if (this.retried || !this.prepared.retryable || error.reason !== "Stale") {
+      this.ended(line, 0, error)
+      return Effect.fail(error)
+    }
     // The server closed an idle connection: its other idle connections of
     // that age are likely dead too. The retry goes to a fresh one.
     this.env.pool.closeIdleOf(this.prepared.origin)
-    return Attempt.start(this.env, this.request, this.prepared, this.keep, true)
+    return Attempt.start(this.env, this.request, this.prepared, this.keep, true, this.startedAt, this.trace)
+  }
+
+  /** What only the pool knows, and the response head, go on the request's span, which ends. */
+  traceResponse(response: AgentResponse): void {
+    const now = this.env.clock.unsafeCurrentTimeNanos()
+    this.trace!.sentOn(response.connection.id, response.exchange.reused)
+    this.trace!.responded(response.status, response.headers, now)
   }
 }
 
@@ -244,7 +307,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       clock,
       headersMillis: Config.millisOrInfinity(config.headersTimeout),
       bodyMillis: Config.millisOrInfinity(config.bodyTimeout),
-      watchdog
+      watchdog,
+      shutdown: { cutShort: false }
     }
     const opener = new Opener({
       connector,
@@ -252,7 +316,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       runtime,
       watchdog,
       connectMillis: Config.millisOrInfinity(config.connectTimeout),
-      makeConnection: (origin, transport) => new Connection(origin, transport, idleMillis, parserOptions, timing)
+      makeConnection: (origin, transport) =>
+        new Connection(origin, transport, idleMillis, config.maxRequestsPerConnection, parserOptions, timing)
     })
     const pool = new ConnectionPool(
       {
@@ -261,18 +326,31 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
         persist: config.persist,
         idleMillis,
         maxAgeMillis: Config.millisOrInfinity(config.maxConnectionAge),
-        connectTimeout: config.connectTimeout
+        connectTimeout: config.connectTimeout,
+        queueMillis: Config.millisOrInfinity(config.queueTimeout),
+        queueTimeout: config.queueTimeout,
+        shutdownTimeout: config.shutdownTimeout
       },
       clock,
       opener,
-      watchdog
+      watchdog,
+      new AgentMetrics(config.metrics)
     )
-    // When the Agent's scope closes: the pool shuts down, then what is left of
-    // the connections' scopes closes. Two finalizers (run in reverse order),
-    // so that the second runs even if the first fails.
-    yield* Effect.addFinalizer(() => opener.closeScopes)
+    // When the Agent's scope closes: the pool shuts down (and waits for the
+    // requests in flight, up to shutdownTimeout), then what is left of the
+    // connections' scopes closes, cutting short the exchanges still under
+    // way. Two finalizers (run in reverse order), so that the second runs
+    // even if the first fails.
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(
+        Effect.sync(() => {
+          timing.shutdown.cutShort = true
+        }),
+        opener.closeScopes
+      )
+    )
     yield* Effect.addFinalizer(() => Effect.ensuring(pool.shutdown(), watchdog.shutdown()))
-    return new AgentService(config, pool, connector)
+    return new AgentService(config, pool, connector, clock, config.metrics)
   })
 
 /** The body as text, failing with the Agent's own error. @internal */

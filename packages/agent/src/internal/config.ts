@@ -12,11 +12,16 @@ export const defaults = {
   bodyTimeout: "60 seconds",
   maxHeaderSize: 16384,
   maxHeaderCount: 100,
-  maxConnectionAge: "5 minutes"
+  maxConnectionAge: "5 minutes",
+  maxRequestsPerConnection: Infinity,
+  queueTimeout: Duration.infinity,
+  shutdownTimeout: "5 seconds",
+  metrics: true
 } as const
 
 const positiveInteger = (name: string, value: number | undefined, fallback: number): number => {
   const n = value ?? fallback
+  if (n === Infinity && fallback === Infinity) return n
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer, got ${n}`)
   return n
 }
@@ -39,7 +44,11 @@ export const resolve = (config: Agent.Config = {}): Agent.ResolvedConfig => ({
   bodyTimeout: Duration.decode(config.bodyTimeout ?? defaults.bodyTimeout),
   maxHeaderSize: positiveInteger("maxHeaderSize", config.maxHeaderSize, defaults.maxHeaderSize),
   maxHeaderCount: positiveInteger("maxHeaderCount", config.maxHeaderCount, defaults.maxHeaderCount),
-  maxConnectionAge: Duration.decode(config.maxConnectionAge ?? defaults.maxConnectionAge)
+  maxConnectionAge: Duration.decode(config.maxConnectionAge ?? defaults.maxConnectionAge),
+  maxRequestsPerConnection: positiveInteger("maxRequestsPerConnection", config.maxRequestsPerConnection, defaults.maxRequestsPerConnection),
+  queueTimeout: Duration.decode(config.queueTimeout ?? defaults.queueTimeout),
+  shutdownTimeout: Duration.decode(config.shutdownTimeout ?? defaults.shutdownTimeout),
+  metrics: config.metrics ?? defaults.metrics
 })
 
 /** A duration in millis; Infinity for an infinite one (no deadline). @internal */

@@ -1,6 +1,7 @@
 import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
 import type { Phase, Reason } from "../AgentError.js"
 import type { Transport, TransportListener } from "../Connector.js"
@@ -22,6 +23,8 @@ export interface Timing {
   readonly headersMillis: number
   readonly bodyMillis: number
   readonly watchdog: Watchdog
+  /** Set when the Agent's shutdown closes the connections still in use: their exchanges fail `Closed`. */
+  readonly shutdown: { cutShort: boolean }
 }
 
 /** @internal */
@@ -50,6 +53,9 @@ export interface IdleBreakListener {
   onIdleBreak(): void
 }
 
+/** Why a connection closed (see `Agent.ConnectionCloseReason`). @internal */
+export type CloseReason = Agent.ConnectionCloseReason
+
 /**
  * One transport and one response parser: it carries one exchange at a time
  * (writes the request, feeds the response's bytes to its exchange, times its
@@ -69,6 +75,10 @@ export class Connection implements TransportListener, Deadline {
   /** Set once anything odd was seen: never reuse. */
   broken = false
   closed = false
+  /** Why it may not be reused, once it knows (the pool names the reasons it decides itself). */
+  closeReason: CloseReason | undefined = undefined
+  /** Responses it may carry in all: `maxRequestsPerConnection`, lowered by a server's `Keep-Alive: max`. */
+  #allowed: number
   /** Told when the connection breaks between exchanges (whoever keeps it idle). */
   owner: IdleBreakListener | undefined = undefined
 
@@ -86,10 +96,12 @@ export class Connection implements TransportListener, Deadline {
     readonly origin: Origin,
     transport: Transport,
     idleTimeoutMillis: number,
+    maxResponses: number,
     parserOptions: Http1.ParserOptions,
     timing: Timing
   ) {
     this.idleTimeoutMillis = idleTimeoutMillis
+    this.#allowed = maxResponses
     this.#timing = timing
     this.#transport = transport
     // Read once connected: a destroyed Node socket no longer knows it, and a
@@ -144,12 +156,13 @@ export class Connection implements TransportListener, Deadline {
    * for: bytes with no request in flight are never read as the next response,
    * and a response that was complete stays good while its connection does not.
    */
-  #waitingExchange(): Exchange | undefined {
+  #waitingExchange(reason: CloseReason): Exchange | undefined {
     const ex = this.#exchange
     if (ex === undefined || ex.complete || ex.failure !== undefined) {
-      this.#breakIdle()
+      this.#breakIdle(reason)
       return undefined
     }
+    this.closeReason ??= reason
     return ex
   }
 
@@ -160,19 +173,19 @@ export class Connection implements TransportListener, Deadline {
       // CRLF after a body); anything else ends the connection, and is never
       // read as the next response. A broken connection (its response given
       // up mid-body, say) reads nothing more at all.
-      if (this.broken || ex?.failure !== undefined || this.#parser.execute(chunk) !== undefined) this.#breakIdle()
+      if (this.broken || ex?.failure !== undefined || this.#parser.execute(chunk) !== undefined) this.#breakIdle("error")
       return
     }
     const error = this.#parser.execute(chunk)
     if (error === undefined) return
     // A response complete before the bytes that follow it in the same read
     // stands, correctly framed as it was; only its connection is done for.
-    if (ex.complete) return this.#breakIdle()
+    if (ex.complete) return this.#breakIdle("error")
     this.#fail(ex, error.reason === "Unsolicited" ? "Protocol" : error.reason, error.detail)
   }
 
   onEnd(): void {
-    const ex = this.#waitingExchange()
+    const ex = this.#waitingExchange("server_close")
     if (ex === undefined) return
     this.broken = true
     // A close-delimited body completes here (onComplete runs); anything else is cut short.
@@ -180,7 +193,7 @@ export class Connection implements TransportListener, Deadline {
   }
 
   onError(cause: unknown): void {
-    const ex = this.#waitingExchange()
+    const ex = this.#waitingExchange("error")
     if (ex === undefined) return
     this.#failClosed(ex, String(cause), cause)
   }
@@ -188,7 +201,7 @@ export class Connection implements TransportListener, Deadline {
   onClose(): void {
     this.closed = true
     this.#timing.watchdog.unwatch(this)
-    const ex = this.#waitingExchange()
+    const ex = this.#waitingExchange("server_close")
     if (ex === undefined) return
     if (this.#parser.finish() !== undefined || !ex.complete) this.#failClosed(ex, "connection closed")
   }
@@ -202,9 +215,10 @@ export class Connection implements TransportListener, Deadline {
     }
   }
 
-  #breakIdle(): void {
+  #breakIdle(reason: CloseReason): void {
     const first = !this.broken
     this.broken = true
+    this.closeReason ??= reason
     this.#transport.destroy()
     // An idle connection must leave the pool now; one still checked out is
     // dropped when its exchange ends (its owner knows which it is).
@@ -212,6 +226,9 @@ export class Connection implements TransportListener, Deadline {
   }
 
   #failClosed(ex: Exchange, detail: string, cause?: unknown): void {
+    if (this.#timing.shutdown.cutShort) {
+      return this.#fail(ex, "Closed", "the Agent was shut down before the response was complete", cause, undefined, true)
+    }
     // A reused connection that dies before any response byte (empty lines
     // aside) was stale: the request may be retried when that is safe.
     const received = this.#parser.received
@@ -223,8 +240,9 @@ export class Connection implements TransportListener, Deadline {
     this.#fail(ex, reason, detail, cause)
   }
 
-  #fail(ex: Exchange, reason: Reason, detail: string, cause?: unknown, phase?: Phase): void {
+  #fail(ex: Exchange, reason: Reason, detail: string, cause?: unknown, phase?: Phase, requestSent?: boolean): void {
     this.broken = true
+    this.closeReason ??= "error"
     this.#deadline = Infinity
     // The failure is recorded, and its reader woken, even if the transport's destroy throws.
     if (ex.failure === undefined) {
@@ -233,7 +251,8 @@ export class Connection implements TransportListener, Deadline {
         origin: this.origin.key,
         detail,
         ...(phase !== undefined ? { phase } : {}),
-        ...(cause !== undefined ? { cause } : {})
+        ...(cause !== undefined ? { cause } : {}),
+        ...(requestSent !== undefined ? { requestSent } : {})
       })
     }
     try {
@@ -309,7 +328,7 @@ export class Connection implements TransportListener, Deadline {
         }), (cause) => {
           if (ex.abandonedBody) return Effect.never
           ex.abandonedBody = true
-          this.broken = true
+          this.#unusable("error")
           this.#transport.destroy()
           return Effect.failCause(cause)
         }),
@@ -353,11 +372,21 @@ export class Connection implements TransportListener, Deadline {
 
   /** What reading a response fails with once its connection moved on without it. */
   #released(): AgentError {
-    return new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the response was released before its body was read" })
+    return new AgentError({
+      reason: "Closed",
+      origin: this.origin.key,
+      detail: "the response was released before its body was read",
+      requestSent: true
+    })
   }
 
   #streamed(): AgentError {
-    return new AgentError({ reason: "Closed", origin: this.origin.key, detail: "the body was read as a stream, which keeps no bytes" })
+    return new AgentError({
+      reason: "Closed",
+      origin: this.origin.key,
+      detail: "the body was read as a stream, which keeps no bytes",
+      requestSent: true
+    })
   }
 
   /** The exchange in flight, the handle its response reads the body through. */
@@ -455,20 +484,27 @@ export class Connection implements TransportListener, Deadline {
       this.#paused = false
       this.#transport.resume()
     }
-    const reusable = !this.broken && ex.requestSent && ex.failure === undefined && ex.complete &&
-      this.#parser.canReuse && ex.head !== undefined
-    if (!reusable) {
-      this.broken = true
-      return false
+    const head = ex.head
+    if (this.broken || !ex.requestSent || ex.failure !== undefined || !ex.complete || head === undefined) {
+      return this.#unusable("error")
     }
+    // The server said it closes (Connection: close, HTTP/1.0, a close-delimited body).
+    if (!this.#parser.canReuse) return this.#unusable("server_close")
     this.served++
-    const hint = ex.head!.keepAliveTimeout
+    // `max=N` counts this response among the N: the server takes N − 1 more.
+    if (head.keepAliveMax !== undefined) this.#allowed = Math.min(this.#allowed, this.served - 1 + head.keepAliveMax)
+    if (this.served >= this.#allowed) return this.#unusable("max_requests")
+    const hint = head.keepAliveTimeout
     this.idleTimeoutMillis = hint === undefined ? configuredIdleMillis : Math.min(configuredIdleMillis, hint - 1000)
-    if (this.idleTimeoutMillis <= 0) {
-      this.broken = true
-      return false
-    }
+    // A hint of a second or less: the server closes before a next request could safely go out.
+    if (this.idleTimeoutMillis <= 0) return this.#unusable("server_close")
     return true
+  }
+
+  #unusable(reason: CloseReason): false {
+    this.broken = true
+    this.closeReason ??= reason
+    return false
   }
 
   /** Closes the transport at once. */

@@ -102,20 +102,19 @@ export class GlobalCap {
    * Whether a connection its origin gives back should rather be closed to
    * give its permit away: when no request of its origin wants it; to an
    * origin with no connection at all when its own has another; and even its
-   * origin's last one when that origin has waited longer than its own next
-   * request (so no origin starves, whatever the caps). An origin's own
-   * waiters keep its connections otherwise: closing and reopening at every
-   * release would churn.
+   * origin's last one once it served a turn (`lastConnectionTurn` requests),
+   * however long its own line: origins with none are served round-robin, and
+   * one request of a new origin waits at most a turn per connection ahead of
+   * it, not behind every request queued before it. An origin's own waiters
+   * keep its connections otherwise: closing and reopening at every release
+   * would churn.
    */
   mustMakeRoom(pooled: Pooled): boolean {
     if (this.#starving.size === 0 && this.#queue.size === 0) return false
     const line = pooled.line
-    const next = line.waiters.first
-    if (next === undefined) return true
+    if (line.waiters.first === undefined) return true
     const starving = firstOf(this.#starving)
     if (starving === undefined || starving === line) return false
-    if (line.open > 1) return true
-    const theirs = starving.waiters.first
-    return pooled.connection.served >= lastConnectionTurn && theirs !== undefined && theirs.since < next.since
+    return line.open > 1 || pooled.connection.served >= lastConnectionTurn
   }
 }

@@ -153,23 +153,35 @@ const connectionTokens = (value: string): number => {
   return bits
 }
 
-/** Milliseconds from the first `timeout` parameter of a Keep-Alive field value, when it is a whole number of seconds. */
-const keepAliveTimeout = (value: string): number | undefined => {
+/**
+ * The whole-number value of the first `name` parameter (lower case) of a
+ * Keep-Alive field value; -1 when absent or not a whole number.
+ */
+const keepAliveParameter = (value: string, name: string): number => {
   const n = value.length
   for (let start = 0; start < n;) {
     // Jumping from "=" to "=" keeps this linear however many parameters there are.
     const eq = value.indexOf("=", start)
-    if (eq === -1) return undefined
-    const name = value.slice(value.lastIndexOf(",", eq) + 1, eq)
+    if (eq === -1) return -1
+    const param = value.slice(value.lastIndexOf(",", eq) + 1, eq)
     let comma = value.indexOf(",", eq)
     if (comma === -1) comma = n
-    if (trimOws(name).toLowerCase() === "timeout") {
-      const seconds = parseDecimal(trimOws(value.slice(eq + 1, comma)))
-      return seconds === -1 || seconds > Number.MAX_SAFE_INTEGER / 1000 ? undefined : seconds * 1000
-    }
+    if (trimOws(param).toLowerCase() === name) return parseDecimal(trimOws(value.slice(eq + 1, comma)))
     start = comma + 1
   }
-  return undefined
+  return -1
+}
+
+/** Milliseconds from the `timeout` parameter of a Keep-Alive field value, when it is a whole number of seconds. */
+const keepAliveTimeout = (value: string): number | undefined => {
+  const seconds = keepAliveParameter(value, "timeout")
+  return seconds === -1 || seconds > Number.MAX_SAFE_INTEGER / 1000 ? undefined : seconds * 1000
+}
+
+/** The `max` parameter of a Keep-Alive field value, when it is a whole number. */
+const keepAliveMax = (value: string): number | undefined => {
+  const max = keepAliveParameter(value, "max")
+  return max === -1 ? undefined : max
 }
 
 const TE_CHUNKED = 0
@@ -902,6 +914,7 @@ export class ResponseParser implements Http1.ResponseParser {
       this.#setCookie ?? NO_SET_COOKIE,
       keepAlive,
       keepAliveField === undefined ? undefined : keepAliveTimeout(keepAliveField),
+      keepAliveField === undefined ? undefined : keepAliveMax(keepAliveField),
       framing,
       framing === "length" ? this.#contentLength : undefined
     )
@@ -946,6 +959,7 @@ class Head implements Http1.ResponseHead {
     readonly setCookie: ReadonlyArray<string>,
     readonly keepAlive: boolean,
     readonly keepAliveTimeout: number | undefined,
+    readonly keepAliveMax: number | undefined,
     readonly framing: Http1.BodyFraming,
     readonly contentLength: number | undefined
   ) {}

@@ -1,19 +1,17 @@
-import * as Headers from "@effect/platform/Headers"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
-import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import * as UrlParams from "@effect/platform/UrlParams"
-import * as Context from "effect/Context"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
 import { AgentService } from "./agent.js"
 import { handOver, type Held } from "./release.js"
 import type { AgentResponse } from "./response.js"
+import { type Trace, traced, TraceSettings } from "./tracing.js"
 
 const toRequestError = (request: HttpClientRequest.HttpClientRequest, error: AgentError) =>
   new HttpClientError.RequestError({
@@ -41,61 +39,13 @@ type Respond = (held: Held) => Effect.Effect<AgentResponse>
 const respondScoped = (scoped: AbortController): Respond => (held) => Effect.succeed(held.handOver(scoped.signal))
 
 
-const ATTR_HTTP_REQUEST_METHOD = "http.request.method"
-const ATTR_HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
-const ATTR_SERVER_ADDRESS = "server.address"
-const ATTR_SERVER_PORT = "server.port"
-const ATTR_URL_FULL = "url.full"
-const ATTR_URL_PATH = "url.path"
-const ATTR_URL_SCHEME = "url.scheme"
-const ATTR_URL_QUERY = "url.query"
-
 /** Sends a request through the Agent, its failure as @effect/platform's. */
 type Send = (
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
-  keep: Respond
-) => Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.RequestError>
-
-/**
- * The span `HttpClient.make` would make: its name, attributes (headers
- * redacted), trace propagation, and the tracer switches
- * (`withTracerDisabledWhen`, `withTracerPropagation`, `withSpanNameGenerator`),
- * read from the same FiberRefs and services.
- */
-const traced = (
-  send: Send,
-  request: HttpClientRequest.HttpClientRequest,
-  url: URL,
   keep: Respond,
-  redactedNames: ReadonlyArray<string | RegExp>,
-  propagate: boolean,
-  name: string
-) =>
-  Effect.useSpan(name, { kind: "client", captureStackTrace: false }, (span) => {
-    span.attribute(ATTR_HTTP_REQUEST_METHOD, request.method)
-    span.attribute(ATTR_SERVER_ADDRESS, url.origin)
-    if (url.port !== "") span.attribute(ATTR_SERVER_PORT, +url.port)
-    span.attribute(ATTR_URL_FULL, url.toString())
-    span.attribute(ATTR_URL_PATH, url.pathname)
-    span.attribute(ATTR_URL_SCHEME, url.protocol.slice(0, -1))
-    const query = url.search.slice(1)
-    if (query !== "") span.attribute(ATTR_URL_QUERY, query)
-    const requestHeaders = Headers.redact(request.headers, redactedNames)
-    for (const key in requestHeaders) span.attribute(`http.request.header.${key}`, String(requestHeaders[key]))
-    const sent = propagate ? HttpClientRequest.setHeaders(request, HttpTraceContext.toHeaders(span)) : request
-    // Only a Stream body runs the caller's code (and its spans) while the
-    // request is sent: the span is made the parent for that case alone.
-    const sending = request.body._tag === "Stream"
-      ? Effect.withParentSpan(send(sent, url, keep), span)
-      : send(sent, url, keep)
-    return Effect.map(sending, (response) => {
-      span.attribute(ATTR_HTTP_RESPONSE_STATUS_CODE, response.status)
-      const responseHeaders = Headers.redact(response.headers, redactedNames)
-      for (const key in responseHeaders) span.attribute(`http.response.header.${key}`, String(responseHeaders[key]))
-      return response
-    })
-  })
+  trace: Trace | undefined
+) => Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.RequestError>
 
 /**
  * The Agent as an HttpClient. Built with `HttpClient.makeWith`, not
@@ -111,10 +61,16 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
   // Another implementation of the service (a test double, say) frees its
   // connections its own way.
   const execute = agent instanceof AgentService
-    ? (request: HttpClientRequest.HttpClientRequest, url: URL, keep: Respond) => agent.execute(request, url, keep)
-    : (request: HttpClientRequest.HttpClientRequest) => agent.request(request)
-  const send: Send = (request, url, keep) =>
-    Effect.mapError(execute(request, url, keep), (error) => toRequestError(request, error))
+    ? (request: HttpClientRequest.HttpClientRequest, url: URL, keep: Respond, trace: Trace | undefined) =>
+      agent.execute(request, url, keep, trace)
+    : (request: HttpClientRequest.HttpClientRequest, _url: URL, _keep: Respond, trace: Trace | undefined) =>
+      trace === undefined ? agent.request(request) : Effect.flatMap(agent.request(request), (response) =>
+        Effect.map(Clock.currentTimeNanos, (now) => {
+          trace.responded(response.status, response.headers, now)
+          return response
+        }))
+  const send: Send = (request, url, keep, trace) =>
+    Effect.mapError(execute(request, url, keep, trace), (error) => toRequestError(request, error))
   const postprocess = (
     effect: Effect.Effect<HttpClientRequest.HttpClientRequest, HttpClientError.HttpClientError>
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
@@ -127,18 +83,9 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
         // Looked up by the request as given: the traced one sent is a copy.
         const scoped = scopedRequests.get(request)
         const keep = scoped === undefined ? handOver : respondScoped(scoped)
-        const tracing = fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
-          !fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)(request)
-        if (!tracing) return send(request, url.right, keep)
-        return traced(
-          send,
-          request,
-          url.right,
-          keep,
-          fiber.getFiberRef(Headers.currentRedactedNames),
-          fiber.getFiberRef(HttpClient.currentTracerPropagation),
-          Context.get(fiber.currentContext, HttpClient.SpanNameGenerator)(request)
-        )
+        const settings = TraceSettings.ofClient(fiber, request)
+        if (settings === undefined) return send(request, url.right, keep, undefined)
+        return traced((sent, trace) => send(sent, url.right, keep, trace), request, url.right, settings)
       }))
   return HttpClient.makeWith(postprocess, Effect.succeed)
 }

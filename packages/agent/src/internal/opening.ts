@@ -12,6 +12,7 @@ import type { Origin } from "../Origin.js"
 import type { Connection } from "./connection.js"
 import { List, ListNode } from "./list.js"
 import { asCloseable, ConnectionScope } from "./scope.js"
+import type { Trace } from "./tracing.js"
 import type { Deadline, Watchdog } from "./watchdog.js"
 
 /**
@@ -119,17 +120,18 @@ export class Opener {
   }
 
   /**
-   * Opens a connection to `origin`; the caller holds a permit of the cap's
-   * books for it. Returns the opening, or undefined when it ended before this
+   * Opens a connection to `origin`, traced under `trace` when the request it
+   * is for is; the caller holds a permit of the cap's books for it. Returns the opening, or undefined when it ended before this
    * returned (`outcome` was told already).
    */
-  open<C>(origin: Origin, outcome: OpeningOutcome<C>, context: C): Opening | undefined {
+  open<C>(origin: Origin, outcome: OpeningOutcome<C>, context: C, trace?: Trace): Opening | undefined {
     const env = this.#env
     const scope = this.#newScope()
     // The connector runs in the connection's scope: the opening fiber starts
     // with it in its context (Scope.extend would copy the fiber's FiberRefs
     // twice per connection, setting and restoring the context).
-    const transport = env.connector.connect(origin, {})
+    const connect = env.connector.connect(origin, {})
+    const transport = trace === undefined ? connect : trace.connect(origin, connect)
     // The connector registers what it creates in the connection's scope
     // before it waits, so an interrupted connect (a request that gives up,
     // shutdown) leaves nothing open, whenever the interruption lands. The

@@ -1,10 +1,12 @@
 import type * as Effect from "effect/Effect"
 import type { AgentError } from "../AgentError.js"
 import type { Origin } from "../Origin.js"
-import type { Connection, IdleBreakListener } from "./connection.js"
+import type { CloseReason, Connection, IdleBreakListener } from "./connection.js"
 import { List, ListNode } from "./list.js"
+import type { OriginMetrics } from "./metrics.js"
 import type { Opening } from "./opening.js"
 import type { ConnectionScope } from "./scope.js"
+import type { Trace } from "./tracing.js"
 import type { Deadline } from "./watchdog.js"
 
 /**
@@ -14,7 +16,7 @@ import type { Deadline } from "./watchdog.js"
  * @internal
  */
 export interface IdleCloser {
-  closeIdle(pooled: Pooled): void
+  closeIdle(pooled: Pooled, reason: CloseReason): void
 }
 
 /**
@@ -40,8 +42,10 @@ export class Pooled implements IdleBreakListener, Deadline {
     readonly connection: Connection,
     readonly line: OriginLine,
     scope: ListNode<ConnectionScope>,
-    /** Clock millis when it opened (for `maxConnectionAge`). */
+    /** Clock millis when it opened. */
     readonly openedAt: number,
+    /** Clock millis from which it is not reused (`maxConnectionAge`, spread). */
+    readonly retireAt: number,
     readonly closer: IdleCloser
   ) {
     this.scope = scope
@@ -54,7 +58,7 @@ export class Pooled implements IdleBreakListener, Deadline {
   }
 
   onIdleBreak(): void {
-    if (this.idle) this.closer.closeIdle(this)
+    if (this.idle) this.closer.closeIdle(this, this.connection.closeReason ?? "server_close")
   }
 
   /** Its idle deadline while idle; none while checked out. */
@@ -63,30 +67,46 @@ export class Pooled implements IdleBreakListener, Deadline {
   }
 
   expire(): void {
-    this.onIdleBreak()
+    if (this.idle) this.closer.closeIdle(this, "idle_timeout")
   }
+}
+
+/** What the pool does with a waiter whose `queueTimeout` passed. @internal */
+export interface QueueTimeout {
+  queueTimedOut(waiter: Waiter): void
 }
 
 /**
  * A request of an origin waiting for a connection. `granted` is set when a
  * connection was handed to it: if its fiber is interrupted before it takes
- * over, the connection goes back to the pool. A class, not an object literal,
- * as every object made per request (see ARCHITECTURE.md).
+ * over, the connection goes back to the pool. Its `queueTimeout` deadline,
+ * when there is one, is watched by the Agent's Watchdog. A class, not an
+ * object literal, as every object made per request (see ARCHITECTURE.md).
  *
  * @internal
  */
-export class Waiter {
+export class Waiter implements Deadline {
   resume: ((effect: Effect.Effect<Pooled, AgentError>) => void) | undefined = undefined
   /** The outcome, when it came before the waiting fiber registered `resume`. */
   pending: Effect.Effect<Pooled, AgentError> | undefined = undefined
   granted: Pooled | undefined = undefined
   /** Its place in the origin's line; removed once served, failed or abandoned. */
   readonly node = new ListNode<Waiter>(this)
+  readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
   constructor(
     readonly line: OriginLine,
-    /** Arrival order over all origins (fairness at the global cap). */
-    readonly since: number
+    /** Clock nanos when it began to wait. */
+    readonly queuedAt: bigint,
+    /** Clock millis by which it must have a connection (Infinity: no limit). */
+    readonly deadline: number,
+    readonly timeout: QueueTimeout,
+    /** The request waiting: told when it fails here; its span parents a connect for it. */
+    readonly request: { ended(line: OriginLine, status: number, error: AgentError): void; readonly trace: Trace | undefined }
   ) {}
+
+  expire(): void {
+    if (this.node.list !== undefined) this.timeout.queueTimedOut(this)
+  }
 
   /** Hands it its outcome, whether its fiber is waiting yet or not. */
   settle(outcome: Effect.Effect<Pooled, AgentError>): void {
@@ -123,7 +143,7 @@ export class OriginLine {
   opened = 0
   /** Requests sent on a reused connection since the line was made. */
   reused = 0
-  constructor(readonly origin: Origin) {}
+  constructor(readonly origin: Origin, readonly metrics: OriginMetrics) {}
 
   /** Nothing of it is left: no connection, opening, waiter, or place in the cap's queue. */
   get unused(): boolean {

@@ -5,13 +5,23 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { AgentError } from "../AgentError.js"
 import type { Origin } from "../Origin.js"
-import type { Connection } from "./connection.js"
+import type { CloseReason, Connection } from "./connection.js"
 import { GlobalCap } from "./globalCap.js"
 import { List, type ListNode } from "./list.js"
+import type { AgentMetrics } from "./metrics.js"
 import type { Opener, Opening, OpeningOutcome } from "./opening.js"
-import { type IdleCloser, OriginLine, Pooled, Waiter } from "./originLine.js"
+import { type IdleCloser, OriginLine, Pooled, type QueueTimeout, Waiter } from "./originLine.js"
 import type { ConnectionScope } from "./scope.js"
+import type { Trace } from "./tracing.js"
 import type { Watchdog } from "./watchdog.js"
+
+/** A request, as the metrics time it: told when it ends. @internal */
+export interface RequestTiming {
+  /** It ended: its response head came (`status`), or it failed. */
+  ended(line: OriginLine, status: number, error: AgentError | undefined): void
+  /** Its span, when it is traced: a connection opened for it is traced under it. */
+  readonly trace: Trace | undefined
+}
 
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
 const yieldAfterIdleNanos = 1_000_000n
@@ -28,7 +38,21 @@ export interface PoolOptions {
   readonly maxAgeMillis: number
   /** For the message of a connect timeout. */
   readonly connectTimeout: Duration.Duration
+  /** Longest wait for a connection (Clock millis); Infinity: none. */
+  readonly queueMillis: number
+  /** For the message of a queue timeout. */
+  readonly queueTimeout: Duration.Duration
+  /** How long shutdown waits for the requests in flight. */
+  readonly shutdownTimeout: Duration.Duration
 }
+
+/**
+ * The share of `maxConnectionAge` by which a connection's own limit may fall
+ * short of it: connections opened together then retire apart.
+ */
+const ageSpread = 0.1
+/** The golden ratio's fraction: successive multiples spread evenly over [0, 1). */
+const goldenFraction = 0.6180339887498949
 
 /**
  * The Agent's pool of connections keyed by origin: at most
@@ -58,17 +82,19 @@ export interface PoolOptions {
  *
  * @internal
  */
-export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
+export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<OriginLine> {
   readonly #options: PoolOptions
   readonly #clock: Clock.Clock
   readonly #opener: Opener
   readonly #watchdog: Watchdog
+  readonly #metrics: AgentMetrics
+  /** Resumes the shutdown waiting for the connections in use, once none is left. */
+  #drained: (() => void) | undefined = undefined
   readonly #cap: GlobalCap
   readonly #lines = new Map<string, OriginLine>()
   /** Every idle connection, least recently used first. */
   readonly #idle = new List<Pooled>()
   #closed = false
-  #arrivals = 0
 
   /** Open connections. */
   open = 0
@@ -81,11 +107,12 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   /** Requests sent on a connection that had served one before (told by the Agent's attempt). */
   reused = 0
 
-  constructor(options: PoolOptions, clock: Clock.Clock, opener: Opener, watchdog: Watchdog) {
+  constructor(options: PoolOptions, clock: Clock.Clock, opener: Opener, watchdog: Watchdog, metrics: AgentMetrics) {
     this.#options = options
     this.#clock = clock
     this.#opener = opener
     this.#watchdog = watchdog
+    this.#metrics = metrics
     this.#cap = new GlobalCap(options.maxConnections)
   }
 
@@ -103,6 +130,7 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   countReused(pooled: Pooled): void {
     this.reused++
     pooled.line.reused++
+    pooled.line.metrics.reused()
   }
 
   /** True once shut down. */
@@ -127,12 +155,17 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
    */
   wait(
     origin: Origin,
-    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+    request: RequestTiming
   ): Effect.Effect<Pooled, AgentError> {
     if (this.#closed) return Effect.fail(closedError(origin))
-    const waiter = new Waiter(this.#lineOf(origin), ++this.#arrivals)
+    const queueMillis = this.#options.queueMillis
+    const deadline = queueMillis === Infinity ? Infinity : this.#clock.unsafeCurrentTimeMillis() + queueMillis
+    const waiter = new Waiter(this.#lineOf(origin), this.#clock.unsafeCurrentTimeNanos(), deadline, this, request)
     waiter.line.waiters.append(waiter.node)
     this.waiting++
+    waiter.line.metrics.waiting(1)
+    if (deadline !== Infinity) this.#watchdog.watch(waiter, deadline)
     return Effect.catchAllCause(
       restore(Effect.async<Pooled, AgentError>((resume) => {
         if (waiter.pending !== undefined) return resume(waiter.pending)
@@ -182,19 +215,64 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   closeIdleOf(origin: Origin): void {
     const line = this.#lines.get(origin.key)
     if (line === undefined || line.idle.length === 0) return
-    for (const pooled of line.idle.slice()) this.#close(pooled)
+    // Presumed closed by the server, as their sibling was.
+    for (const pooled of line.idle.slice()) this.#close(pooled, "server_close")
     this.#afterClose(line)
   }
 
   /** An idle connection broke or outlived its idle deadline. */
-  closeIdle(pooled: Pooled): void {
-    this.#drop(pooled)
+  closeIdle(pooled: Pooled, reason: CloseReason): void {
+    this.#drop(pooled, reason)
+  }
+
+  /** A request waited `queueTimeout` for a connection: it fails, having sent nothing. */
+  queueTimedOut(waiter: Waiter): void {
+    const line = waiter.line
+    this.#fail(
+      waiter,
+      new AgentError({
+        reason: "Timeout",
+        phase: "queue",
+        origin: line.origin.key,
+        detail: `no connection within ${Duration.format(this.#options.queueTimeout)}`
+      })
+    )
+    this.#callOffUnwanted(line)
   }
 
   /**
-   * Shuts the pool: waiters fail, idle connections close, openings stop. All
-   * of it even when a transport's destroy throws: the first such throw is a
-   * defect of the shutdown afterwards.
+   * Opens connections to `origin` until it has `count` (open or being opened),
+   * within both caps and taking only free global permits; resolves with how
+   * many it opened once they are open, or fails with the first connect
+   * failure. The new connections wait idle for requests.
+   */
+  preconnect(origin: Origin, count: number): Effect.Effect<number, AgentError> {
+    return Effect.suspend(() => {
+      if (this.#closed) return Effect.fail(closedError(origin))
+      const line = this.#lineOf(origin)
+      const wanted = Math.min(count, this.#options.maxConnectionsPerOrigin) - line.open - line.opening
+      let started = 0
+      while (started < wanted && this.#cap.tryTake()) started++
+      if (started === 0) {
+        this.#forgetIfUnused(line)
+        return Effect.succeed(0)
+      }
+      return Effect.async<number, AgentError>((resume) => {
+        const outcome = new Preconnect(this, started, resume)
+        for (let i = 0; i < started; i++) {
+          line.opening++
+          this.#opener.open(line.origin, outcome, line)
+        }
+      })
+    })
+  }
+
+  /**
+   * Shuts the pool: waiters fail, idle connections close, openings stop, and
+   * it waits up to `shutdownTimeout` for the connections in use to be given
+   * back (they close then); the caller closes what is left. All of it even
+   * when a transport's destroy throws: the first such throw is a defect of
+   * the shutdown afterwards.
    */
   shutdown(): Effect.Effect<void> {
     return Effect.suspend(() => {
@@ -204,17 +282,29 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
         for (const node of line.waiters.nodes()) this.#fail(node.value, closedError(line.origin))
         for (const pooled of line.idle.slice()) {
           try {
-            this.#close(pooled)
+            this.#close(pooled, "shutdown")
           } catch (thrown) {
             defect ??= { thrown }
           }
         }
       }
       this.#cap.clear()
-      return defect === undefined
-        ? this.#opener.interruptAll
-        : Effect.zipRight(this.#opener.interruptAll, Effect.die(defect.thrown))
+      const stopped = Effect.zipRight(this.#opener.interruptAll, this.#drain())
+      return defect === undefined ? stopped : Effect.zipRight(stopped, Effect.die(defect.thrown))
     })
+  }
+
+  /** Waits until no connection is in use, for `shutdownTimeout` at most. */
+  #drain(): Effect.Effect<void> {
+    if (Duration.isZero(this.#options.shutdownTimeout)) return Effect.void
+    const inUse = Effect.async<void>((resume) => {
+      if (this.open === 0) return resume(Effect.void)
+      this.#drained = () => resume(Effect.void)
+      return Effect.sync(() => {
+        this.#drained = undefined
+      })
+    })
+    return Effect.asVoid(Effect.timeoutOption(Effect.interruptible(inUse), this.#options.shutdownTimeout))
   }
 
   // --- origins' lines ------------------------------------------------------------
@@ -222,7 +312,7 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   #lineOf(origin: Origin): OriginLine {
     let line = this.#lines.get(origin.key)
     if (line === undefined) {
-      line = new OriginLine(origin)
+      line = new OriginLine(origin, this.#metrics.of(origin))
       this.#lines.set(origin.key, line)
     }
     return line
@@ -233,8 +323,15 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   }
 
   #tooOld(pooled: Pooled): boolean {
-    return this.#options.maxAgeMillis !== Infinity &&
-      this.#clock.unsafeCurrentTimeMillis() - pooled.openedAt >= this.#options.maxAgeMillis
+    return pooled.retireAt !== Infinity && this.#clock.unsafeCurrentTimeMillis() >= pooled.retireAt
+  }
+
+  /** When a connection opened now retires: `maxConnectionAge`, less a spread of up to `ageSpread` of it. */
+  #retireAt(openedAt: number): number {
+    const maxAge = this.#options.maxAgeMillis
+    if (maxAge === Infinity) return Infinity
+    const spread = (this.opened * goldenFraction) % 1
+    return openedAt + maxAge * (1 - ageSpread * spread)
   }
 
   /** The most recently used idle connection of the origin that is still good, taken. */
@@ -243,8 +340,9 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
     let pooled: Pooled | undefined
     while ((pooled = line.idle.pop()) !== undefined) {
       this.#idle.remove(pooled.idleNode)
+      line.metrics.taken()
       if (pooled.connection.broken || this.#tooOld(pooled)) {
-        this.#close(pooled)
+        this.#close(pooled, pooled.connection.broken ? pooled.connection.closeReason ?? "server_close" : "max_age")
         dropped = true
         continue
       }
@@ -256,12 +354,15 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
 
   #giveBack(pooled: Pooled, reusable: boolean): void {
     const line = pooled.line
-    if (!reusable || pooled.connection.broken || this.#closed || this.#tooOld(pooled)) return this.#drop(pooled)
+    const conn = pooled.connection
+    if (!reusable || conn.broken) return this.#drop(pooled, conn.closeReason ?? "error")
+    if (this.#closed) return this.#drop(pooled, "shutdown")
+    if (this.#tooOld(pooled)) return this.#drop(pooled, "max_age")
     if (!this.#options.persist) {
       // Only a connection that carried nothing comes back here: it may serve a waiter.
-      return pooled.connection.served === 0 && line.waiters.size > 0 ? this.#handOff(pooled) : this.#drop(pooled)
+      return conn.served === 0 && line.waiters.size > 0 ? this.#handOff(pooled) : this.#drop(pooled, "max_requests")
     }
-    if (this.#cap.mustMakeRoom(pooled)) return this.#drop(pooled)
+    if (this.#cap.mustMakeRoom(pooled)) return this.#drop(pooled, "evicted")
     this.#handOff(pooled)
   }
 
@@ -279,22 +380,25 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
    */
   #markIdle(pooled: Pooled): void {
     pooled.idleSince = this.#clock.unsafeCurrentTimeMillis()
+    pooled.line.metrics.idle()
     pooled.line.idle.push(pooled)
     this.#idle.append(pooled.idleNode)
     this.#watchdog.watch(pooled, pooled.idleSince + pooled.connection.idleTimeoutMillis)
   }
 
   #grant(waiter: Waiter, pooled: Pooled): void {
-    waiter.line.waiters.remove(waiter.node)
-    this.waiting--
+    this.#leaveLine(waiter)
+    if (this.#metrics.enabled) {
+      waiter.line.metrics.waited(Number(this.#clock.unsafeCurrentTimeNanos() - waiter.queuedAt) / 1e9)
+    }
     waiter.granted = pooled
     this.#cap.dequeueIfServed(waiter.line)
     waiter.settle(Effect.succeed(pooled))
   }
 
   #fail(waiter: Waiter, error: AgentError): void {
-    waiter.line.waiters.remove(waiter.node)
-    this.waiting--
+    this.#leaveLine(waiter)
+    waiter.request.ended(waiter.line, 0, error)
     this.#cap.dequeueIfServed(waiter.line)
     waiter.settle(Effect.fail(error))
   }
@@ -307,8 +411,21 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
       waiter.granted = undefined
       return this.putBack(pooled)
     }
-    if (line.waiters.remove(waiter.node)) this.waiting--
-    // Openings no request waits for any more are called off (their permits come back when they end).
+    if (waiter.node.list !== undefined) this.#leaveLine(waiter)
+    this.#callOffUnwanted(line)
+  }
+
+  /** The waiter leaves its origin's line (granted, failed or gone). */
+  #leaveLine(waiter: Waiter): void {
+    waiter.line.waiters.remove(waiter.node)
+    this.waiting--
+    waiter.line.metrics.waiting(-1)
+    if (waiter.deadline !== Infinity) this.#watchdog.unwatch(waiter)
+  }
+
+  /** A waiter left without a connection: openings no request waits for any more are called off. */
+  #callOffUnwanted(line: OriginLine): void {
+    // Their permits come back when they end.
     while (line.openings.size > line.waiters.size) {
       const newest = line.openings.last!
       line.openings.remove(newest.node)
@@ -343,7 +460,7 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
       const pooled = node.value
       // An idle connection of an origin with waiters is about to be handed to one of them.
       if (pooled.line.waiters.size > 0) continue
-      this.#close(pooled)
+      this.#close(pooled, "evicted")
       this.#forgetIfUnused(pooled.line)
       this.#cap.take()
       return true
@@ -364,13 +481,16 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   // --- closing -------------------------------------------------------------------
 
   /** Closes a connection and frees its permit; the caller decides who gets the permit. */
-  #close(pooled: Pooled): void {
+  #close(pooled: Pooled, reason: CloseReason): void {
     const line = pooled.line
-    if (this.#idle.remove(pooled.idleNode)) line.removeIdle(pooled)
+    const wasIdle = this.#idle.remove(pooled.idleNode)
+    if (wasIdle) line.removeIdle(pooled)
     this.#watchdog.unwatch(pooled)
     const scope = pooled.scope
     if (scope === undefined) return
     pooled.scope = undefined
+    pooled.connection.closeReason ??= reason
+    line.metrics.closed(reason, (this.#clock.unsafeCurrentTimeMillis() - pooled.openedAt) / 1000, wasIdle)
     // A transport whose destroy throws (a buggy Connector) still leaves the
     // books right: the throw goes on to the caller once they are.
     try {
@@ -382,6 +502,7 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
       this.#cap.lostConnection(line)
       // Releases the Semaphore permit.
       this.#opener.closeScope(scope)
+      if (this.open === 0 && this.#drained !== undefined) this.#drained()
     }
   }
 
@@ -391,9 +512,9 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
     this.#forgetIfUnused(line)
   }
 
-  #drop(pooled: Pooled): void {
+  #drop(pooled: Pooled, reason: CloseReason): void {
     try {
-      this.#close(pooled)
+      this.#close(pooled, reason)
     } finally {
       this.#afterClose(pooled.line)
     }
@@ -403,8 +524,11 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
 
   /** Opens a connection for the origin's waiters; the caller holds a permit for it. */
   #openFor(line: OriginLine): void {
+    // The waiter it is for: the first that no opening under way serves (its span is the connect's parent).
+    let node = line.waiters.firstNode
+    for (let i = 0; i < line.opening && node !== undefined; i++) node = node.next
     line.opening++
-    const opening = this.#opener.open(line.origin, this, line)
+    const opening = this.#opener.open(line.origin, this, line, node?.value.request.trace)
     if (opening !== undefined) line.openings.append(opening.node)
   }
 
@@ -417,12 +541,14 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
     line.opened++
     this.open++
     this.opened++
-    const pooled = new Pooled(connection, line, scope, this.#clock.unsafeCurrentTimeMillis(), this)
-    if (calledOff) return this.#drop(pooled)
+    line.metrics.opened()
+    const now = this.#clock.unsafeCurrentTimeMillis()
+    const pooled = new Pooled(connection, line, scope, now, this.#retireAt(now), this)
+    if (calledOff) return this.#drop(pooled, "evicted")
     if (connection.broken && !this.#closed) {
       // Closed by the server as soon as it was open: a failed connect, or
       // the waiters would make the pool reconnect forever.
-      this.#close(pooled)
+      this.#close(pooled, connection.closeReason ?? "server_close")
       this.#failWaiters(
         line,
         new AgentError({ reason: "Connect", origin: line.origin.key, detail: "closed by the server as soon as it was opened" })
@@ -436,30 +562,35 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
   openFailed(line: OriginLine, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean, opening: Opening | undefined): void {
     if (opening === undefined || line.openings.remove(opening.node)) line.opening--
     this.#cap.give()
-    if (timedOut && !this.#closed) {
-      this.#failWaiters(
-        line,
-        new AgentError({
-          reason: "Timeout",
-          phase: "connect",
-          origin: line.origin.key,
-          detail: `not connected within ${Duration.format(this.#options.connectTimeout)}`
-        })
-      )
-    } else if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
-      // Interrupted only: called off (nobody waits for it), or the Agent is shutting down.
-      const failure = Cause.failureOption(exit.cause)
-      // A defect (a connector that threw) fails the waiters too, or the pool would reconnect forever.
-      const error = failure._tag === "Some" ? failure.value : new AgentError({
-        reason: "Connect",
-        origin: line.origin.key,
-        detail: "the connector failed",
-        cause: Cause.squash(exit.cause)
-      })
-      this.#failWaiters(line, error)
-    }
+    const error = this.openError(line, exit, timedOut)
+    if (error !== undefined) this.#failWaiters(line, error)
     if (this.#closed) return this.#forgetIfUnused(line)
     this.#afterClose(line)
+  }
+
+  /**
+   * What a failed opening means for those waiting for it; undefined when it
+   * was only interrupted (called off, as nobody waits for it, or the Agent is
+   * shutting down).
+   */
+  openError(line: OriginLine, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean): AgentError | undefined {
+    if (timedOut && !this.#closed) {
+      return new AgentError({
+        reason: "Timeout",
+        phase: "connect",
+        origin: line.origin.key,
+        detail: `not connected within ${Duration.format(this.#options.connectTimeout)}`
+      })
+    }
+    if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)) return undefined
+    const failure = Cause.failureOption(exit.cause)
+    // A defect (a connector that threw) fails the waiters too, or the pool would reconnect forever.
+    return failure._tag === "Some" ? failure.value : new AgentError({
+      reason: "Connect",
+      origin: line.origin.key,
+      detail: "the connector failed",
+      cause: Cause.squash(exit.cause)
+    })
   }
 
   /**
@@ -478,3 +609,39 @@ export class ConnectionPool implements IdleCloser, OpeningOutcome<OriginLine> {
 
 const closedError = (origin: Origin) =>
   new AgentError({ reason: "Closed", origin: origin.key, detail: "the Agent was shut down" })
+
+/**
+ * The openings of one `preconnect`: each outcome goes to the pool as any
+ * opening's would (as one no waiter can call off), and the caller learns how
+ * many opened once all of them ended.
+ */
+class Preconnect implements OpeningOutcome<OriginLine> {
+  #left: number
+  #opened = 0
+  #error: AgentError | undefined = undefined
+  constructor(
+    readonly pool: ConnectionPool,
+    count: number,
+    readonly resume: (effect: Effect.Effect<number, AgentError>) => void
+  ) {
+    this.#left = count
+  }
+
+  connected(line: OriginLine, connection: Connection, scope: ListNode<ConnectionScope>): void {
+    this.#opened++
+    this.pool.connected(line, connection, scope, undefined)
+    this.#ended()
+  }
+
+  openFailed(line: OriginLine, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean): void {
+    this.#error ??= this.pool.openError(line, exit, timedOut) ??
+      new AgentError({ reason: "Closed", origin: line.origin.key, detail: "the Agent was shut down" })
+    this.pool.openFailed(line, exit, timedOut, undefined)
+    this.#ended()
+  }
+
+  #ended(): void {
+    if (--this.#left > 0) return
+    this.resume(this.#error === undefined ? Effect.succeed(this.#opened) : Effect.fail(this.#error))
+  }
+}

@@ -19,6 +19,10 @@ export interface Prepared extends PreparedRequest {
 const refuse = (origin: string, detail: string, cause?: unknown) =>
   new AgentError({ reason: "InvalidRequest", origin, detail, ...(cause !== undefined ? { cause } : {}) })
 
+/** A streamed body gone wrong: the head, and maybe part of the body, went out. */
+const abortBody = (origin: string, detail: string, cause?: unknown) =>
+  new AgentError({ reason: "InvalidRequest", origin, detail, requestSent: true, ...(cause !== undefined ? { cause } : {}) })
+
 /** Resolves the request's URL the way @effect/platform does. @internal */
 export const resolveUrl = (request: HttpClientRequest.HttpClientRequest): URL | AgentError => {
   if (request.urlParams.length === 0 && request.hash._tag === "None") {
@@ -30,6 +34,17 @@ export const resolveUrl = (request: HttpClientRequest.HttpClientRequest): URL | 
   }
   const result = UrlParams.makeUrl(request.url, request.urlParams, request.hash)
   return result._tag === "Left" ? refuse("", `invalid URL: ${request.url}`, result.left) : result.right
+}
+
+/** The origin of a URL, or why it has none we can reach. @internal */
+export const originOf = (input: string | URL): Origin | AgentError => {
+  let url: URL
+  try {
+    url = typeof input === "string" ? new URL(input) : input
+  } catch (cause) {
+    return refuse("", `invalid URL: ${String(input)}`, cause)
+  }
+  return InternalOrigin.fromUrl(url) ?? refuse("", `unsupported URL: ${url.href}`)
 }
 
 const stringHeaders = (headers: Readonly<Record<string, unknown>>): Record<string, string> => {
@@ -71,7 +86,7 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
     if (chunk.length === 0) return Effect.void
     if (!chunked && sent + chunk.length > length!) {
       // Bytes past the declared length would be read as the next request.
-      return Effect.fail(refuse(conn.origin.key, `the request body stream exceeds its declared ${length} bytes`))
+      return Effect.fail(abortBody(conn.origin.key, `the request body stream exceeds its declared ${length} bytes`))
     }
     sent += chunk.length
     return conn.write(chunked ? Http1.encodeChunk(chunk) : chunk)
@@ -79,12 +94,12 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
     Effect.mapError((cause) =>
       cause instanceof AgentError
         ? cause
-        : refuse(conn.origin.key, "the request body stream failed", cause)
+        : abortBody(conn.origin.key, "the request body stream failed", cause)
     ),
     Effect.zipRight(Effect.suspend(() => {
       if (chunked) return conn.write(Http1.lastChunk)
       if (sent !== length) {
-        return Effect.fail(refuse(conn.origin.key, `the request body had ${sent} bytes, not the declared ${length}`))
+        return Effect.fail(abortBody(conn.origin.key, `the request body had ${sent} bytes, not the declared ${length}`))
       }
       return Effect.void
     }))

@@ -14,9 +14,14 @@ export const settle = Effect.promise(() => new Promise<void>((resolve) => setImm
   Effect.repeatN(3)
 )
 
-/** An Agent over the in-memory server. */
+/**
+ * An Agent over the in-memory server. Its shutdown does not wait for requests
+ * in flight unless the test says so: under TestClock that wait lasts until the
+ * test moves the clock, and a test failing with a request in flight would
+ * time out instead of reporting its failure.
+ */
 export const agentOn = (server: MemoryServer, config: Agent.Config = {}) =>
-  Agent.layer(config).pipe(Layer.provide(server.layer))
+  Agent.layer({ shutdownTimeout: 0, ...config }).pipe(Layer.provide(server.layer))
 
 /**
  * Runs `body` with an Agent (and its HttpClient) on the in-memory server. The

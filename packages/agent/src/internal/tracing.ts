@@ -1,0 +1,174 @@
+import * as Headers from "@effect/platform/Headers"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import type * as Tracer from "effect/Tracer"
+import type { Origin } from "../Origin.js"
+
+const ATTR_HTTP_REQUEST_METHOD = "http.request.method"
+const ATTR_HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+const ATTR_SERVER_ADDRESS = "server.address"
+const ATTR_SERVER_PORT = "server.port"
+const ATTR_URL_FULL = "url.full"
+const ATTR_URL_PATH = "url.path"
+const ATTR_URL_SCHEME = "url.scheme"
+const ATTR_URL_QUERY = "url.query"
+
+/** Effect's own tracer, in place when no tracer was installed. */
+const nativeTracer: Tracer.Tracer = Effect.runSync(Effect.tracer)
+
+/**
+ * A traced request: its span, which ends with the response head (whatever the
+ * entry point does with the response after) or with the failure; the tracer
+ * that made it (a connection opened for it is traced by the same, whatever the
+ * Agent's own fiber has); and when it began to wait for a connection. A
+ * class, as every object made per request (see ARCHITECTURE.md).
+ *
+ * @internal
+ */
+export class Trace {
+  /** Clock nanos when it began to wait for a connection. */
+  queuedAt = 0n
+  /** How long it waited for its connection. */
+  waitedMillis = 0
+  #ended = false
+  constructor(readonly span: Tracer.Span, readonly settings: TraceSettings) {}
+
+  /** It got the connection it waited for. */
+  dequeued(nowNanos: bigint): void {
+    this.waitedMillis = Number(nowNanos - this.queuedAt) / 1e6
+  }
+
+  /** The request went out on connection `id`: what only the pool knows goes on its span. */
+  sentOn(id: number, reused: boolean): void {
+    this.span.attribute("keepalive.connection.id", id)
+    this.span.attribute("keepalive.connection.reused", reused)
+    this.span.attribute("keepalive.queue.wait_ms", this.waitedMillis)
+  }
+
+  /** The response head came: its status and headers go on the span, which ends. */
+  responded(status: number, headers: Headers.Headers, nowNanos: bigint): void {
+    const span = this.span
+    span.attribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status)
+    const redacted = Headers.redact(headers, this.settings.redactedNames)
+    for (const key in redacted) span.attribute(`http.response.header.${key}`, String(redacted[key]))
+    this.#end(Exit.void, nowNanos)
+  }
+
+  /** The request ended: the span ends now, with its outcome, unless the head ended it. */
+  ended(exit: Exit.Exit<unknown, unknown>, nowNanos: bigint): void {
+    this.#end(exit, nowNanos)
+  }
+
+  #end(exit: Exit.Exit<unknown, unknown>, nowNanos: bigint): void {
+    if (this.#ended) return
+    this.#ended = true
+    this.span.end(nowNanos, exit)
+  }
+
+  /** The `keepalive.connect` span around opening a connection for this request, a child of its span. */
+  connect<A, E, R>(origin: Origin, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    return Effect.withTracer(
+      Effect.withSpan(effect, "keepalive.connect", {
+        kind: "client",
+        parent: this.span,
+        captureStackTrace: false,
+        attributes: {
+          [ATTR_SERVER_ADDRESS]: origin.host,
+          [ATTR_SERVER_PORT]: origin.port,
+          [ATTR_URL_SCHEME]: origin.scheme,
+          "keepalive.tls": origin.scheme === "https"
+        }
+      }),
+      this.settings.tracer
+    )
+  }
+}
+
+/**
+ * The tracing settings of the fiber sending a request, read as
+ * `HttpClient.make` reads them.
+ *
+ * @internal
+ */
+export class TraceSettings {
+  constructor(
+    readonly tracer: Tracer.Tracer,
+    readonly redactedNames: ReadonlyArray<string | RegExp>,
+    readonly propagate: boolean,
+    readonly name: string
+  ) {}
+
+  /**
+   * For the HttpClient adapter: whenever the tracer is enabled and the
+   * request is not excluded (`withTracerDisabledWhen`), as `HttpClient.make`.
+   */
+  static ofClient(
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    request: HttpClientRequest.HttpClientRequest
+  ): TraceSettings | undefined {
+    if (!fiber.getFiberRef(FiberRef.currentTracerEnabled) || fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)(request)) {
+      return undefined
+    }
+    return new TraceSettings(
+      fiber.currentTracer,
+      fiber.getFiberRef(Headers.currentRedactedNames),
+      fiber.getFiberRef(HttpClient.currentTracerPropagation),
+      Context.get(fiber.currentContext, HttpClient.SpanNameGenerator)(request)
+    )
+  }
+
+  /**
+   * For `Agent.request` and its kin: as for the adapter, and only when there
+   * is a tracer to see the span (one other than Effect's own) or a span to
+   * put it under. Without either, a span would cost every request for nobody.
+   */
+  static ofAgent(
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    request: HttpClientRequest.HttpClientRequest
+  ): TraceSettings | undefined {
+    if (fiber.currentTracer === nativeTracer && fiber.currentSpan === undefined) return undefined
+    return TraceSettings.ofClient(fiber, request)
+  }
+}
+
+/**
+ * Sends `request` under the span `HttpClient.make` would make: its name,
+ * attributes (headers redacted), trace propagation; `send` gets the `Trace`
+ * to tell it the connection and the response head.
+ *
+ * @internal
+ */
+export const traced = <A, E, R>(
+  send: (request: HttpClientRequest.HttpClientRequest, trace: Trace) => Effect.Effect<A, E, R>,
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  settings: TraceSettings
+): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.makeSpan(settings.name, { kind: "client", captureStackTrace: false }), (span) => {
+    span.attribute(ATTR_HTTP_REQUEST_METHOD, request.method)
+    span.attribute(ATTR_SERVER_ADDRESS, url.origin)
+    if (url.port !== "") span.attribute(ATTR_SERVER_PORT, +url.port)
+    span.attribute(ATTR_URL_FULL, url.toString())
+    span.attribute(ATTR_URL_PATH, url.pathname)
+    span.attribute(ATTR_URL_SCHEME, url.protocol.slice(0, -1))
+    const query = url.search.slice(1)
+    if (query !== "") span.attribute(ATTR_URL_QUERY, query)
+    const requestHeaders = Headers.redact(request.headers, settings.redactedNames)
+    for (const key in requestHeaders) span.attribute(`http.request.header.${key}`, String(requestHeaders[key]))
+    const sent = settings.propagate ? HttpClientRequest.setHeaders(request, HttpTraceContext.toHeaders(span)) : request
+    const trace = new Trace(span, settings)
+    // Only a Stream body runs the caller's code (and its spans) while the
+    // request is sent: the span is made the parent for that case alone.
+    const sending = request.body._tag === "Stream"
+      ? Effect.withParentSpan(send(sent, trace), span)
+      : send(sent, trace)
+    return Effect.onExit(sending, (exit) =>
+      Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeNanos), (now) =>
+        Effect.sync(() => trace.ended(exit, now))))
+  })
