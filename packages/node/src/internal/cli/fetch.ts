@@ -5,14 +5,12 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import * as NodeConnector from "../../NodeConnector.js"
+import * as NodeAgent from "../../NodeAgent.js"
 import { agentOptions, duration, UsageError, Unsuccessful } from "./options.js"
 import { Progress } from "./progress.js"
-import { ReuseTracker } from "./reuse.js"
 import { messageOf, type Outcome, reasonOf, Recorder, summaryLines } from "./summary.js"
 
 /** Where a URL came from, to name it in an error. */
@@ -153,7 +151,7 @@ class OutputError extends Error {
 }
 
 /** Sends one request, streams its body (to a file with `--output`), and says how it went. */
-const fetchOne = (p: Plan, index: number, tracker: ReuseTracker): Effect.Effect<Outcome, never, Agent.Agent> => {
+const fetchOne = (p: Plan, index: number): Effect.Effect<Outcome, never, Agent.Agent> => {
   const url = p.urls[index]!
   const started = performance.now()
   return Agent.requestWith(buildRequest(p, url), (response) => {
@@ -174,12 +172,15 @@ const fetchOne = (p: Plan, index: number, tracker: ReuseTracker): Effect.Effect<
             catch: (cause) => new OutputError(messageOf(cause))
           })),
       (fd) => Effect.sync(() => fd !== undefined && fs.closeSync(fd))
-    ).pipe(Effect.map(() => ({ status: response.status, bytes })))
+    ).pipe(Effect.map(() => ({
+      status: response.status,
+      bytes,
+      reused: Option.exists(Agent.connectionOf(response), (connection) => connection.reused)
+    })))
   }).pipe(
-    tracker.track,
     Effect.match({
       onFailure: (error): Outcome => ({ url, error: { reason: reasonOf(error), message: messageOf(error) } }),
-      onSuccess: ([{ bytes, status }, reused]): Outcome => ({
+      onSuccess: ({ bytes, reused, status }): Outcome => ({
         url,
         status,
         bytes,
@@ -196,14 +197,13 @@ const run = (options: FetchOptions) =>
       try: () => plan(options),
       catch: (error) => error instanceof UsageError ? error : new UsageError({ message: messageOf(error) })
     })
-    const tracker = new ReuseTracker()
     const recorder = new Recorder()
     const progress = new Progress(process.stdout.isTTY === true && !options.json, p.urls.length, recorder)
     const started = performance.now()
     yield* Effect.forEach(
       p.urls,
       (_, index) =>
-        Effect.flatMap(fetchOne(p, index, tracker), (outcome) =>
+        Effect.flatMap(fetchOne(p, index), (outcome) =>
           Effect.map(Agent.stats, (stats) => {
             recorder.sample(stats)
             recorder.record(outcome)
@@ -215,12 +215,12 @@ const run = (options: FetchOptions) =>
     ).pipe(
       progress.run.bind(progress),
       Effect.provide(
-        Agent.layer({
+        NodeAgent.layer({
           maxConnectionsPerOrigin: options.maxPerOrigin,
           maxConnections: options.maxConnections,
           idleTimeout: options.idleTimeout,
           persist: !options.noPersist
-        }).pipe(Layer.provide(tracker.layer(NodeConnector.layer)))
+        })
       )
     )
     const summary = recorder.summary()

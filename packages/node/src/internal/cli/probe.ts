@@ -320,8 +320,12 @@ export const reportLines = (report: ProbeReport, options: { readonly maxRequests
     }`,
     `suggested             idleTimeout ${report.suggested.idleTimeout} ms${
       report.idleCloseAfterMs === null && report.hint?.timeout == null ? " (the Agent's default: the server never closed)" : ""
-    }; the server's limit of requests per connection: ${report.suggested.maxRequestsPerConnection ?? "none seen"}`,
-    `                      NodeAgent.layer({ idleTimeout: "${report.suggested.idleTimeout} millis" })`
+    }, maxRequestsPerConnection ${report.suggested.maxRequestsPerConnection ?? "unlimited (the Agent's default)"}`,
+    `                      NodeAgent.layer({ idleTimeout: "${report.suggested.idleTimeout} millis"${
+      report.suggested.maxRequestsPerConnection === null
+        ? ""
+        : `, maxRequestsPerConnection: ${report.suggested.maxRequestsPerConnection}`
+    } })`
   ]
   return lines
 }
