@@ -188,14 +188,14 @@ export const parseHint = (value: string | undefined): ProbeReport["hint"] => {
 
 /**
  * An idle timeout safely below a server's: a second less, or 90 %, whichever is
- * shorter, but never under half of it; in whole tenths of a second from 1 s up.
+ * shorter, but never under half of it; in whole tenths of a second from 0.5 s up.
  *
  * @internal
  */
 export const below = (ms: number): number => {
   const safe = Math.max(ms / 2, Math.min(ms - 1000, ms * 0.9))
   // Whole tenths of a second read better, where that costs little.
-  return safe >= 1000 ? Math.floor(safe / 100) * 100 : Math.floor(safe)
+  return safe >= 500 ? Math.floor(safe / 100) * 100 : Math.floor(safe)
 }
 
 /** Agent default, for a server that never closed an idle connection. */
