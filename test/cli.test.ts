@@ -96,7 +96,7 @@ describe("keepalive: usage", () => {
     expect(ran.stdout.trim()).toBe(version)
   })
 
-  it("--help of each command names its options and exits 0", async () => {
+  it("--help of each command names its options, in plain text through a pipe, and exits 0", async () => {
     const cases = [
       [["--help"], ["fetch", "probe", "demo"]],
       [["fetch", "--help"], ["--input", "--concurrency", "--max-per-origin", "--max-connections", "--idle-timeout", "--no-persist", "--method", "--header", "--data", "--output", "--json"]],
@@ -107,6 +107,8 @@ describe("keepalive: usage", () => {
     cases.forEach(([, names], i) => {
       expect(ran[i]!.code).toBe(0)
       for (const name of names) expect(ran[i]!.stdout).toContain(name)
+      // Through a pipe, plain text.
+      expect(ran[i]!.stdout).not.toContain("\x1b[")
     })
   })
 

@@ -33,8 +33,10 @@ const version = (): string => {
   return String(manifest.version)
 }
 
+const withoutAnsi = (text: string): string => text.replace(/\x1b\[[0-9;]*m/g, "")
+
 const oneLine = (text: string): string =>
-  text.replace(/\x1b\[[0-9;]*m/g, "").split("\n").map((line) => line.trim()).filter((line) => line !== "").join(" ")
+  withoutAnsi(text).split("\n").map((line) => line.trim()).filter((line) => line !== "").join(" ")
 
 /**
  * Runs the command line (the arguments after the executable) and gives the
@@ -47,8 +49,12 @@ export const run = (args: ReadonlyArray<string>): Effect.Effect<number, never, C
   Effect.gen(function*() {
     const console = yield* Effect.console
     const printed: Array<string> = []
+    // Help text comes colored; a pipe or a file gets it plain.
+    const plain = process.stdout.isTTY !== true || process.env.NO_COLOR !== undefined
     const quiet: Console.Console = Object.assign(Object.create(console), {
-      error: (...parts: ReadonlyArray<unknown>) => Effect.sync(() => printed.push(parts.map(String).join(" ")))
+      error: (...parts: ReadonlyArray<unknown>) => Effect.sync(() => printed.push(parts.map(String).join(" "))),
+      log: (...parts: ReadonlyArray<unknown>) =>
+        console.log(...parts.map((part) => plain && typeof part === "string" ? withoutAnsi(part) : part))
     })
     const cli = Command.run(command, { name: "keepalive", version: version() })
     const complain = (message: string, code: number) =>
