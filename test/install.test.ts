@@ -3,8 +3,8 @@
  * builds them), installed with plain `npm install` into an empty project
  * outside the workspace, a program importing them run under plain `node`
  * (ESM) against a local server, and type-checked with `moduleResolution`
- * `NodeNext` and `Bundler`. Needs the npm registry for effect and
- * @effect/platform.
+ * `NodeNext` and `Bundler`; and the `keepalive` command run from it. Needs
+ * the npm registry for effect, @effect/platform and the command's dependencies.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
@@ -89,6 +89,11 @@ describe("installed from its tarballs into a project outside the workspace", () 
         stats: { opened: 1, reused: 1, busy: 0, waiting: 0 },
         sockets: 1
       })
+
+      // The command line runs from the installed package's built files and its dependencies.
+      const bin = path.join(app, "node_modules", ".bin", "keepalive")
+      expect(run(bin, ["--version"], app).trim()).toBe("0.1.0")
+      expect(run(bin, ["fetch", "--help"], app)).toContain("--max-per-origin")
 
       fs.writeFileSync(path.join(app, "app.ts"), program)
       for (const [module, resolution] of [["NodeNext", "NodeNext"], ["ESNext", "Bundler"]] as const) {

@@ -1,0 +1,172 @@
+import type * as Agent from "@keepalive/agent/Agent"
+import { isAgentError } from "@keepalive/agent/AgentError"
+
+/**
+ * One request's outcome, as `fetch --json` prints it.
+ *
+ * @internal
+ */
+export type Outcome =
+  | {
+    readonly url: string
+    readonly status: number
+    readonly bytes: number
+    readonly ms: number
+    readonly reused: boolean
+  }
+  | {
+    readonly url: string
+    readonly error: { readonly reason: string; readonly message: string }
+  }
+
+/**
+ * The end of a run, as `fetch --json` prints it in its last line.
+ *
+ * @internal
+ */
+export interface Summary {
+  readonly requests: number
+  readonly failed: number
+  readonly failuresByReason: Record<string, number>
+  readonly connectionsOpened: number
+  /** Responses that came on a reused connection, over all responses (0 when none). */
+  readonly reuseRatio: number
+  readonly maxOpen: number
+  readonly maxOpenPerOrigin: number
+  readonly bytes: number
+  readonly p50Ms: number | null
+  readonly p90Ms: number | null
+  readonly p99Ms: number | null
+}
+
+/**
+ * The reason a failure is counted under: an `AgentError`'s `reason`, else
+ * the error's `_tag`, else its constructor's name.
+ *
+ * @internal
+ */
+export const reasonOf = (error: unknown): string => {
+  if (isAgentError(error)) return error.reason
+  if (typeof error === "object" && error !== null) {
+    const tag = (error as { readonly _tag?: unknown })._tag
+    if (typeof tag === "string") return tag
+    if (error instanceof Error) return error.name
+  }
+  return "Unknown"
+}
+
+/**
+ * A failure's message, on one line.
+ *
+ * @internal
+ */
+export const messageOf = (error: unknown): string => {
+  const text = error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
+    ? String((error as { readonly message: unknown }).message)
+    : String(error)
+  return text.replace(/\s*\n\s*/g, " ").trim()
+}
+
+/**
+ * The nearest-rank percentile of sorted values; null when there are none.
+ *
+ * @internal
+ */
+export const percentile = (sorted: ReadonlyArray<number>, p: number): number | null => {
+  if (sorted.length === 0) return null
+  const rank = Math.max(1, Math.ceil(p / 100 * sorted.length))
+  return sorted[rank - 1]!
+}
+
+/**
+ * Collects outcomes and samples of `Agent.stats` during a run, and makes the
+ * summary. The peaks of open connections are sampled (at each completed
+ * request and each progress tick), not exact: a connection opened and closed
+ * between two samples is not seen.
+ *
+ * @internal
+ */
+export class Recorder {
+  readonly outcomes: Array<Outcome> = []
+  maxOpen = 0
+  maxOpenPerOrigin = 0
+  /** The most open at once, per origin key. */
+  readonly maxOpenByOrigin = new Map<string, number>()
+  #opened = 0
+
+  record(outcome: Outcome): void {
+    this.outcomes.push(outcome)
+  }
+
+  sample(stats: Agent.Stats): void {
+    this.#opened = stats.opened
+    if (stats.open > this.maxOpen) this.maxOpen = stats.open
+    for (const key in stats.origins) {
+      const open = stats.origins[key]!.open
+      if (open > this.maxOpenPerOrigin) this.maxOpenPerOrigin = open
+      if (open > (this.maxOpenByOrigin.get(key) ?? 0)) this.maxOpenByOrigin.set(key, open)
+    }
+  }
+
+  summary(): Summary {
+    const failuresByReason: Record<string, number> = {}
+    const ms: Array<number> = []
+    let bytes = 0
+    let reused = 0
+    let failed = 0
+    for (const outcome of this.outcomes) {
+      if ("error" in outcome) {
+        failed++
+        failuresByReason[outcome.error.reason] = (failuresByReason[outcome.error.reason] ?? 0) + 1
+      } else {
+        ms.push(outcome.ms)
+        bytes += outcome.bytes
+        if (outcome.reused) reused++
+      }
+    }
+    ms.sort((a, b) => a - b)
+    const responses = this.outcomes.length - failed
+    return {
+      requests: this.outcomes.length,
+      failed,
+      failuresByReason,
+      connectionsOpened: this.#opened,
+      reuseRatio: responses === 0 ? 0 : Math.round(reused / responses * 1000) / 1000,
+      maxOpen: this.maxOpen,
+      maxOpenPerOrigin: this.maxOpenPerOrigin,
+      bytes,
+      p50Ms: percentile(ms, 50),
+      p90Ms: percentile(ms, 90),
+      p99Ms: percentile(ms, 99)
+    }
+  }
+}
+
+const formatBytes = (n: number): string =>
+  n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`
+
+const formatMs = (n: number | null): string => n === null ? "-" : `${n} ms`
+
+/**
+ * The summary as readable lines.
+ *
+ * @internal
+ */
+export const summaryLines = (summary: Summary, seconds: number, recorder: Recorder): Array<string> => {
+  const rate = seconds > 0 ? Math.round(summary.requests / seconds) : summary.requests
+  const busiest = [...recorder.maxOpenByOrigin].sort((a, b) => b[1] - a[1])[0]
+  const lines = [
+    `requests      ${summary.requests} in ${seconds.toFixed(2)} s (${rate} req/s), ${summary.failed} failed`,
+    `connections   ${summary.connectionsOpened} opened; ${(summary.reuseRatio * 100).toFixed(1)}% of responses on a reused connection`,
+    `most open     ${summary.maxOpen} at once in total, ${summary.maxOpenPerOrigin} per origin${
+      busiest === undefined ? "" : ` (${busiest[0]})`
+    }`,
+    `bytes         ${formatBytes(summary.bytes)} of response bodies`,
+    `latency       p50 ${formatMs(summary.p50Ms)}, p90 ${formatMs(summary.p90Ms)}, p99 ${formatMs(summary.p99Ms)}`
+  ]
+  const reasons = Object.entries(summary.failuresByReason)
+  if (reasons.length > 0) {
+    lines.push(`failures      ${reasons.map(([reason, n]) => `${reason} ${n}`).join(", ")}`)
+  }
+  return lines
+}
