@@ -95,7 +95,7 @@ export class Waiter implements Deadline {
   readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
   constructor(
     readonly line: OriginLine,
-    /** Clock nanos when it began to wait. */
+    /** Clock nanos when it began to wait (for the metrics; 0 when they are off). */
     readonly queuedAt: bigint,
     /** Clock millis by which it must have a connection (Infinity: no limit). */
     readonly deadline: number,

@@ -161,7 +161,8 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     if (this.#closed) return Effect.fail(closedError(origin))
     const queueMillis = this.#options.queueMillis
     const deadline = queueMillis === Infinity ? Infinity : this.#clock.unsafeCurrentTimeMillis() + queueMillis
-    const waiter = new Waiter(this.#lineOf(origin), this.#clock.unsafeCurrentTimeNanos(), deadline, this, request)
+    const queuedAt = this.#metrics.enabled ? this.#clock.unsafeCurrentTimeNanos() : 0n
+    const waiter = new Waiter(this.#lineOf(origin), queuedAt, deadline, this, request)
     waiter.line.waiters.append(waiter.node)
     this.waiting++
     waiter.line.metrics.waiting(1)
