@@ -92,7 +92,7 @@ export class Waiter implements Deadline {
   granted: Pooled | undefined = undefined
   /** Its place in the origin's line; removed once served, failed or abandoned. */
   readonly node = new ListNode<Waiter>(this)
-  readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
+  #watchNode: ListNode<Deadline> | undefined = undefined
   constructor(
     readonly line: OriginLine,
     /** Clock nanos when it began to wait (for the metrics; 0 when they are off). */
@@ -103,6 +103,11 @@ export class Waiter implements Deadline {
     /** The request waiting: told when it fails here; its span parents a connect for it. */
     readonly request: { ended(line: OriginLine, status: number, error: AgentError): void; readonly trace: Trace | undefined }
   ) {}
+
+  /** Made when first watched: most waiters have no `queueTimeout`. */
+  get watchNode(): ListNode<Deadline> {
+    return this.#watchNode ??= new ListNode<Deadline>(this)
+  }
 
   expire(): void {
     if (this.node.list !== undefined) this.timeout.queueTimedOut(this)
