@@ -319,6 +319,35 @@ describe("keepalive fetch", () => {
   })
 })
 
+describe("keepalive: interrupted", () => {
+  it("Ctrl-C (SIGINT) stops a fetch: its connections close, and the exit code is 130", async () => {
+    const open = new Set<net.Socket>()
+    const s = await startServer((server) => {
+      server.on("connection", (socket: net.Socket) => {
+        open.add(socket)
+        socket.once("close", () => open.delete(socket))
+      })
+    }, () => {
+      // Never answers.
+    })
+    try {
+      const child = spawn(process.execPath, [...bin, "fetch", `${s.base}/a`, `${s.base}/b`, "--json"], {
+        cwd: root,
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      while (s.seen.length < 2) await new Promise((resolve) => setTimeout(resolve, 20))
+      expect(open.size).toBe(2)
+      child.kill("SIGINT")
+      const code = await new Promise<number | null>((resolve) => child.once("close", resolve))
+      expect(code).toBe(130)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      expect(open.size).toBe(0)
+    } finally {
+      s.server.close()
+    }
+  }, 30_000)
+})
+
 describe("keepalive probe", () => {
   it("a server that closes every connection: keepAlive false", async () => {
     const s = await startServer(undefined, (_req, res) => {

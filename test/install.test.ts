@@ -80,6 +80,10 @@ describe("installed from its tarballs into a project outside the workspace", () 
       ], app)
       expect(fs.readFileSync(path.join(app, "node_modules", "@keepalive", "node", "package.json"), "utf8")).not.toContain("workspace:")
       expect(fs.existsSync(path.join(app, "node_modules", "tsx"))).toBe(false)
+      // The command line needs no @effect/platform-node, whose peers (cluster, rpc, sql) npm would install too.
+      for (const heavy of ["platform-node", "cluster", "rpc", "sql"]) {
+        expect(fs.existsSync(path.join(app, "node_modules", "@effect", heavy))).toBe(false)
+      }
 
       fs.writeFileSync(path.join(app, "app.mjs"), javascript)
       const output = JSON.parse(run(process.execPath, ["app.mjs"], app).trim())
