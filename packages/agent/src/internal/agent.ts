@@ -14,7 +14,8 @@ import { Connection, type Timing } from "./connection.js"
 import { AgentMetrics } from "./metrics.js"
 import { Opener } from "./opening.js"
 import type { OriginLine, Pooled } from "./originLine.js"
-import { ConnectionPool, type RequestTiming } from "./pool.js"
+import type { RequestTiming } from "./originLine.js"
+import { ConnectionPool } from "./pool.js"
 import { handOver, Held, holdWhile, type Keep, keepInCallerScope, Lease } from "./release.js"
 import * as Request from "./request.js"
 import { AgentResponse, decode } from "./response.js"
@@ -185,10 +186,6 @@ class Attempt<A, E, R> implements RequestTiming {
     )
   }
 
-  get method(): string {
-    return this.request.method
-  }
-
   /** Records the request's duration, to its response head (`status`) or its failure. */
   ended(line: OriginLine, status: number, error: AgentError | undefined): void {
     if (!this.env.metrics) return
@@ -201,11 +198,7 @@ class Attempt<A, E, R> implements RequestTiming {
     // The common case: an idle connection, used within the last millisecond.
     const idle = pool.takeIdle(this.prepared.origin)
     if (idle !== undefined) return this.checked(idle)
-    if (this.trace !== undefined) this.trace.queuedAt = this.env.clock.unsafeCurrentTimeNanos()
-    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore, this), (pooled) => {
-      if (this.trace !== undefined) this.trace.dequeued(this.env.clock.unsafeCurrentTimeNanos())
-      return this.checked(pooled)
-    })
+    return Effect.flatMap(pool.wait(this.prepared.origin, this.restore, this), (pooled) => this.checked(pooled))
   }
 
   /** A connection checked out: sent on unless it broke while idle, after an I/O turn when it was idle a while. */

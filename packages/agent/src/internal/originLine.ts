@@ -71,6 +71,14 @@ export class Pooled implements IdleBreakListener, Deadline {
   }
 }
 
+/** A request waiting for a connection, as the pool tells it what it needs to know. @internal */
+export interface RequestTiming {
+  /** It ended: its response head came (`status`), or it failed. Times it for the metrics. */
+  ended(line: OriginLine, status: number, error: AgentError | undefined): void
+  /** Its span, when it is traced: a connection opened for it is traced under it, and its wait is told to it. */
+  readonly trace: Trace | undefined
+}
+
 /** What the pool does with a waiter whose `queueTimeout` passed. @internal */
 export interface QueueTimeout {
   queueTimedOut(waiter: Waiter): void
@@ -95,13 +103,12 @@ export class Waiter implements Deadline {
   #watchNode: ListNode<Deadline> | undefined = undefined
   constructor(
     readonly line: OriginLine,
-    /** Clock nanos when it began to wait (for the metrics; 0 when they are off). */
+    /** Clock nanos when it began to wait (-1 when neither the metrics nor a span want it). */
     readonly queuedAt: bigint,
     /** Clock millis by which it must have a connection (Infinity: no limit). */
     readonly deadline: number,
     readonly timeout: QueueTimeout,
-    /** The request waiting: told when it fails here; its span parents a connect for it. */
-    readonly request: { ended(line: OriginLine, status: number, error: AgentError): void; readonly trace: Trace | undefined }
+    readonly request: RequestTiming
   ) {}
 
   /** Made when first watched: most waiters have no `queueTimeout`. */

@@ -10,18 +10,9 @@ import { GlobalCap } from "./globalCap.js"
 import { List, type ListNode } from "./list.js"
 import type { AgentMetrics } from "./metrics.js"
 import type { Opener, Opening, OpeningOutcome } from "./opening.js"
-import { type IdleCloser, OriginLine, Pooled, type QueueTimeout, Waiter } from "./originLine.js"
+import { type IdleCloser, OriginLine, Pooled, type QueueTimeout, type RequestTiming, Waiter } from "./originLine.js"
 import type { ConnectionScope } from "./scope.js"
-import type { Trace } from "./tracing.js"
 import type { Watchdog } from "./watchdog.js"
-
-/** A request, as the metrics time it: told when it ends. @internal */
-export interface RequestTiming {
-  /** It ended: its response head came (`status`), or it failed. */
-  ended(line: OriginLine, status: number, error: AgentError | undefined): void
-  /** Its span, when it is traced: a connection opened for it is traced under it. */
-  readonly trace: Trace | undefined
-}
 
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
 const yieldAfterIdleNanos = 1_000_000n
@@ -161,7 +152,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     if (this.#closed) return Effect.fail(closedError(origin))
     const queueMillis = this.#options.queueMillis
     const deadline = queueMillis === Infinity ? Infinity : this.#clock.unsafeCurrentTimeMillis() + queueMillis
-    const queuedAt = this.#metrics.enabled ? this.#clock.unsafeCurrentTimeNanos() : 0n
+    const queuedAt = this.#metrics.enabled || request.trace !== undefined ? this.#clock.unsafeCurrentTimeNanos() : -1n
     const waiter = new Waiter(this.#lineOf(origin), queuedAt, deadline, this, request)
     waiter.line.waiters.append(waiter.node)
     this.waiting++
@@ -389,8 +380,11 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
 
   #grant(waiter: Waiter, pooled: Pooled): void {
     this.#leaveLine(waiter)
-    if (this.#metrics.enabled) {
-      waiter.line.metrics.waited(Number(this.#clock.unsafeCurrentTimeNanos() - waiter.queuedAt) / 1e9)
+    if (waiter.queuedAt >= 0n) {
+      // One measure of the wait, for the metrics and the request's span alike.
+      const seconds = Number(this.#clock.unsafeCurrentTimeNanos() - waiter.queuedAt) / 1e9
+      waiter.line.metrics.waited(seconds)
+      waiter.request.trace?.waited(seconds)
     }
     waiter.granted = pooled
     this.#cap.dequeueIfServed(waiter.line)
@@ -490,7 +484,6 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     const scope = pooled.scope
     if (scope === undefined) return
     pooled.scope = undefined
-    pooled.connection.closeReason ??= reason
     line.metrics.closed(reason, (this.#clock.unsafeCurrentTimeMillis() - pooled.openedAt) / 1000, wasIdle)
     // A transport whose destroy throws (a buggy Connector) still leaves the
     // books right: the throw goes on to the caller once they are.
@@ -561,9 +554,13 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
 
   /** An opening for `line` failed, or was called off (told by the Opener). */
   openFailed(line: OriginLine, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean, opening: Opening | undefined): void {
+    this.failedOpening(line, this.openError(line, exit, timedOut), opening)
+  }
+
+  /** An opening for `line` ended without a connection: `error` (if any) for those waiting for it. */
+  failedOpening(line: OriginLine, error: AgentError | undefined, opening: Opening | undefined): void {
     if (opening === undefined || line.openings.remove(opening.node)) line.opening--
     this.#cap.give()
-    const error = this.openError(line, exit, timedOut)
     if (error !== undefined) this.#failWaiters(line, error)
     if (this.#closed) return this.#forgetIfUnused(line)
     this.#afterClose(line)
@@ -638,9 +635,9 @@ class Preconnect implements OpeningOutcome<OriginLine> {
   }
 
   openFailed(line: OriginLine, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean): void {
-    this.#error ??= this.pool.openError(line, exit, timedOut) ??
-      new AgentError({ reason: "Closed", origin: line.origin.key, detail: "the Agent was shut down" })
-    this.pool.openFailed(line, exit, timedOut, undefined)
+    const error = this.pool.openError(line, exit, timedOut)
+    this.#error ??= error ?? new AgentError({ reason: "Closed", origin: line.origin.key, detail: "the Agent was shut down" })
+    this.pool.failedOpening(line, error, undefined)
     this.#ended()
   }
 

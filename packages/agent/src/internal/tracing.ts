@@ -33,16 +33,14 @@ const nativeTracer: Tracer.Tracer = Effect.runSync(Effect.tracer)
  * @internal
  */
 export class Trace {
-  /** Clock nanos when it began to wait for a connection. */
-  queuedAt = 0n
-  /** How long it waited for its connection. */
+  /** How long it waited for its connection (told by the pool). */
   waitedMillis = 0
   #ended = false
   constructor(readonly span: Tracer.Span, readonly settings: TraceSettings) {}
 
-  /** It got the connection it waited for. */
-  dequeued(nowNanos: bigint): void {
-    this.waitedMillis = Number(nowNanos - this.queuedAt) / 1e6
+  /** It got the connection it waited for, after `seconds`. */
+  waited(seconds: number): void {
+    this.waitedMillis = seconds * 1000
   }
 
   /** The request went out on connection `id`: what only the pool knows goes on its span. */
