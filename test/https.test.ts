@@ -18,7 +18,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import type * as tls from "node:tls"
 import { SessionCache } from "../packages/node/src/internal/nodeConnector.js"
-import { findBinary } from "./setup/servers.js"
+import { findBinary, freePort } from "./setup/servers.js"
 
 const openssl = findBinary("openssl")
 const inCi = process.env.CI === "true"
@@ -257,6 +257,13 @@ describe.skipIf(certificates === undefined)("HTTPS", () => {
         reason: "Connect",
         detail: "TLS: the server did not answer in TLS (a plain HTTP port?) (ERR_SSL_WRONG_VERSION_NUMBER)"
       })
+    }))
+
+  it.scopedLive("a failure before any handshake keeps Node's own line, as for http: a refused connect is not called a TLS failure", () =>
+    Effect.gen(function*() {
+      const port = yield* Effect.promise(freePort)
+      const failure = yield* connectFailure(`https://127.0.0.1:${port}/`).pipe(Effect.provide(NodeAgent.layer()))
+      expect(failure).toEqual({ reason: "Connect", detail: `connect ECONNREFUSED 127.0.0.1:${port}` })
     }))
 
   it.scopedLive("the handshake counts against connectTimeout: a server that accepts but never answers it times the connect out", () =>

@@ -270,7 +270,8 @@ const untrusted = new Set([
 /**
  * A failed TLS connect as one readable line ending in its stable code: Node's
  * own message for a handshake error is OpenSSL's raw line
- * (`…:error:0A00010B:SSL routines:…`).
+ * (`…:error:0A00010B:SSL routines:…`). A failure before the handshake keeps
+ * Node's message, as for http.
  */
 const tlsFailure = (cause: unknown, host: string): string => {
   const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? "UNKNOWN"
@@ -285,10 +286,11 @@ const tlsFailure = (cause: unknown, host: string): string => {
   if (code === "ECONNRESET" || /socket disconnected before secure TLS connection/.test(message)) {
     return `TLS: the server closed the connection during the handshake (${code})`
   }
-  if (code === "ECONNREFUSED") return `connection refused (${code})`
   if (/ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN)$/.test(code)) {
     return `TLS: the server refused the client certificate, or its absence (${code})`
   }
+  // Not the handshake's: a refused connect, a name that does not resolve… Node's message says it as for http.
+  if (!isOpenSslError(cause)) return message
   // OpenSSL's own short reason when it gives one, else the first line without its error-queue prefix.
   const reason = (cause as { reason?: unknown } | undefined)?.reason
   const what = typeof reason === "string" && reason !== "" ? reason : message.split("\n")[0]!.replace(/^.*?:error:[0-9A-F]+:/, "")
