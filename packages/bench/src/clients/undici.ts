@@ -18,10 +18,10 @@ const readBody = async (body: Dispatcher.ResponseData["body"], read: Scenario["r
 
 export const undiciPool = (scenario: Scenario, urls: ReadonlyArray<string>): Runner => {
   const pools = new Map<string, Pool>()
+  const ca = tlsCa(scenario)
   for (const url of urls) {
     const origin = new URL(url).origin
     if (!pools.has(origin)) {
-      const ca = tlsCa(scenario)
       pools.set(origin, new Pool(origin, { connections: scenario.connectionsPerOrigin, ...(ca === undefined ? {} : { connect: { ca } }) }))
     }
   }

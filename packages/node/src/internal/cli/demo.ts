@@ -8,7 +8,7 @@ import type * as net from "node:net"
 import * as NodeAgent from "../../NodeAgent.js"
 import { agentOptions, integer, Unsuccessful } from "./options.js"
 import { Progress } from "./progress.js"
-import { messageOf, percentile, Recorder } from "./summary.js"
+import { messageOf, percentile } from "./summary.js"
 
 /** The options of `keepalive demo`, as parsed. */
 interface DemoOptions {
@@ -109,14 +109,13 @@ const runOnce = (options: DemoOptions, counts: ReadonlyArray<ServerCount>, total
     yield* settle(total)
     for (const c of counts) Object.assign(c, { accepted: 0, requests: 0, maxOpen: c.open })
     total.maxOpen = total.open
-    const recorder = new Recorder()
     const latencies: Array<number> = []
     let failed = 0
     let firstFailure: string | undefined
     const progress = new Progress(
       process.stdout.isTTY === true,
       options.requests,
-      recorder,
+      undefined,
       persist ? "persistent  " : "no-persist  "
     )
     const started = performance.now()
@@ -139,9 +138,7 @@ const runOnce = (options: DemoOptions, counts: ReadonlyArray<ServerCount>, total
               },
               onSuccess: () => latencies.push(performance.now() - begun)
             }),
-            Effect.zipRight(Agent.stats),
-            Effect.map((stats) => {
-              recorder.sample(stats)
+            Effect.map(() => {
               progress.done++
             })
           )

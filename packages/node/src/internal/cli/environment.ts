@@ -4,27 +4,18 @@ import * as Path from "@effect/platform/Path"
 import * as Terminal from "@effect/platform/Terminal"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as readline from "node:readline"
 
 /**
- * The terminal @effect/cli prints help and reads answers through: standard
- * output, and a line of standard input. No command here prompts key by key
- * (`readInput`, which only `--wizard` uses, is refused with a message).
+ * The terminal @effect/cli prints help through: standard output. No command
+ * here prompts (@effect/cli reads the terminal only in prompts, which only
+ * `--wizard` shows): reading is refused with a message.
  */
 const terminal: Terminal.Terminal = {
   columns: Effect.sync(() => process.stdout.columns ?? 80),
   rows: Effect.sync(() => process.stdout.rows ?? 24),
   isTTY: Effect.sync(() => process.stdout.isTTY === true),
   readInput: Effect.dieMessage("keepalive takes no interactive input: pass every option on the command line"),
-  readLine: Effect.async<string, Terminal.QuitException>((resume) => {
-    const rl = readline.createInterface({ input: process.stdin })
-    rl.once("line", (line) => {
-      rl.close()
-      resume(Effect.succeed(line))
-    })
-    rl.once("close", () => resume(Effect.fail(new Terminal.QuitException())))
-    return Effect.sync(() => rl.close())
-  }),
+  readLine: Effect.dieMessage("keepalive takes no interactive input: pass every option on the command line"),
   display: (text) =>
     Effect.try({
       try: () => void process.stdout.write(text),

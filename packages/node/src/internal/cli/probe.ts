@@ -173,20 +173,6 @@ const requestHead = (url: URL, version: "1.0" | "1.1"): string =>
   "User-Agent: keepalive-probe\r\nAccept: */*\r\n\r\n"
 
 /**
- * Reads `Keep-Alive: timeout=N, max=M`; null without the header.
- *
- * @internal
- */
-export const parseHint = (value: string | undefined): ProbeReport["hint"] => {
-  if (value === undefined) return null
-  const param = (name: string) => {
-    const match = new RegExp(`(?:^|[,;\\s])${name}\\s*=\\s*"?(\\d+)"?`, "i").exec(value)
-    return match === null ? null : Number(match[1])
-  }
-  return { timeout: param("timeout"), max: param("max") }
-}
-
-/**
  * An idle timeout safely below a server's: a second less, or 90 %, whichever is
  * shorter, but never under half of it; in whole tenths of a second from 0.5 s up.
  *
@@ -235,7 +221,11 @@ const probe = async (
     first.destroy()
   }
   const keepAlive = closedAfter === null ? served > 0 && firstHead!.keepAlive : closedAfter > 1
-  const hint = parseHint(firstHead?.headers["keep-alive"])
+  // Read by the codec, as the Agent reads it.
+  const hint = firstHead === undefined || firstHead.headers["keep-alive"] === undefined ? null : {
+    timeout: firstHead.keepAliveTimeout === undefined ? null : firstHead.keepAliveTimeout / 1000,
+    max: firstHead.keepAliveMax ?? null
+  }
 
   // (4): HTTP/1.0 without a Connection header.
   progress("an HTTP/1.0 request")

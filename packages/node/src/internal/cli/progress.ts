@@ -19,14 +19,15 @@ export class Progress {
   constructor(
     readonly enabled: boolean,
     readonly total: number,
-    readonly recorder: Recorder,
+    /** Samples the stats for the summary's peaks; none when nobody reads them. */
+    readonly recorder: Recorder | undefined,
     readonly label = ""
   ) {}
 
   /** Runs `effect` with the line drawn while it runs (sampling stats into the recorder), and cleared after. */
   run<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | Agent.Agent> {
     const tick = Effect.map(Agent.stats, (stats) => {
-      this.recorder.sample(stats)
+      this.recorder?.sample(stats)
       if (this.enabled) this.#draw(stats)
     })
     return Effect.scoped(Effect.zipRight(

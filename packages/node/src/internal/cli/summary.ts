@@ -89,7 +89,6 @@ export const percentile = (sorted: ReadonlyArray<number>, p: number): number | n
 export class Recorder {
   readonly outcomes: Array<Outcome> = []
   maxOpen = 0
-  maxOpenPerOrigin = 0
   /** The most open at once, per origin key. */
   readonly maxOpenByOrigin = new Map<string, number>()
   #opened = 0
@@ -103,7 +102,6 @@ export class Recorder {
     if (stats.open > this.maxOpen) this.maxOpen = stats.open
     for (const key in stats.origins) {
       const open = stats.origins[key]!.open
-      if (open > this.maxOpenPerOrigin) this.maxOpenPerOrigin = open
       if (open > (this.maxOpenByOrigin.get(key) ?? 0)) this.maxOpenByOrigin.set(key, open)
     }
   }
@@ -133,7 +131,7 @@ export class Recorder {
       connectionsOpened: this.#opened,
       reuseRatio: responses === 0 ? 0 : Math.round(reused / responses * 1000) / 1000,
       maxOpen: this.maxOpen,
-      maxOpenPerOrigin: this.maxOpenPerOrigin,
+      maxOpenPerOrigin: Math.max(0, ...this.maxOpenByOrigin.values()),
       bytes,
       p50Ms: percentile(ms, 50),
       p90Ms: percentile(ms, 90),
