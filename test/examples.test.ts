@@ -1,5 +1,5 @@
 /**
- * The README's runnable examples run, and print what the README says they print.
+ * The README's runnable examples run, and print what they are for.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
@@ -23,7 +23,8 @@ describe("examples", () => {
       "keepalive.connections.opened",
       "keepalive.connections.closed",
       "keepalive.requests.reused",
-      "keepalive.queue.duration"
+      "keepalive.queue.duration",
+      "keepalive.requests.waiting"
     ]) expect(stdout).toContain(name)
     expect(stdout).toMatch(/http\.client\.request\.duration +server\.port=\d+ http\.request\.method=GET http\.response\.status_code=200 +count 100,/)
     expect(stdout).toMatch(/keepalive\.connections\.closed +server\.port=\d+ reason=server_close +20\n/)

@@ -146,6 +146,7 @@ describe("an idle connection that receives empty lines (CRLF), as some servers s
           expect(first.arrivals.map((a) => a.path)).toEqual(["/first", "/next"])
           yield* expectClean(1)
         }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
+        yield* server.allClosed
       }), timeout)
   }
 
@@ -162,6 +163,7 @@ describe("an idle connection that receives empty lines (CRLF), as some servers s
         expect(server.sockets.length).toBe(2)
         yield* expectClean(1)
       }).pipe(Effect.provide(NodeAgent.layer()))
+      yield* server.allClosed
     }), timeout)
 
   it.scopedLive("a CRLF written right after a 304 and a CRLF before the next status line: both responses arrive, one connection", () =>
@@ -178,5 +180,6 @@ describe("an idle connection that receives empty lines (CRLF), as some servers s
         expect(server.sockets.length).toBe(1)
         yield* expectClean(1)
       }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
+      yield* server.allClosed
     }), timeout)
 })

@@ -62,6 +62,36 @@ describe("Metrics", () => {
     }).pipe(Effect.provide(agentOn(server)))
   })
 
+  it.effect("request durations go to the series of their own outcome, however outcomes alternate", () => {
+    const server = new MemoryServer((req) => {
+      if (req.path === "/bad") req.socket.send("NOT HTTP\r\n\r\n")
+      else req.socket.respond("ok")
+    })
+    return Effect.gen(function*() {
+      const origin = { ...at("m6.test"), "http.request.method": "GET" }
+      yield* Agent.requestString("http://m6.test/")
+      yield* Effect.flip(Agent.requestString("http://m6.test/bad"))
+      server.refuse = true
+      expect(yield* Effect.flip(Agent.requestString("http://m6.test/"))).toMatchObject({ reason: "Connect" })
+      server.refuse = false
+      yield* Agent.requestString("http://m6.test/")
+      yield* Agent.requestString("http://m6.test/")
+      expect(valueOf(names.requestDuration, { ...origin, "http.response.status_code": "200" })).toMatchObject({ count: 3 })
+      expect(valueOf(names.requestDuration, { ...origin, "error.type": "Protocol" })).toMatchObject({ count: 1 })
+      expect(valueOf(names.requestDuration, { ...origin, "error.type": "Connect" })).toMatchObject({ count: 1 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("origins past the first 1,000 of an Agent share one series marked otel.metric.overflow", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      for (let i = 0; i <= 1000; i++) yield* Agent.requestString(`http://ov${i}.test/`)
+      expect(valueOf(names.connectionsOpened, at("ov999.test"))).toBe(1)
+      expect(series(names.connectionsOpened, { "server.address": "ov1000.test" })).toEqual([])
+      expect(valueOf(names.connectionsOpened, { "otel.metric.overflow": "true" })).toBe(1)
+    }).pipe(Effect.provide(agentOn(server, { persist: false })))
+  })
+
   it.effect("open connections by state, waiting requests and the time they waited, as requests come and go", () => {
     const held: Array<SeenRequest> = []
     const server = new MemoryServer((req) => held.push(req))
@@ -97,7 +127,7 @@ describe("Metrics", () => {
     }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })
 
-  it.effect("connections closed are counted by reason: max_requests, server_close, evicted, shutdown", () => {
+  it.effect("connections closed are counted by reason: max_requests, server_close, evicted", () => {
     const server = new MemoryServer((req) => {
       if (req.path === "/close") req.socket.respond("bye", { connection: "close" })
       else req.socket.respond("ok")

@@ -111,6 +111,7 @@ describe("Tracing: Agent.request", () => {
         ["http.client GET", "Failure"],
         ["keepalive.connect", "Failure"]
       ])
+      expect(spans[1]!.attributes.get("keepalive.tls")).toBe(false)
     }).pipe(Effect.provide(agentOn(server)))
   })
 })
