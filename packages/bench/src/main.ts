@@ -235,15 +235,18 @@ const main = async () => {
   const serverKind = options.server === "node" || nginx === undefined ? "node" : "nginx"
   const wrk = wrkVersion()
   // The HTTPS scenario needs nginx (the node:http stand-in serves plain HTTP only).
-  const runnable = options.scenarios.filter((scenario) => scenario.tls !== true || serverKind === "nginx")
+  let runnable = options.scenarios.filter((scenario) => scenario.tls !== true || serverKind === "nginx")
   for (const scenario of options.scenarios) {
     if (!runnable.includes(scenario)) log(`scenario ${scenario.id} skipped: HTTPS needs nginx`)
   }
-  const ports = Math.max(
-    ...runnable.map((scenario) => scenario.origins),
-    runnable.some((scenario) => scenario.tls === true) ? tlsPortOffset + 1 : 0
-  )
-  const server = await startServer({ kind: serverKind, basePort: options.basePort, ports })
+  const tls = runnable.some((scenario) => scenario.tls === true)
+  // The HTTPS port is tlsPortOffset above the base port: the free range must reach it.
+  const ports = Math.max(...runnable.map((scenario) => scenario.origins), tls ? tlsPortOffset + 1 : 0)
+  const server = await startServer({ kind: serverKind, basePort: options.basePort, ports, tls })
+  if (tls && server.tlsCaFile === undefined) {
+    for (const scenario of runnable) if (scenario.tls === true) log(`scenario ${scenario.id} skipped: no certificates (openssl failed)`)
+    runnable = runnable.filter((scenario) => scenario.tls !== true)
+  }
   // The HTTPS clients trust the server's CA (client processes inherit the environment).
   if (server.tlsCaFile !== undefined) process.env[tlsCaEnv] = server.tlsCaFile
   const stopServer = () => server.stop()

@@ -3,8 +3,8 @@
  * is on PATH (a private prefix and config in a temp dir), else the node:http
  * server in `nodeServer.ts`. Both listen on 127.0.0.1 only, on `ports`
  * consecutive ports, and answer `/small`, `/big` and `/status`. nginx also
- * serves HTTPS on the port `tlsPortOffset` above the base port (when `ports`
- * reaches it), with a certificate for localhost from a CA made at start.
+ * serves HTTPS on the port `tlsPortOffset` above the base port when asked
+ * (`tls`), with a certificate for localhost from a CA made at start.
  */
 import { spawn, spawnSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
@@ -45,19 +45,21 @@ export const startServer = async (options: {
   readonly kind: "nginx" | "node"
   readonly basePort: number
   readonly ports: number
+  /** Serve HTTPS too (nginx only). */
+  readonly tls: boolean
 }): Promise<Server> => {
   const basePort = await findFreePorts(options.basePort, options.ports)
-  return options.kind === "nginx" ? startNginx(basePort, options.ports) : startNodeServer(basePort, options.ports)
+  return options.kind === "nginx" ? startNginx(basePort, options.ports, options.tls) : startNodeServer(basePort, options.ports)
 }
 
-const startNginx = async (basePort: number, ports: number): Promise<Server> => {
+const startNginx = async (basePort: number, ports: number, https: boolean): Promise<Server> => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-bench-nginx-"))
   // nginx drops its worker to an unprivileged user when started as root; it must still read /big.
   fs.chmodSync(dir, 0o755)
   fs.mkdirSync(path.join(dir, "www"), { mode: 0o755 })
   fs.mkdirSync(path.join(dir, "tmp"))
   fs.writeFileSync(path.join(dir, "www", "big"), Buffer.alloc(bigBodySize, "0123456789abcdef"), { mode: 0o644 })
-  const tls = ports > tlsPortOffset && makeCertificates(dir)
+  const tls = https && makeCertificates(dir)
   if (tls) fs.chmodSync(path.join(dir, "localhost.key"), 0o644)
   const config = path.join(dir, "nginx.conf")
   fs.writeFileSync(config, nginxConfig(dir, basePort, ports, tls))
