@@ -232,6 +232,10 @@ const run = (options: FetchOptions) =>
     if (summary.failed > 0) return yield* new Unsuccessful()
   })
 
+/** A text option with a one-letter alias and a name for its value in the help. */
+const textOption = (name: string, alias: string, value: string, description: string) =>
+  Options.text(name).pipe(Options.withAlias(alias), Options.withPseudoName(value), Options.withDescription(description))
+
 /**
  * `keepalive fetch`: many URLs, many origins, one Agent.
  *
@@ -239,11 +243,8 @@ const run = (options: FetchOptions) =>
  */
 export const command = Command.make("fetch", {
   urls: Args.text({ name: "URL" }).pipe(Args.withDescription("URLs to fetch (http or https)"), Args.repeated),
-  input: Options.text("input").pipe(
-    Options.withAlias("i"),
-    Options.withPseudoName("FILE|-"),
-    Options.withDescription("read more URLs from FILE, or stdin for -: one per line, # comments"),
-    Options.optional
+  input: Options.optional(
+    textOption("input", "i", "FILE|-", "read more URLs from FILE, or stdin for -: one per line, # comments")
   ),
   ...agentOptions,
   idleTimeout: duration("idle-timeout", {
@@ -252,29 +253,9 @@ export const command = Command.make("fetch", {
     description: "the Agent's idleTimeout"
   }),
   noPersist: Options.boolean("no-persist").pipe(Options.withDescription("a fresh connection per request")),
-  method: Options.text("method").pipe(
-    Options.withAlias("X"),
-    Options.withPseudoName("M"),
-    Options.withDescription("request method (default GET, or POST with --data)"),
-    Options.optional
-  ),
-  header: Options.text("header").pipe(
-    Options.withAlias("H"),
-    Options.withPseudoName("K:V"),
-    Options.withDescription("a request header; repeatable"),
-    Options.repeated
-  ),
-  data: Options.text("data").pipe(
-    Options.withAlias("d"),
-    Options.withPseudoName("TEXT|@FILE"),
-    Options.withDescription("request body: the text, or the bytes of FILE"),
-    Options.optional
-  ),
-  output: Options.text("output").pipe(
-    Options.withAlias("o"),
-    Options.withPseudoName("DIR"),
-    Options.withDescription("write each response body to a file in DIR"),
-    Options.optional
-  ),
+  method: Options.optional(textOption("method", "X", "M", "request method (default GET, or POST with --data)")),
+  header: Options.repeated(textOption("header", "H", "K:V", "a request header; repeatable")),
+  data: Options.optional(textOption("data", "d", "TEXT|@FILE", "request body: the text, or the bytes of FILE")),
+  output: Options.optional(textOption("output", "o", "DIR", "write each response body to a file in DIR")),
   json: Options.boolean("json").pipe(Options.withDescription("one JSON line per response, then a summary line"))
 }, run).pipe(Command.withDescription("Fetch URLs through one Agent and summarise what the connections did."))
