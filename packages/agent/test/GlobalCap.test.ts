@@ -15,7 +15,7 @@ const neverTimesOut = { queueTimedOut: () => {} }
 const untimed = { ended: () => {}, trace: undefined }
 
 /** A request waiting in `line`. */
-const waiterOf = (line: OriginLine) => new Waiter(line, -1n, Infinity, neverTimesOut, untimed)
+const waiterOf = (line: OriginLine) => new Waiter(line, -1, Infinity, neverTimesOut, untimed)
 
 /** An origin's line with `open` connections and `waiting` requests in it. */
 const lineOf = (host: string, open: number, waiting: number): OriginLine => {

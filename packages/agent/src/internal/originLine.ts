@@ -103,8 +103,8 @@ export class Waiter implements Deadline {
   #watchNode: ListNode<Deadline> | undefined = undefined
   constructor(
     readonly line: OriginLine,
-    /** Clock nanos when it began to wait (-1 when neither the metrics nor a span want it). */
-    readonly queuedAt: bigint,
+    /** Clock millis when it began to wait (-1 when neither the metrics nor a span want it). */
+    readonly queuedAt: number,
     /** Clock millis by which it must have a connection (Infinity: no limit). */
     readonly deadline: number,
     readonly timeout: QueueTimeout,

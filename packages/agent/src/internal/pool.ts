@@ -152,7 +152,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     if (this.#closed) return Effect.fail(closedError(origin))
     const queueMillis = this.#options.queueMillis
     const deadline = queueMillis === Infinity ? Infinity : this.#clock.unsafeCurrentTimeMillis() + queueMillis
-    const queuedAt = this.#metrics.enabled || request.trace !== undefined ? this.#clock.unsafeCurrentTimeNanos() : -1n
+    const queuedAt = this.#metrics.enabled || request.trace !== undefined ? this.#clock.unsafeCurrentTimeMillis() : -1
     const waiter = new Waiter(this.#lineOf(origin), queuedAt, deadline, this, request)
     waiter.line.waiters.append(waiter.node)
     this.waiting++
@@ -380,9 +380,11 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
 
   #grant(waiter: Waiter, pooled: Pooled): void {
     this.#leaveLine(waiter)
-    if (waiter.queuedAt >= 0n) {
-      // One measure of the wait, for the metrics and the request's span alike.
-      const seconds = Number(this.#clock.unsafeCurrentTimeNanos() - waiter.queuedAt) / 1e9
+    if (waiter.queuedAt >= 0) {
+      // One measure of the wait, for the metrics and the request's span alike
+      // (in millis: a wait is worth measuring from a millisecond up, and a
+      // millisecond clock reads without making a bigint).
+      const seconds = (this.#clock.unsafeCurrentTimeMillis() - waiter.queuedAt) / 1000
       waiter.line.metrics.waited(seconds)
       waiter.request.trace?.waited(seconds)
     }
