@@ -1,7 +1,14 @@
 /**
  * node:http with its own `http.Agent`, capped per origin (`maxSockets`) and in
- * all (`maxTotalSockets`); `keepAlive: false` is the reference for scenario f;
- * node:https with the same options in the HTTPS scenario.
+ * all (`maxTotalSockets`); node:https with the same options in the HTTPS
+ * scenario.
+ *
+ * `keepAlive: false` is the reference for a connection per request (scenario
+ * f), and takes no caps: node:http with `keepAlive: false` and a finite
+ * `maxSockets` still sends `Connection: keep-alive` and hands a freed socket
+ * to the next queued request (`ClientRequest`'s `shouldKeepAlive`), so it would
+ * not open a connection per request. The closed loop's workers bound its
+ * connections instead.
  */
 import * as http from "node:http"
 import * as https from "node:https"
@@ -11,7 +18,9 @@ import { type Scenario, tlsCa } from "../scenarios.js"
 
 export const nodeHttp = (scenario: Scenario, urls: ReadonlyArray<string>, keepAlive: boolean): Runner => {
   const ca = tlsCa(scenario)
-  const options = { keepAlive, maxSockets: scenario.connectionsPerOrigin, maxTotalSockets: scenario.maxConnections }
+  const options = keepAlive
+    ? { keepAlive, maxSockets: scenario.connectionsPerOrigin, maxTotalSockets: scenario.maxConnections }
+    : { keepAlive }
   // node:https for the HTTPS scenario: the same Agent options, and the bench's CA.
   const agent = ca === undefined ? new http.Agent(options) : new https.Agent({ ...options, ca })
   const get = ca === undefined ? http.get : https.get
