@@ -4,7 +4,7 @@
  * and prints one table per scenario (or, with `--json`, one JSON document).
  *
  *   pnpm bench [--json] [--only a,b] [--clients keepalive,undici-pool,wrk]
- *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080
+ *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080 BENCH_PIN=0
  *   BENCH_BASELINE=../other-checkout (its keepalive clients as extra rows, same rounds)
  */
 import { spawn } from "node:child_process"
@@ -13,6 +13,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import type { ClientReport } from "./client.js"
+import { affinityOf, choosePinning, onCore } from "./pinning.js"
+import type { Pinning } from "./pinning.js"
 import { renderTable, summarize } from "./report.js"
 import type { Run, ScenarioResult } from "./report.js"
 import { capSupport, scenarios, tlsCaEnv, tlsPortOffset } from "./scenarios.js"
@@ -32,6 +34,7 @@ interface Options {
   readonly server: "nginx" | "node" | undefined
   /** Another checkout whose keepalive clients run as extra rows (`<client>@baseline`), built already. */
   readonly baseline: string | undefined
+  readonly pinning: Pinning
 }
 
 /** The suffix of a row measured on the `BENCH_BASELINE` checkout. */
@@ -81,7 +84,8 @@ const readOptions = (): Options => {
     seconds: positiveInteger("BENCH_SECONDS", 5),
     rounds: positiveInteger("BENCH_ROUNDS", 3),
     basePort: positiveInteger("BENCH_PORT", 18080),
-    server: server === "nginx" || server === "node" ? server : undefined
+    server: server === "nginx" || server === "node" ? server : undefined,
+    pinning: choosePinning()
   }
 }
 
@@ -94,9 +98,16 @@ const clientScriptIn = (checkout: string) => path.join(checkout, "packages", "be
 /** Every client process gets this long past its warm-up and window before it is killed. */
 const clientGraceSeconds = 30
 
-const spawnClient = (args: ReadonlyArray<string>, seconds: number, script = clientScript): Promise<ClientReport> =>
+const spawnClient = (
+  pinning: Pinning,
+  args: ReadonlyArray<string>,
+  seconds: number,
+  script = clientScript
+): Promise<ClientReport> =>
   new Promise((resolve) => {
-    const child = spawn(process.execPath, [script, ...args], {
+    // taskset execs node, so killing the child kills the client itself.
+    const node = onCore(pinning, "client", { command: process.execPath, args: [script, ...args] })
+    const child = spawn(node.command, node.args, {
       cwd: path.join(path.dirname(script), ".."),
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -118,6 +129,7 @@ const spawnClient = (args: ReadonlyArray<string>, seconds: number, script = clie
   })
 
 const measureClient = async (
+  pinning: Pinning,
   server: Server,
   scenario: Scenario,
   client: ClientName,
@@ -125,11 +137,14 @@ const measureClient = async (
   script = clientScript
 ): Promise<Run> => {
   const before = await server.acceptedConnections()
-  const report = await spawnClient([client, scenario.id, String(seconds), String(server.basePort)], seconds, script)
+  const report = await spawnClient(pinning, [client, scenario.id, String(seconds), String(server.basePort)], seconds, script)
   // The second /status request opens a connection of its own.
   const connectionsOpened = (await server.acceptedConnections()) - before - 1
   if (report.outcome === "idle") return { outcome: "failed", reason: "the client process did not run a client" }
   if (report.outcome !== "measured") return report
+  if (pinning.pinned && report.cores !== undefined && report.cores !== String(pinning.clientCore)) {
+    return { outcome: "failed", reason: `ran on cores ${report.cores}, not on core ${pinning.clientCore}` }
+  }
   return {
     outcome: "measured",
     requestsPerSecond: report.completed / report.seconds,
@@ -141,10 +156,16 @@ const measureClient = async (
   }
 }
 
-const measureWrk = async (server: Server, scenario: Scenario, connections: number, seconds: number): Promise<Run> => {
+const measureWrk = async (
+  pinning: Pinning,
+  server: Server,
+  scenario: Scenario,
+  connections: number,
+  seconds: number
+): Promise<Run> => {
   const before = await server.acceptedConnections()
   try {
-    const result = await runWrk(`http://127.0.0.1:${server.basePort}${scenario.path}`, connections, seconds)
+    const result = await runWrk(`http://127.0.0.1:${server.basePort}${scenario.path}`, connections, seconds, pinning)
     return {
       outcome: "measured",
       requestsPerSecond: result.requestsPerSecond,
@@ -185,7 +206,7 @@ const runScenario = async (
   scenario: Scenario,
   wrk: boolean
 ): Promise<ScenarioResult> => {
-  const { rounds, seconds } = options
+  const { pinning, rounds, seconds } = options
   const clients = scenario.clients.filter((client) => options.clients === undefined || options.clients.has(client))
   const withWrk = wrk && scenario.wrkConnections !== undefined && (options.clients === undefined || options.clients.has("wrk"))
   const runsByClient = new Map<string, Array<Run>>([...clients, ...(withWrk ? ["wrk"] : [])].map((c) => [c, []]))
@@ -205,16 +226,17 @@ const runScenario = async (
     const shift = (round - 1) % order.length
     for (const client of [...order.slice(shift), ...order.slice(0, shift)]) {
       const run = client === "wrk"
-        ? await measureWrk(server, scenario, scenario.wrkConnections!, seconds)
+        ? await measureWrk(pinning, server, scenario, scenario.wrkConnections!, seconds)
         : client.endsWith(baselineSuffix)
         ? await measureClient(
+          pinning,
           server,
           scenario,
           client.slice(0, -baselineSuffix.length) as ClientName,
           seconds,
           clientScriptIn(options.baseline!)
         )
-        : await measureClient(server, scenario, client as ClientName, seconds)
+        : await measureClient(pinning, server, scenario, client as ClientName, seconds)
       runsByClient.get(client)!.push(run)
       const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
       log(`[${scenario.id} ${round}/${rounds}] ${client.padEnd(32)} ${shown}`)
@@ -223,9 +245,34 @@ const runScenario = async (
   return summarize(scenario, runsByClient, notesByClient)
 }
 
-const baselineRssMB = async (): Promise<number | undefined> => {
-  const report = await spawnClient(["baseline"], 0)
+const baselineRssMB = async (pinning: Pinning): Promise<number | undefined> => {
+  const report = await spawnClient(pinning, ["baseline"], 0)
   return report.outcome === "idle" ? report.maxRssMB : undefined
+}
+
+/**
+ * The serving processes and their cores, as `taskset -cp` reports them;
+ * throws when pinning was asked for and a serving process runs elsewhere.
+ */
+const checkServerPinning = (pinning: Pinning, server: Server): ReadonlyArray<{ readonly pid: number; readonly cores: string }> => {
+  const processes = server.servingPids().map((pid) => ({ pid, cores: affinityOf(pid) ?? "unknown" }))
+  if (pinning.pinned) {
+    const expected = String(pinning.serverCore)
+    if (processes.length === 0) throw new Error("pinning: found no serving process to check (BENCH_PIN=0 runs unpinned)")
+    const stray = processes.filter((process) => process.cores !== expected)
+    if (stray.length > 0) {
+      const found = stray.map((process) => `pid ${process.pid} on cores ${process.cores}`).join(", ")
+      throw new Error(`pinning: the server should run on core ${expected} only, but ${found} (BENCH_PIN=0 runs unpinned)`)
+    }
+  }
+  return processes
+}
+
+const pinningLine = (pinning: Pinning, serverProcesses: ReadonlyArray<{ readonly pid: number; readonly cores: string }>): string => {
+  const pids = serverProcesses.map((process) => process.pid).join(", ")
+  return pinning.pinned
+    ? `pinned with taskset: server on core ${pinning.serverCore} (pid ${pids}, checked with taskset -p), every client process and wrk on core ${pinning.clientCore}`
+    : `not pinned (${pinning.reason}): the server and the clients share every core`
 }
 
 const main = async () => {
@@ -242,7 +289,8 @@ const main = async () => {
   const tls = runnable.some((scenario) => scenario.tls === true)
   // The HTTPS port is tlsPortOffset above the base port: the free range must reach it.
   const ports = Math.max(...runnable.map((scenario) => scenario.origins), tls ? tlsPortOffset + 1 : 0)
-  const server = await startServer({ kind: serverKind, basePort: options.basePort, ports, tls })
+  const { pinning } = options
+  const server = await startServer({ kind: serverKind, basePort: options.basePort, ports, tls, pinning })
   if (tls && server.tlsCaFile === undefined) {
     for (const scenario of runnable) if (scenario.tls === true) log(`scenario ${scenario.id} skipped: no certificates (openssl failed)`)
     runnable = runnable.filter((scenario) => scenario.tls !== true)
@@ -254,6 +302,7 @@ const main = async () => {
   process.once("SIGINT", onSignal)
   process.once("SIGTERM", onSignal)
   try {
+    const serverProcesses = checkServerPinning(pinning, server)
     const serverNote = serverKind === "nginx"
       ? server.description
       : `${server.description} (${nginx === undefined ? "nginx not found on PATH" : "BENCH_SERVER=node"})`
@@ -264,12 +313,18 @@ const main = async () => {
       cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "unknown"}`,
       // Anything else running shares the 2 cores with the client and the server.
       loadAverageAtStart: os.loadavg()[0]!,
+      pinned: pinning.pinned,
+      ...(pinning.pinned
+        ? { cores: { server: pinning.serverCore, clients: pinning.clientCore } }
+        : { unpinnedBecause: pinning.reason }),
+      /** The processes that serve requests, with the cores `taskset -cp` says each may run on. */
+      serverProcesses,
       undici: (JSON.parse(fs.readFileSync(path.join(packageDir, "node_modules", "undici", "package.json"), "utf8")) as { version: string }).version,
       wrk: wrk ?? "not installed",
       seconds,
       warmupSeconds: 1,
       rounds,
-      idleClientRssMB: await baselineRssMB()
+      idleClientRssMB: await baselineRssMB(pinning)
     }
     if (!options.json) {
       console.log([
@@ -277,6 +332,7 @@ const main = async () => {
         "",
         `- server: ${meta.server}, ${meta.ports}`,
         `- node ${meta.node}, ${meta.cpus} (1-minute load average at start: ${meta.loadAverageAtStart.toFixed(2)}), undici ${meta.undici} (npm), wrk ${meta.wrk}`,
+        `- ${pinningLine(pinning, serverProcesses)}`,
         `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
         `- req/s and spread are over rounds; CPU s and peak RSS are the client process's own, medians over rounds`,
         `- RSS floor: a client process that loads the harness but runs no client peaks at ${meta.idleClientRssMB?.toFixed(0) ?? "?"} MB`,
