@@ -148,7 +148,7 @@ const measureClient = async (
   return {
     outcome: "measured",
     requestsPerSecond: report.completed / report.seconds,
-    ...(report.completed === 0 ? {} : { cpuSecondsPer10k: (report.cpuSeconds / report.completed) * 10_000 }),
+    ...(report.completed === 0 ? {} : { cpuMicrosPerResponse: (report.cpuSeconds * 1e6) / report.completed }),
     peakRssMB: report.maxRssMB,
     connectionsOpened,
     errors: report.errors,
@@ -169,7 +169,8 @@ const measureWrk = async (
     return {
       outcome: "measured",
       requestsPerSecond: result.requestsPerSecond,
-      cpuSecondsPer10k: (result.cpuSeconds / result.requests) * 10_000,
+      // wrk's CPU covers its whole run, so it is divided by every response of the run.
+      cpuMicrosPerResponse: (result.cpuSeconds * 1e6) / result.requests,
       connectionsOpened: (await server.acceptedConnections()) - before - 1,
       errors: 0
     }
@@ -334,7 +335,7 @@ const main = async () => {
         `- node ${meta.node}, ${meta.cpus} (1-minute load average at start: ${meta.loadAverageAtStart.toFixed(2)}), undici ${meta.undici} (npm), wrk ${meta.wrk}`,
         `- ${pinningLine(pinning, serverProcesses)}`,
         `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
-        `- req/s and spread are over rounds; CPU s and peak RSS are the client process's own, medians over rounds`,
+        `- req/s and spread are over rounds; CPU µs/resp (user + system CPU over the window ÷ responses in it) and peak RSS are the client process's own, medians over rounds`,
         `- RSS floor: a client process that loads the harness but runs no client peaks at ${meta.idleClientRssMB?.toFixed(0) ?? "?"} MB`,
         ""
       ].join("\n"))

@@ -9,8 +9,8 @@ export type Run =
   | {
     readonly outcome: "measured"
     readonly requestsPerSecond: number
-    /** Absent when nothing completed. */
-    readonly cpuSecondsPer10k?: number
+    /** The client's user + system CPU over the window ÷ the responses completed in it, in µs; absent when nothing completed. */
+    readonly cpuMicrosPerResponse?: number
     /** Absent for wrk, whose memory is not the question. */
     readonly peakRssMB?: number
     /** Connections the server accepted during the run, warm-up included. */
@@ -31,7 +31,8 @@ export interface Row {
   readonly requestsPerSecond?: Spread
   /** Median req/s over keepalive's median req/s in the same scenario. */
   readonly ratioToKeepalive?: number
-  readonly cpuSecondsPer10k?: number
+  /** Median over rounds. */
+  readonly cpuMicrosPerResponse?: number
   readonly peakRssMB?: number
   readonly connectionsOpened?: number
   readonly errors: number
@@ -72,13 +73,13 @@ export const summarize = (
       ...(errors > 0 ? [`${errors} failed requests (first: ${firstError})`] : [])
     ]
     const rates = measured.map((run) => run.requestsPerSecond)
-    const cpu = medianOf(measured.map((run) => run.cpuSecondsPer10k))
+    const cpu = medianOf(measured.map((run) => run.cpuMicrosPerResponse))
     const rss = medianOf(measured.map((run) => run.peakRssMB))
     const connections = medianOf(measured.map((run) => run.connectionsOpened))
     return {
       client,
       ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
-      ...(cpu === undefined ? {} : { cpuSecondsPer10k: cpu }),
+      ...(cpu === undefined ? {} : { cpuMicrosPerResponse: cpu }),
       ...(rss === undefined ? {} : { peakRssMB: rss }),
       ...(connections === undefined ? {} : { connectionsOpened: connections }),
       errors,
@@ -102,7 +103,7 @@ export const summarize = (
 const integer = (value: number) => Math.round(value).toLocaleString("en-US")
 
 export const renderTable = (result: ScenarioResult): string => {
-  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU s / 10k req", "peak RSS MB", "conns opened", "notes"]
+  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU µs/resp", "peak RSS MB", "conns opened", "notes"]
   const lines = result.rows.map((row) => {
     const rate = row.requestsPerSecond
     return [
@@ -110,7 +111,7 @@ export const renderTable = (result: ScenarioResult): string => {
       rate === undefined ? (row.runs.some((run) => run.outcome === "unavailable") ? "not available yet" : "failed") : integer(rate.median),
       rate === undefined ? "—" : `${integer(rate.min)}–${integer(rate.max)}`,
       row.ratioToKeepalive === undefined ? "—" : row.ratioToKeepalive.toFixed(2),
-      row.cpuSecondsPer10k === undefined ? "—" : row.cpuSecondsPer10k.toFixed(3),
+      row.cpuMicrosPerResponse === undefined ? "—" : row.cpuMicrosPerResponse.toFixed(1),
       row.peakRssMB === undefined ? "—" : row.peakRssMB.toFixed(0),
       row.connectionsOpened === undefined ? "—" : integer(row.connectionsOpened),
       row.notes.join("; ")
