@@ -336,6 +336,7 @@ const main = async () => {
         `- ${pinningLine(pinning, serverProcesses)}`,
         `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
         `- req/s and spread are over rounds; CPU µs/resp (user + system CPU over the window ÷ responses in it) and peak RSS are the client process's own, medians over rounds`,
+        `- vs keepalive and CPU vs keepalive: this client's req/s (CPU µs/resp) ÷ keepalive's in the same round, median over rounds`,
         `- RSS floor: a client process that loads the harness but runs no client peaks at ${meta.idleClientRssMB?.toFixed(0) ?? "?"} MB`,
         ""
       ].join("\n"))
