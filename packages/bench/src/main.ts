@@ -184,7 +184,9 @@ const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string>
   const notes: Array<string> = []
   const caps = capSupport[client]
   if (caps === "none") notes.push("no connection cap: concurrency only")
-  if (caps === "per-origin" && scenario.origins > 1) notes.push("per-origin cap only, no global cap")
+  // Where the global cap is the per-origin caps' sum, it never binds, and a per-origin cap alone is like-for-like.
+  const globalCapBinds = scenario.maxConnections < scenario.origins * scenario.connectionsPerOrigin
+  if (caps === "per-origin" && globalCapBinds) notes.push("per-origin cap only, no global cap")
   if (client === "effect-node") notes.push("new http.Agent() defaults: keepAlive false")
   if (client === "fetch") notes.push(`Node's bundled undici ${process.versions.undici}`)
   if (client.endsWith("-no-persist")) notes.push("persist: false")
