@@ -151,6 +151,8 @@ const measureClient = async (
     ...(report.completed === 0 ? {} : { cpuMicrosPerResponse: (report.cpuSeconds * 1e6) / report.completed }),
     peakRssMB: report.maxRssMB,
     connectionsOpened,
+    // Both counts cover the whole process, warm-up included.
+    ...(report.completedTotal === 0 ? {} : { connectionsPerThousandResponses: (connectionsOpened / report.completedTotal) * 1000 }),
     errors: report.errors,
     ...(report.firstError === undefined ? {} : { firstError: report.firstError })
   }
@@ -166,12 +168,14 @@ const measureWrk = async (
   const before = await server.acceptedConnections()
   try {
     const result = await runWrk(`http://127.0.0.1:${server.basePort}${scenario.path}`, connections, seconds, pinning)
+    const connectionsOpened = (await server.acceptedConnections()) - before - 1
     return {
       outcome: "measured",
       requestsPerSecond: result.requestsPerSecond,
       // wrk's CPU covers its whole run, so it is divided by every response of the run.
       cpuMicrosPerResponse: (result.cpuSeconds * 1e6) / result.requests,
-      connectionsOpened: (await server.acceptedConnections()) - before - 1,
+      connectionsOpened,
+      connectionsPerThousandResponses: (connectionsOpened / result.requests) * 1000,
       errors: 0
     }
   } catch (cause) {

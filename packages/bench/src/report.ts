@@ -20,6 +20,8 @@ export type Run =
     readonly peakRssMB?: number
     /** Connections the server accepted during the run, warm-up included. */
     readonly connectionsOpened?: number
+    /** `connectionsOpened` ÷ every response the client completed in its run (warm-up included) × 1,000. */
+    readonly connectionsPerThousandResponses?: number
     readonly errors: number
     readonly firstError?: string
   }
@@ -50,6 +52,8 @@ export interface Row {
   readonly cpuRatioToKeepalive?: number
   readonly peakRssMB?: number
   readonly connectionsOpened?: number
+  /** Median over rounds. */
+  readonly connectionsPerThousandResponses?: number
   readonly errors: number
   readonly notes: ReadonlyArray<string>
   /** One per round, in round order. */
@@ -114,6 +118,7 @@ export const summarize = (
     const cpuRatio = medianOf(measured.map((run) => run.cpuRatioToKeepalive))
     const rss = medianOf(measured.map((run) => run.peakRssMB))
     const connections = medianOf(measured.map((run) => run.connectionsOpened))
+    const churn = medianOf(measured.map((run) => run.connectionsPerThousandResponses))
     return {
       client,
       ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
@@ -122,6 +127,7 @@ export const summarize = (
       ...(cpuRatio === undefined ? {} : { cpuRatioToKeepalive: cpuRatio }),
       ...(rss === undefined ? {} : { peakRssMB: rss }),
       ...(connections === undefined ? {} : { connectionsOpened: connections }),
+      ...(churn === undefined ? {} : { connectionsPerThousandResponses: churn }),
       errors,
       notes,
       runs
@@ -132,8 +138,11 @@ export const summarize = (
 
 const integer = (value: number) => Math.round(value).toLocaleString("en-US")
 
+/** Two significant decimals for small values, whole numbers from 100 up. */
+const short = (value: number) => (value >= 100 ? integer(value) : value >= 10 ? value.toFixed(1) : value.toFixed(2))
+
 export const renderTable = (result: ScenarioResult): string => {
-  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU µs/resp", "CPU vs keepalive", "peak RSS MB", "conns opened", "notes"]
+  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU µs/resp", "CPU vs keepalive", "peak RSS MB", "conns opened", "conns/1k resp", "notes"]
   const lines = result.rows.map((row) => {
     const rate = row.requestsPerSecond
     return [
@@ -145,11 +154,12 @@ export const renderTable = (result: ScenarioResult): string => {
       row.cpuRatioToKeepalive === undefined ? "—" : row.cpuRatioToKeepalive.toFixed(2),
       row.peakRssMB === undefined ? "—" : row.peakRssMB.toFixed(0),
       row.connectionsOpened === undefined ? "—" : integer(row.connectionsOpened),
+      row.connectionsPerThousandResponses === undefined ? "—" : short(row.connectionsPerThousandResponses),
       row.notes.join("; ")
     ]
   })
   const widths = header.map((title, column) => Math.max(title.length, ...lines.map((line) => line[column]!.length)))
-  const numeric = new Set([1, 2, 3, 4, 5, 6, 7])
+  const numeric = new Set([1, 2, 3, 4, 5, 6, 7, 8])
   const render = (cells: ReadonlyArray<string>) =>
     `| ${cells.map((cell, column) => (numeric.has(column) ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join(" | ")} |`
   const rule = `|${widths.map((width, column) => (numeric.has(column) ? `${"-".repeat(width + 1)}:` : "-".repeat(width + 2))).join("|")}|`
