@@ -12,6 +12,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { missingBuild, prepareBaseline } from "./baseline.js"
+import type { BaselineHarness } from "./baseline.js"
 import type { ClientReport } from "./client.js"
 import { affinityOf, choosePinning, onCore } from "./pinning.js"
 import type { Pinning } from "./pinning.js"
@@ -32,7 +34,7 @@ interface Options {
   readonly rounds: number
   readonly basePort: number
   readonly server: "nginx" | "node" | undefined
-  /** Another checkout whose keepalive clients run as extra rows (`<client>@baseline`), built already. */
+  /** Another checkout, built, whose keepalive packages run as extra rows (`<client>@baseline`). */
   readonly baseline: string | undefined
   readonly pinning: Pinning
 }
@@ -73,9 +75,8 @@ const readOptions = (): Options => {
     throw new Error(`BENCH_SERVER must be nginx or node, got "${server}"`)
   }
   const baseline = process.env["BENCH_BASELINE"]
-  if (baseline !== undefined && baseline !== "" && !fs.existsSync(clientScriptIn(baseline))) {
-    throw new Error(`BENCH_BASELINE: no built harness at ${clientScriptIn(baseline)} (run pnpm build and the bench's build there)`)
-  }
+  const baselineMissing = baseline === undefined || baseline === "" ? undefined : missingBuild(baseline)
+  if (baselineMissing !== undefined) throw new Error(`BENCH_BASELINE: ${baselineMissing}`)
   return {
     json: values.json,
     baseline: baseline === undefined || baseline === "" ? undefined : path.resolve(baseline),
@@ -92,8 +93,6 @@ const readOptions = (): Options => {
 const log = (line: string) => process.stderr.write(line + "\n")
 const packageDir = path.join(import.meta.dirname, "..")
 const clientScript = path.join(import.meta.dirname, "client.js")
-/** The compiled client of the bench package in another checkout. */
-const clientScriptIn = (checkout: string) => path.join(checkout, "packages", "bench", "dist", "client.js")
 
 /** Every client process gets this long past its warm-up and window before it is killed. */
 const clientGraceSeconds = 30
@@ -211,7 +210,9 @@ const runScenario = async (
   options: Options,
   server: Server,
   scenario: Scenario,
-  wrk: boolean
+  wrk: boolean,
+  /** The client script of the baseline's rows, when there is a baseline. */
+  baselineScript: string | undefined
 ): Promise<ScenarioResult> => {
   const { pinning, rounds, seconds } = options
   const clients = scenario.clients.filter((client) => options.clients === undefined || options.clients.has(client))
@@ -219,11 +220,11 @@ const runScenario = async (
   const runsByClient = new Map<string, Array<Run>>([...clients, ...(withWrk ? ["wrk"] : [])].map((c) => [c, []]))
   const notesByClient = new Map<string, ReadonlyArray<string>>(clients.map((client) => [client, notesFor(scenario, client)]))
   if (withWrk) notesByClient.set("wrk", [`reference ceiling: wrk -t1 -c${scenario.wrkConnections}`])
-  if (options.baseline !== undefined) {
+  if (baselineScript !== undefined) {
     // The same keepalive clients, built from the other checkout, in the same rounds.
     for (const client of clients.filter((c) => c.startsWith("keepalive"))) {
       runsByClient.set(client + baselineSuffix, [])
-      notesByClient.set(client + baselineSuffix, [...notesFor(scenario, client), `built at ${options.baseline}`])
+      notesByClient.set(client + baselineSuffix, [...notesFor(scenario, client), `keepalive built at ${options.baseline}`])
     }
   }
   const order = [...runsByClient.keys()]
@@ -241,7 +242,7 @@ const runScenario = async (
           scenario,
           client.slice(0, -baselineSuffix.length) as ClientName,
           seconds,
-          clientScriptIn(options.baseline!)
+          baselineScript
         )
         : await measureClient(pinning, server, scenario, client as ClientName, seconds)
       runsByClient.get(client)!.push(run)
@@ -304,11 +305,16 @@ const main = async () => {
   }
   // The HTTPS clients trust the server's CA (client processes inherit the environment).
   if (server.tlsCaFile !== undefined) process.env[tlsCaEnv] = server.tlsCaFile
-  const stopServer = () => server.stop()
+  let baseline: BaselineHarness | undefined
+  const stopServer = () => {
+    baseline?.remove()
+    return server.stop()
+  }
   const onSignal = () => void stopServer().finally(() => process.exit(130))
   process.once("SIGINT", onSignal)
   process.once("SIGTERM", onSignal)
   try {
+    if (options.baseline !== undefined) baseline = prepareBaseline(packageDir, options.baseline)
     const serverProcesses = checkServerPinning(pinning, server)
     const serverNote = serverKind === "nginx"
       ? server.description
@@ -349,7 +355,7 @@ const main = async () => {
     }
     const results: Array<ScenarioResult> = []
     for (const scenario of runnable) {
-      const result = await runScenario(options, server, scenario, wrk !== undefined)
+      const result = await runScenario(options, server, scenario, wrk !== undefined, baseline?.clientScript)
       results.push(result)
       if (!options.json) console.log(renderTable(result) + "\n")
     }
