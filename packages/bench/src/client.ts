@@ -11,11 +11,17 @@
 import type { Runner } from "./closedLoop.js"
 import { MeasurementWindow } from "./closedLoop.js"
 import type { Measurement } from "./closedLoop.js"
+import { ownAffinity } from "./pinning.js"
 import type { ClientName, Scenario } from "./scenarios.js"
 import { capSupport, expectedBodySize, findScenario, workerUrls } from "./scenarios.js"
 
 export type ClientReport =
-  | ({ readonly outcome: "measured"; readonly maxRssMB: number } & Measurement)
+  | ({
+    readonly outcome: "measured"
+    readonly maxRssMB: number
+    /** The cores this process was allowed to run on (`Cpus_allowed_list`), so the harness can check its pinning. */
+    readonly cores?: string
+  } & Measurement)
   | { readonly outcome: "unavailable"; readonly reason: string }
   | { readonly outcome: "failed"; readonly reason: string }
   /** `client.ts baseline`: the process loaded the harness but no client; its RSS is the floor for every client. */
@@ -92,7 +98,13 @@ const measure = async (argv: ReadonlyArray<string>): Promise<ClientReport> => {
   await runner.run(window)
   // A client that cannot close within 2 s must not hold up the report; the process exits anyway.
   await Promise.race([runner.close(), new Promise((resolve) => setTimeout(resolve, 2000))])
-  return { outcome: "measured", maxRssMB: process.resourceUsage().maxRSS / 1024, ...window.measurement() }
+  const cores = ownAffinity()
+  return {
+    outcome: "measured",
+    maxRssMB: process.resourceUsage().maxRSS / 1024,
+    ...(cores === undefined ? {} : { cores }),
+    ...window.measurement()
+  }
 }
 
 let measurementWindow: MeasurementWindow | undefined

@@ -7,7 +7,10 @@
  */
 
 export interface Measurement {
+  /** Responses completed inside the measured window. */
   readonly completed: number
+  /** Every response the process completed: warm-up, window, and those in flight when the window closed. */
+  readonly completedTotal: number
   readonly seconds: number
   readonly cpuSeconds: number
   /** The part of `cpuSeconds` spent in the kernel (system calls, page faults). */
@@ -24,6 +27,7 @@ export class MeasurementWindow {
   readonly expectedBodySize: number
   #phase: Phase = "idle"
   #completed = 0
+  #completedTotal = 0
   #errors = 0
   #firstError: string | undefined
   #startedAt = 0
@@ -60,8 +64,9 @@ export class MeasurementWindow {
   succeed(bodySize: number): void {
     if (bodySize !== this.expectedBodySize) {
       this.fail(new Error(`body was ${bodySize} bytes, expected ${this.expectedBodySize}`))
-    } else if (this.#phase === "measuring") {
-      this.#completed++
+    } else {
+      this.#completedTotal++
+      if (this.#phase === "measuring") this.#completed++
     }
   }
 
@@ -74,6 +79,7 @@ export class MeasurementWindow {
     const cpu = this.#cpuAtEnd.user - this.#cpuAtStart.user + this.#cpuAtEnd.system - this.#cpuAtStart.system
     return {
       completed: this.#completed,
+      completedTotal: this.#completedTotal,
       seconds: (this.#endedAt - this.#startedAt) / 1000,
       cpuSeconds: cpu / 1e6,
       cpuSystemSeconds: (this.#cpuAtEnd.system - this.#cpuAtStart.system) / 1e6,

@@ -4,7 +4,7 @@
  * and prints one table per scenario (or, with `--json`, one JSON document).
  *
  *   pnpm bench [--json] [--only a,b] [--clients keepalive,undici-pool,wrk]
- *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080
+ *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080 BENCH_PIN=0
  *   BENCH_BASELINE=../other-checkout (its keepalive clients as extra rows, same rounds)
  */
 import { spawn } from "node:child_process"
@@ -12,7 +12,11 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { missingBuild, prepareBaseline } from "./baseline.js"
+import type { BaselineHarness } from "./baseline.js"
 import type { ClientReport } from "./client.js"
+import { affinityOf, choosePinning, onCore } from "./pinning.js"
+import type { Pinning } from "./pinning.js"
 import { renderTable, summarize } from "./report.js"
 import type { Run, ScenarioResult } from "./report.js"
 import { capSupport, scenarios, tlsCaEnv, tlsPortOffset } from "./scenarios.js"
@@ -30,8 +34,9 @@ interface Options {
   readonly rounds: number
   readonly basePort: number
   readonly server: "nginx" | "node" | undefined
-  /** Another checkout whose keepalive clients run as extra rows (`<client>@baseline`), built already. */
+  /** Another checkout, built, whose keepalive packages run as extra rows (`<client>@baseline`). */
   readonly baseline: string | undefined
+  readonly pinning: Pinning
 }
 
 /** The suffix of a row measured on the `BENCH_BASELINE` checkout. */
@@ -70,9 +75,8 @@ const readOptions = (): Options => {
     throw new Error(`BENCH_SERVER must be nginx or node, got "${server}"`)
   }
   const baseline = process.env["BENCH_BASELINE"]
-  if (baseline !== undefined && baseline !== "" && !fs.existsSync(clientScriptIn(baseline))) {
-    throw new Error(`BENCH_BASELINE: no built harness at ${clientScriptIn(baseline)} (run pnpm build and the bench's build there)`)
-  }
+  const baselineMissing = baseline === undefined || baseline === "" ? undefined : missingBuild(baseline)
+  if (baselineMissing !== undefined) throw new Error(`BENCH_BASELINE: ${baselineMissing}`)
   return {
     json: values.json,
     baseline: baseline === undefined || baseline === "" ? undefined : path.resolve(baseline),
@@ -81,22 +85,28 @@ const readOptions = (): Options => {
     seconds: positiveInteger("BENCH_SECONDS", 5),
     rounds: positiveInteger("BENCH_ROUNDS", 3),
     basePort: positiveInteger("BENCH_PORT", 18080),
-    server: server === "nginx" || server === "node" ? server : undefined
+    server: server === "nginx" || server === "node" ? server : undefined,
+    pinning: choosePinning()
   }
 }
 
 const log = (line: string) => process.stderr.write(line + "\n")
 const packageDir = path.join(import.meta.dirname, "..")
 const clientScript = path.join(import.meta.dirname, "client.js")
-/** The compiled client of the bench package in another checkout. */
-const clientScriptIn = (checkout: string) => path.join(checkout, "packages", "bench", "dist", "client.js")
 
 /** Every client process gets this long past its warm-up and window before it is killed. */
 const clientGraceSeconds = 30
 
-const spawnClient = (args: ReadonlyArray<string>, seconds: number, script = clientScript): Promise<ClientReport> =>
+const spawnClient = (
+  pinning: Pinning,
+  args: ReadonlyArray<string>,
+  seconds: number,
+  script = clientScript
+): Promise<ClientReport> =>
   new Promise((resolve) => {
-    const child = spawn(process.execPath, [script, ...args], {
+    // taskset execs node, so killing the child kills the client itself.
+    const node = onCore(pinning, "client", { command: process.execPath, args: [script, ...args] })
+    const child = spawn(node.command, node.args, {
       cwd: path.join(path.dirname(script), ".."),
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -118,6 +128,7 @@ const spawnClient = (args: ReadonlyArray<string>, seconds: number, script = clie
   })
 
 const measureClient = async (
+  pinning: Pinning,
   server: Server,
   scenario: Scenario,
   client: ClientName,
@@ -125,31 +136,45 @@ const measureClient = async (
   script = clientScript
 ): Promise<Run> => {
   const before = await server.acceptedConnections()
-  const report = await spawnClient([client, scenario.id, String(seconds), String(server.basePort)], seconds, script)
+  const report = await spawnClient(pinning, [client, scenario.id, String(seconds), String(server.basePort)], seconds, script)
   // The second /status request opens a connection of its own.
   const connectionsOpened = (await server.acceptedConnections()) - before - 1
   if (report.outcome === "idle") return { outcome: "failed", reason: "the client process did not run a client" }
   if (report.outcome !== "measured") return report
+  if (pinning.pinned && report.cores !== undefined && report.cores !== String(pinning.clientCore)) {
+    return { outcome: "failed", reason: `ran on cores ${report.cores}, not on core ${pinning.clientCore}` }
+  }
   return {
     outcome: "measured",
     requestsPerSecond: report.completed / report.seconds,
-    ...(report.completed === 0 ? {} : { cpuSecondsPer10k: (report.cpuSeconds / report.completed) * 10_000 }),
+    ...(report.completed === 0 ? {} : { cpuMicrosPerResponse: (report.cpuSeconds * 1e6) / report.completed }),
     peakRssMB: report.maxRssMB,
     connectionsOpened,
+    // Both counts cover the whole process, warm-up included.
+    ...(report.completedTotal === 0 ? {} : { connectionsPerThousandResponses: (connectionsOpened / report.completedTotal) * 1000 }),
     errors: report.errors,
     ...(report.firstError === undefined ? {} : { firstError: report.firstError })
   }
 }
 
-const measureWrk = async (server: Server, scenario: Scenario, connections: number, seconds: number): Promise<Run> => {
+const measureWrk = async (
+  pinning: Pinning,
+  server: Server,
+  scenario: Scenario,
+  connections: number,
+  seconds: number
+): Promise<Run> => {
   const before = await server.acceptedConnections()
   try {
-    const result = await runWrk(`http://127.0.0.1:${server.basePort}${scenario.path}`, connections, seconds)
+    const result = await runWrk(`http://127.0.0.1:${server.basePort}${scenario.path}`, connections, seconds, pinning)
+    const connectionsOpened = (await server.acceptedConnections()) - before - 1
     return {
       outcome: "measured",
       requestsPerSecond: result.requestsPerSecond,
-      cpuSecondsPer10k: (result.cpuSeconds / result.requests) * 10_000,
-      connectionsOpened: (await server.acceptedConnections()) - before - 1,
+      // wrk's CPU covers its whole run, so it is divided by every response of the run.
+      cpuMicrosPerResponse: (result.cpuSeconds * 1e6) / result.requests,
+      connectionsOpened,
+      connectionsPerThousandResponses: (connectionsOpened / result.requests) * 1000,
       errors: 0
     }
   } catch (cause) {
@@ -162,7 +187,9 @@ const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string>
   const notes: Array<string> = []
   const caps = capSupport[client]
   if (caps === "none") notes.push("no connection cap: concurrency only")
-  if (caps === "per-origin" && scenario.origins > 1) notes.push("per-origin cap only, no global cap")
+  // Where the global cap is the per-origin caps' sum, it never binds, and a per-origin cap alone is like-for-like.
+  const globalCapBinds = scenario.maxConnections < scenario.origins * scenario.connectionsPerOrigin
+  if (caps === "per-origin" && globalCapBinds) notes.push("per-origin cap only, no global cap")
   if (client === "effect-node") notes.push("new http.Agent() defaults: keepAlive false")
   if (client === "fetch") notes.push(`Node's bundled undici ${process.versions.undici}`)
   if (client.endsWith("-no-persist")) notes.push("persist: false")
@@ -183,19 +210,21 @@ const runScenario = async (
   options: Options,
   server: Server,
   scenario: Scenario,
-  wrk: boolean
+  wrk: boolean,
+  /** The client script of the baseline's rows, when there is a baseline. */
+  baselineScript: string | undefined
 ): Promise<ScenarioResult> => {
-  const { rounds, seconds } = options
+  const { pinning, rounds, seconds } = options
   const clients = scenario.clients.filter((client) => options.clients === undefined || options.clients.has(client))
   const withWrk = wrk && scenario.wrkConnections !== undefined && (options.clients === undefined || options.clients.has("wrk"))
   const runsByClient = new Map<string, Array<Run>>([...clients, ...(withWrk ? ["wrk"] : [])].map((c) => [c, []]))
   const notesByClient = new Map<string, ReadonlyArray<string>>(clients.map((client) => [client, notesFor(scenario, client)]))
   if (withWrk) notesByClient.set("wrk", [`reference ceiling: wrk -t1 -c${scenario.wrkConnections}`])
-  if (options.baseline !== undefined) {
+  if (baselineScript !== undefined) {
     // The same keepalive clients, built from the other checkout, in the same rounds.
     for (const client of clients.filter((c) => c.startsWith("keepalive"))) {
       runsByClient.set(client + baselineSuffix, [])
-      notesByClient.set(client + baselineSuffix, [...notesFor(scenario, client), `built at ${options.baseline}`])
+      notesByClient.set(client + baselineSuffix, [...notesFor(scenario, client), `keepalive built at ${options.baseline}`])
     }
   }
   const order = [...runsByClient.keys()]
@@ -205,16 +234,17 @@ const runScenario = async (
     const shift = (round - 1) % order.length
     for (const client of [...order.slice(shift), ...order.slice(0, shift)]) {
       const run = client === "wrk"
-        ? await measureWrk(server, scenario, scenario.wrkConnections!, seconds)
+        ? await measureWrk(pinning, server, scenario, scenario.wrkConnections!, seconds)
         : client.endsWith(baselineSuffix)
         ? await measureClient(
+          pinning,
           server,
           scenario,
           client.slice(0, -baselineSuffix.length) as ClientName,
           seconds,
-          clientScriptIn(options.baseline!)
+          baselineScript
         )
-        : await measureClient(server, scenario, client as ClientName, seconds)
+        : await measureClient(pinning, server, scenario, client as ClientName, seconds)
       runsByClient.get(client)!.push(run)
       const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
       log(`[${scenario.id} ${round}/${rounds}] ${client.padEnd(32)} ${shown}`)
@@ -223,9 +253,34 @@ const runScenario = async (
   return summarize(scenario, runsByClient, notesByClient)
 }
 
-const baselineRssMB = async (): Promise<number | undefined> => {
-  const report = await spawnClient(["baseline"], 0)
+const baselineRssMB = async (pinning: Pinning): Promise<number | undefined> => {
+  const report = await spawnClient(pinning, ["baseline"], 0)
   return report.outcome === "idle" ? report.maxRssMB : undefined
+}
+
+/**
+ * The serving processes and their cores, as `taskset -cp` reports them;
+ * throws when pinning was asked for and a serving process runs elsewhere.
+ */
+const checkServerPinning = (pinning: Pinning, server: Server): ReadonlyArray<{ readonly pid: number; readonly cores: string }> => {
+  const processes = server.servingPids().map((pid) => ({ pid, cores: affinityOf(pid) ?? "unknown" }))
+  if (pinning.pinned) {
+    const expected = String(pinning.serverCore)
+    if (processes.length === 0) throw new Error("pinning: found no serving process to check (BENCH_PIN=0 runs unpinned)")
+    const stray = processes.filter((process) => process.cores !== expected)
+    if (stray.length > 0) {
+      const found = stray.map((process) => `pid ${process.pid} on cores ${process.cores}`).join(", ")
+      throw new Error(`pinning: the server should run on core ${expected} only, but ${found} (BENCH_PIN=0 runs unpinned)`)
+    }
+  }
+  return processes
+}
+
+const pinningLine = (pinning: Pinning, serverProcesses: ReadonlyArray<{ readonly pid: number; readonly cores: string }>): string => {
+  const pids = serverProcesses.map((process) => process.pid).join(", ")
+  return pinning.pinned
+    ? `pinned with taskset: server on core ${pinning.serverCore} (pid ${pids}, checked with taskset -p), every client process and wrk on core ${pinning.clientCore}`
+    : `not pinned (${pinning.reason}): the server and the clients share every core`
 }
 
 const main = async () => {
@@ -242,18 +297,25 @@ const main = async () => {
   const tls = runnable.some((scenario) => scenario.tls === true)
   // The HTTPS port is tlsPortOffset above the base port: the free range must reach it.
   const ports = Math.max(...runnable.map((scenario) => scenario.origins), tls ? tlsPortOffset + 1 : 0)
-  const server = await startServer({ kind: serverKind, basePort: options.basePort, ports, tls })
+  const { pinning } = options
+  const server = await startServer({ kind: serverKind, basePort: options.basePort, ports, tls, pinning })
   if (tls && server.tlsCaFile === undefined) {
     for (const scenario of runnable) if (scenario.tls === true) log(`scenario ${scenario.id} skipped: no certificates (openssl failed)`)
     runnable = runnable.filter((scenario) => scenario.tls !== true)
   }
   // The HTTPS clients trust the server's CA (client processes inherit the environment).
   if (server.tlsCaFile !== undefined) process.env[tlsCaEnv] = server.tlsCaFile
-  const stopServer = () => server.stop()
+  let baseline: BaselineHarness | undefined
+  const stopServer = () => {
+    baseline?.remove()
+    return server.stop()
+  }
   const onSignal = () => void stopServer().finally(() => process.exit(130))
   process.once("SIGINT", onSignal)
   process.once("SIGTERM", onSignal)
   try {
+    if (options.baseline !== undefined) baseline = prepareBaseline(packageDir, options.baseline)
+    const serverProcesses = checkServerPinning(pinning, server)
     const serverNote = serverKind === "nginx"
       ? server.description
       : `${server.description} (${nginx === undefined ? "nginx not found on PATH" : "BENCH_SERVER=node"})`
@@ -264,12 +326,18 @@ const main = async () => {
       cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "unknown"}`,
       // Anything else running shares the 2 cores with the client and the server.
       loadAverageAtStart: os.loadavg()[0]!,
+      pinned: pinning.pinned,
+      ...(pinning.pinned
+        ? { cores: { server: pinning.serverCore, clients: pinning.clientCore } }
+        : { unpinnedBecause: pinning.reason }),
+      /** The processes that serve requests, with the cores `taskset -cp` says each may run on. */
+      serverProcesses,
       undici: (JSON.parse(fs.readFileSync(path.join(packageDir, "node_modules", "undici", "package.json"), "utf8")) as { version: string }).version,
       wrk: wrk ?? "not installed",
       seconds,
       warmupSeconds: 1,
       rounds,
-      idleClientRssMB: await baselineRssMB()
+      idleClientRssMB: await baselineRssMB(pinning)
     }
     if (!options.json) {
       console.log([
@@ -277,15 +345,17 @@ const main = async () => {
         "",
         `- server: ${meta.server}, ${meta.ports}`,
         `- node ${meta.node}, ${meta.cpus} (1-minute load average at start: ${meta.loadAverageAtStart.toFixed(2)}), undici ${meta.undici} (npm), wrk ${meta.wrk}`,
+        `- ${pinningLine(pinning, serverProcesses)}`,
         `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
-        `- req/s and spread are over rounds; CPU s and peak RSS are the client process's own, medians over rounds`,
+        `- req/s and spread are over rounds; CPU µs/resp (user + system CPU over the window ÷ responses in it) and peak RSS are the client process's own, medians over rounds`,
+        `- vs keepalive and CPU vs keepalive: this client's req/s (CPU µs/resp) ÷ keepalive's in the same round, median over rounds`,
         `- RSS floor: a client process that loads the harness but runs no client peaks at ${meta.idleClientRssMB?.toFixed(0) ?? "?"} MB`,
         ""
       ].join("\n"))
     }
     const results: Array<ScenarioResult> = []
     for (const scenario of runnable) {
-      const result = await runScenario(options, server, scenario, wrk !== undefined)
+      const result = await runScenario(options, server, scenario, wrk !== undefined, baseline?.clientScript)
       results.push(result)
       if (!options.json) console.log(renderTable(result) + "\n")
     }

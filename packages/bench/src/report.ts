@@ -1,6 +1,11 @@
 /**
  * Turns the rounds of one scenario into rows (median and spread per client,
- * ratio to keepalive) and renders them as a Markdown table.
+ * ratios to keepalive) and renders them as a Markdown table.
+ *
+ * A ratio to keepalive is taken within each round, then the median over
+ * rounds: every client of a round ran within a few windows of keepalive, so
+ * a change in the machine's speed between rounds cancels out of the round's
+ * ratio, where it would not out of a ratio of two medians.
  */
 import type { Scenario } from "./scenarios.js"
 
@@ -9,16 +14,26 @@ export type Run =
   | {
     readonly outcome: "measured"
     readonly requestsPerSecond: number
-    /** Absent when nothing completed. */
-    readonly cpuSecondsPer10k?: number
+    /** The client's user + system CPU over the window ÷ the responses completed in it, in µs; absent when nothing completed. */
+    readonly cpuMicrosPerResponse?: number
     /** Absent for wrk, whose memory is not the question. */
     readonly peakRssMB?: number
     /** Connections the server accepted during the run, warm-up included. */
     readonly connectionsOpened?: number
+    /** `connectionsOpened` ÷ every response the client completed in its run (warm-up included) × 1,000. */
+    readonly connectionsPerThousandResponses?: number
     readonly errors: number
     readonly firstError?: string
   }
   | { readonly outcome: "unavailable" | "failed"; readonly reason: string }
+
+/** A run with its ratios to keepalive's run of the same round, where both were measured. */
+export type RoundRun = Run & {
+  /** This run's req/s ÷ keepalive's req/s in the same round. */
+  readonly ratioToKeepalive?: number
+  /** This run's CPU µs per response ÷ keepalive's in the same round. */
+  readonly cpuRatioToKeepalive?: number
+}
 
 export interface Spread {
   readonly median: number
@@ -29,14 +44,20 @@ export interface Spread {
 export interface Row {
   readonly client: string
   readonly requestsPerSecond?: Spread
-  /** Median req/s over keepalive's median req/s in the same scenario. */
+  /** The median over rounds of this client's req/s ÷ keepalive's req/s in the same round. */
   readonly ratioToKeepalive?: number
-  readonly cpuSecondsPer10k?: number
+  /** Median over rounds. */
+  readonly cpuMicrosPerResponse?: number
+  /** The median over rounds of this client's CPU µs per response ÷ keepalive's in the same round. */
+  readonly cpuRatioToKeepalive?: number
   readonly peakRssMB?: number
   readonly connectionsOpened?: number
+  /** Median over rounds. */
+  readonly connectionsPerThousandResponses?: number
   readonly errors: number
   readonly notes: ReadonlyArray<string>
-  readonly runs: ReadonlyArray<Run>
+  /** One per round, in round order. */
+  readonly runs: ReadonlyArray<RoundRun>
 }
 
 export interface ScenarioResult {
@@ -56,12 +77,32 @@ const medianOf = (values: ReadonlyArray<number | undefined>): number | undefined
   return present.length === 0 ? undefined : median(present)
 }
 
+/** `value` ÷ `reference`, when both are there and the reference is not 0. */
+const ratio = (value: number | undefined, reference: number | undefined): number | undefined =>
+  value === undefined || reference === undefined || reference === 0 ? undefined : value / reference
+
+/**
+ * `runsByClient` holds one run per round for every client, in round order,
+ * so that index r of two clients' runs is the same round.
+ */
 export const summarize = (
   scenario: Scenario,
   runsByClient: ReadonlyMap<string, ReadonlyArray<Run>>,
   notesByClient: ReadonlyMap<string, ReadonlyArray<string>>
 ): ScenarioResult => {
-  const rows = [...runsByClient].map(([client, runs]): Row => {
+  const keepaliveRuns = runsByClient.get("keepalive") ?? []
+  const rows = [...runsByClient].map(([client, rawRuns]): Row => {
+    const runs = rawRuns.map((run, round): RoundRun => {
+      const reference = keepaliveRuns[round]
+      if (run.outcome !== "measured" || reference?.outcome !== "measured") return run
+      const rate = ratio(run.requestsPerSecond, reference.requestsPerSecond)
+      const cpu = ratio(run.cpuMicrosPerResponse, reference.cpuMicrosPerResponse)
+      return {
+        ...run,
+        ...(rate === undefined ? {} : { ratioToKeepalive: rate }),
+        ...(cpu === undefined ? {} : { cpuRatioToKeepalive: cpu })
+      }
+    })
     const measured = runs.flatMap((run) => (run.outcome === "measured" ? [run] : []))
     const problems = runs.flatMap((run) => (run.outcome === "measured" ? [] : [run]))
     const errors = measured.reduce((sum, run) => sum + run.errors, 0)
@@ -72,37 +113,36 @@ export const summarize = (
       ...(errors > 0 ? [`${errors} failed requests (first: ${firstError})`] : [])
     ]
     const rates = measured.map((run) => run.requestsPerSecond)
-    const cpu = medianOf(measured.map((run) => run.cpuSecondsPer10k))
+    const rateRatio = medianOf(measured.map((run) => run.ratioToKeepalive))
+    const cpu = medianOf(measured.map((run) => run.cpuMicrosPerResponse))
+    const cpuRatio = medianOf(measured.map((run) => run.cpuRatioToKeepalive))
     const rss = medianOf(measured.map((run) => run.peakRssMB))
     const connections = medianOf(measured.map((run) => run.connectionsOpened))
+    const churn = medianOf(measured.map((run) => run.connectionsPerThousandResponses))
     return {
       client,
       ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
-      ...(cpu === undefined ? {} : { cpuSecondsPer10k: cpu }),
+      ...(rateRatio === undefined ? {} : { ratioToKeepalive: rateRatio }),
+      ...(cpu === undefined ? {} : { cpuMicrosPerResponse: cpu }),
+      ...(cpuRatio === undefined ? {} : { cpuRatioToKeepalive: cpuRatio }),
       ...(rss === undefined ? {} : { peakRssMB: rss }),
       ...(connections === undefined ? {} : { connectionsOpened: connections }),
+      ...(churn === undefined ? {} : { connectionsPerThousandResponses: churn }),
       errors,
       notes,
       runs
     }
   })
-  const keepalive = rows.find((row) => row.client === "keepalive")?.requestsPerSecond?.median
-  const baseline = keepalive !== undefined && keepalive > 0 ? keepalive : undefined
-  return {
-    id: scenario.id,
-    title: scenario.title,
-    rows: rows.map((row) =>
-      baseline === undefined || row.requestsPerSecond === undefined
-        ? row
-        : { ...row, ratioToKeepalive: row.requestsPerSecond.median / baseline }
-    )
-  }
+  return { id: scenario.id, title: scenario.title, rows }
 }
 
 const integer = (value: number) => Math.round(value).toLocaleString("en-US")
 
+/** Two significant decimals for small values, whole numbers from 100 up. */
+const short = (value: number) => (value >= 100 ? integer(value) : value >= 10 ? value.toFixed(1) : value.toFixed(2))
+
 export const renderTable = (result: ScenarioResult): string => {
-  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU s / 10k req", "peak RSS MB", "conns opened", "notes"]
+  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU µs/resp", "CPU vs keepalive", "peak RSS MB", "conns opened", "conns/1k resp", "notes"]
   const lines = result.rows.map((row) => {
     const rate = row.requestsPerSecond
     return [
@@ -110,14 +150,16 @@ export const renderTable = (result: ScenarioResult): string => {
       rate === undefined ? (row.runs.some((run) => run.outcome === "unavailable") ? "not available yet" : "failed") : integer(rate.median),
       rate === undefined ? "—" : `${integer(rate.min)}–${integer(rate.max)}`,
       row.ratioToKeepalive === undefined ? "—" : row.ratioToKeepalive.toFixed(2),
-      row.cpuSecondsPer10k === undefined ? "—" : row.cpuSecondsPer10k.toFixed(3),
+      row.cpuMicrosPerResponse === undefined ? "—" : row.cpuMicrosPerResponse.toFixed(1),
+      row.cpuRatioToKeepalive === undefined ? "—" : row.cpuRatioToKeepalive.toFixed(2),
       row.peakRssMB === undefined ? "—" : row.peakRssMB.toFixed(0),
       row.connectionsOpened === undefined ? "—" : integer(row.connectionsOpened),
+      row.connectionsPerThousandResponses === undefined ? "—" : short(row.connectionsPerThousandResponses),
       row.notes.join("; ")
     ]
   })
   const widths = header.map((title, column) => Math.max(title.length, ...lines.map((line) => line[column]!.length)))
-  const numeric = new Set([1, 2, 3, 4, 5, 6])
+  const numeric = new Set([1, 2, 3, 4, 5, 6, 7, 8])
   const render = (cells: ReadonlyArray<string>) =>
     `| ${cells.map((cell, column) => (numeric.has(column) ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join(" | ")} |`
   const rule = `|${widths.map((width, column) => (numeric.has(column) ? `${"-".repeat(width + 1)}:` : "-".repeat(width + 2))).join("|")}|`

@@ -27,7 +27,7 @@ export type ClientName =
   | "effect-undici"
   | "effect-node"
 
-/** The clients compared in the throughput scenarios (a–e). */
+/** The clients compared in the throughput scenarios (a–e and h). */
 const throughputClients: ReadonlyArray<ClientName> = [
   "keepalive",
   "keepalive-scoped",
@@ -162,6 +162,18 @@ export const scenarios: ReadonlyArray<Scenario> = [
     read: "whole",
     clients: tlsClients,
     tls: true
+  },
+  {
+    // d without its global cap binding: every worker keeps a connection of its own, none is ever closed to move.
+    id: "h",
+    title: "50 origins, 8 in flight each (400 in all), 8 connections per origin, 400 connections in all",
+    origins: 50,
+    inFlightPerOrigin: 8,
+    connectionsPerOrigin: 8,
+    maxConnections: 400,
+    path: "/small",
+    read: "whole",
+    clients: throughputClients
   }
 ]
 

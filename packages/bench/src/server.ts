@@ -4,7 +4,8 @@
  * server in `nodeServer.ts`. Both listen on 127.0.0.1 only, on `ports`
  * consecutive ports, and answer `/small`, `/big` and `/status`. nginx also
  * serves HTTPS on the port `tlsPortOffset` above the base port when asked
- * (`tls`), with a certificate for localhost from a CA made at start.
+ * (`tls`), with a certificate for localhost from a CA made at start. When
+ * the processes are pinned, the server runs on the server's core alone.
  */
 import { spawn, spawnSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
@@ -13,6 +14,8 @@ import * as http from "node:http"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { childrenOf, onCore } from "./pinning.js"
+import type { Pinning } from "./pinning.js"
 import { bigBodySize, smallBody, tlsPortOffset } from "./scenarios.js"
 
 export interface Server {
@@ -21,6 +24,8 @@ export interface Server {
   readonly basePort: number
   /** Connections the server has accepted so far (nginx's stub_status "accepts"). */
   readonly acceptedConnections: () => Promise<number>
+  /** The processes that answer requests: nginx's worker, or the node:http server. */
+  readonly servingPids: () => ReadonlyArray<number>
   readonly stop: () => Promise<void>
   /** The CA certificate file of the HTTPS port; undefined when the server serves no HTTPS. */
   readonly tlsCaFile?: string | undefined
@@ -47,12 +52,16 @@ export const startServer = async (options: {
   readonly ports: number
   /** Serve HTTPS too (nginx only). */
   readonly tls: boolean
+  /** The server runs on the pinning's server core; nginx's worker inherits it from the master. */
+  readonly pinning: Pinning
 }): Promise<Server> => {
   const basePort = await findFreePorts(options.basePort, options.ports)
-  return options.kind === "nginx" ? startNginx(basePort, options.ports, options.tls) : startNodeServer(basePort, options.ports)
+  return options.kind === "nginx"
+    ? startNginx(basePort, options.ports, options.tls, options.pinning)
+    : startNodeServer(basePort, options.ports, options.pinning)
 }
 
-const startNginx = async (basePort: number, ports: number, https: boolean): Promise<Server> => {
+const startNginx = async (basePort: number, ports: number, https: boolean, pinning: Pinning): Promise<Server> => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-bench-nginx-"))
   // nginx drops its worker to an unprivileged user when started as root; it must still read /big.
   fs.chmodSync(dir, 0o755)
@@ -63,14 +72,15 @@ const startNginx = async (basePort: number, ports: number, https: boolean): Prom
   if (tls) fs.chmodSync(path.join(dir, "localhost.key"), 0o644)
   const config = path.join(dir, "nginx.conf")
   fs.writeFileSync(config, nginxConfig(dir, basePort, ports, tls))
-  const child = spawn("nginx", ["-p", dir, "-c", config, "-e", path.join(dir, "error.log")], {
-    stdio: ["ignore", "ignore", "pipe"]
-  })
+  const nginx = onCore(pinning, "server", { command: "nginx", args: ["-p", dir, "-c", config, "-e", path.join(dir, "error.log")] })
+  // taskset execs nginx, so the child is nginx's master process.
+  const child = spawn(nginx.command, nginx.args, { stdio: ["ignore", "ignore", "pipe"] })
   const version = nginxVersion()
   const server: Server = {
     description: `nginx ${version} (1 worker, keepalive_requests 1000000, keepalive_timeout 75s, access_log off)`,
     basePort,
     acceptedConnections: () => acceptedConnections(basePort),
+    servingPids: () => (child.pid === undefined ? [] : childrenOf(child.pid)),
     stop: async () => {
       await stopChild(child)
       fs.rmSync(dir, { recursive: true, force: true })
@@ -117,17 +127,17 @@ ${listens.join("\n")}
 `
 }
 
-const startNodeServer = async (basePort: number, ports: number): Promise<Server> => {
+const startNodeServer = async (basePort: number, ports: number, pinning: Pinning): Promise<Server> => {
   const script = path.join(import.meta.dirname, "nodeServer.js")
-  const child = spawn(process.execPath, [script, String(basePort), String(ports)], {
-    stdio: ["pipe", "ignore", "pipe"]
-  })
+  const node = onCore(pinning, "server", { command: process.execPath, args: [script, String(basePort), String(ports)] })
+  const child = spawn(node.command, node.args, { stdio: ["pipe", "ignore", "pipe"] })
   let stderr = ""
   child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
   const server: Server = {
     description: `node:http ${process.version} in its own process`,
     basePort,
     acceptedConnections: () => acceptedConnections(basePort),
+    servingPids: () => (child.pid === undefined ? [] : [child.pid]),
     stop: async () => {
       child.stdin!.end()
       await stopChild(child)

@@ -1,9 +1,12 @@
 /**
  * The reference ceiling: wrk against the same URL, one thread, one request in
  * flight per connection. Its CPU time comes from bash's `times` builtin, which
- * reports the user and system time of the shell's finished children.
+ * reports the user and system time of the shell's finished children. It runs
+ * on the clients' core when the processes are pinned.
  */
 import { spawn, spawnSync } from "node:child_process"
+import { onCore } from "./pinning.js"
+import type { Pinning } from "./pinning.js"
 
 export interface WrkResult {
   readonly requestsPerSecond: number
@@ -17,13 +20,14 @@ export const wrkVersion = (): string | undefined => {
   return /wrk (\S+)/.exec(result.stdout + result.stderr)?.[1] ?? "unknown version"
 }
 
-export const runWrk = (url: string, connections: number, seconds: number): Promise<WrkResult> =>
+export const runWrk = (url: string, connections: number, seconds: number, pinning: Pinning): Promise<WrkResult> =>
   new Promise((resolve, reject) => {
-    const child = spawn(
-      "bash",
-      ["-c", 'wrk "$@"; code=$?; times; exit $code', "wrk", "-t1", `-c${connections}`, `-d${seconds}s`, "--timeout", "5s", url],
-      { stdio: ["ignore", "pipe", "pipe"] }
-    )
+    // bash and wrk both inherit taskset's affinity.
+    const wrk = onCore(pinning, "client", {
+      command: "bash",
+      args: ["-c", 'wrk "$@"; code=$?; times; exit $code', "wrk", "-t1", `-c${connections}`, `-d${seconds}s`, "--timeout", "5s", url]
+    })
+    const child = spawn(wrk.command, wrk.args, { stdio: ["ignore", "pipe", "pipe"] })
     let output = ""
     child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
     child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()))
