@@ -127,6 +127,20 @@ const spawnClient = (
     })
   })
 
+/** Plain ports the server always listens on, so that single-origin runs can each have one of their own. */
+const minimumPorts = 50
+let runs = 0
+
+/**
+ * The base port a client run is told. A single-origin run gets the next of
+ * the server's ports in turn: a run that opens thousands of connections
+ * leaves as many in TIME_WAIT for a minute, and the next run to the same
+ * port would have its connects collide with them (on loopback the kernel
+ * keeps both ends' states), which costs whichever client runs next.
+ */
+const basePortFor = (server: Server, scenario: Scenario): number =>
+  scenario.origins === 1 && scenario.tls !== true ? server.basePort + (runs++ % minimumPorts) : server.basePort
+
 const measureClient = async (
   pinning: Pinning,
   server: Server,
@@ -136,7 +150,7 @@ const measureClient = async (
   script = clientScript
 ): Promise<Run> => {
   const before = await server.acceptedConnections()
-  const report = await spawnClient(pinning, [client, scenario.id, String(seconds), String(server.basePort)], seconds, script)
+  const report = await spawnClient(pinning, [client, scenario.id, String(seconds), String(basePortFor(server, scenario))], seconds, script)
   // The second /status request opens a connection of its own.
   const connectionsOpened = (await server.acceptedConnections()) - before - 1
   if (report.outcome === "idle") return { outcome: "failed", reason: "the client process did not run a client" }
@@ -296,7 +310,7 @@ const main = async () => {
   }
   const tls = runnable.some((scenario) => scenario.tls === true)
   // The HTTPS port is tlsPortOffset above the base port: the free range must reach it.
-  const ports = Math.max(...runnable.map((scenario) => scenario.origins), tls ? tlsPortOffset + 1 : 0)
+  const ports = Math.max(minimumPorts, ...runnable.map((scenario) => scenario.origins), tls ? tlsPortOffset + 1 : 0)
   const { pinning } = options
   const server = await startServer({ kind: serverKind, basePort: options.basePort, ports, tls, pinning })
   if (tls && server.tlsCaFile === undefined) {

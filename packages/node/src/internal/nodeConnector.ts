@@ -97,7 +97,15 @@ class SocketTransport implements Transport {
       if (this.#listener) this.#listener.onError(cause)
       else this.#queue({ _tag: "error", cause })
     })
-    socket.on("close", () => this.#listener ? this.#listener.onClose() : this.#queue({ _tag: "close" }))
+    socket.on("close", () => {
+      const listener = this.#listener
+      if (listener === undefined) return this.#queue({ _tag: "close" })
+      // Nothing follows a close: the socket, which Node's handle keeps
+      // reachable until a full GC, lets go of the connection's graph.
+      this.#listener = undefined
+      this.#queued = undefined
+      listener.onClose()
+    })
     socket.on("drain", () => this.#listener ? this.#listener.onDrain() : this.#queue({ _tag: "drain" }))
   }
 
