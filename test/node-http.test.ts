@@ -19,6 +19,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as http from "node:http"
 import * as net from "node:net"
+import { gc } from "../packages/agent/test/support/gc.js"
 
 /** Every test is quick; a hang must fail it rather than the whole run. */
 const timeout = 5_000
@@ -427,6 +428,36 @@ describe("the Node connector", () => {
       yield* Effect.sleep("100 millis")
       expect(server.sockets.accepted).toBe(5)
       expect(server.sockets.open).toBe(0)
+    }).pipe(Effect.provide(NodeConnector.layer)), timeout)
+
+  // Node keeps a closed socket's handle, and with it the socket, reachable
+  // until a full GC: a closed transport must not keep its connection's
+  // objects reachable through the socket's listeners all that time.
+  it.scopedLive("a closed transport lets go of its listener", () =>
+    Effect.gen(function*() {
+      const server = yield* nodeServer((_req, res) => res.end("ok"))
+      const connector = yield* Connector.Connector
+      const origin = Origin.fromUrl(new URL(server.origin))!
+      const transport = yield* connector.connect(origin, {})
+      let closed = false
+      let listener: Connector.TransportListener | undefined = {
+        onData: () => {},
+        onEnd: () => {},
+        onError: () => {},
+        onClose: () => {
+          closed = true
+        },
+        onDrain: () => {}
+      }
+      const held = new WeakRef(listener)
+      transport.listen(listener)
+      listener = undefined
+      transport.destroy()
+      while (!closed) yield* Effect.sleep("1 millis")
+      gc()
+      expect(held.deref()).toBeUndefined()
+      // The transport (and its socket) is still held here.
+      expect(transport.remoteAddress).toBe("127.0.0.1")
     }).pipe(Effect.provide(NodeConnector.layer)), timeout)
 
   // The connector registers the socket's finalizer before it makes the

@@ -84,9 +84,15 @@ class SocketTransport implements Transport {
 
   /**
    * `copiesReads`: the socket reads with `onread` and calls `received` itself,
-   * no 'data' events. `tlsHost`: the host of a TLS socket.
+   * no 'data' events. `tlsHost`: the host of a TLS socket. `address`: the
+   * host when it is an IP literal (the address the socket connects to).
    */
-  constructor(readonly socket: net.Socket, copiesReads: boolean, tlsHost?: string) {
+  constructor(
+    readonly socket: net.Socket,
+    copiesReads: boolean,
+    tlsHost: string | undefined,
+    readonly address: string | undefined
+  ) {
     if (!copiesReads) socket.on("data", (chunk: Buffer) => this.received(chunk))
     lingerAfterWriteError(socket, () => this.#ended())
     socket.on("end", () => this.#ended())
@@ -130,8 +136,9 @@ class SocketTransport implements Transport {
     this.#queued?.push(event)
   }
 
+  /** The address connected to: the host itself when it is an IP literal, else asked of the socket (a system call). */
   get remoteAddress(): string | undefined {
-    return this.socket.remoteAddress
+    return this.address ?? this.socket.remoteAddress
   }
 
   listen(listener: TransportListener): void {
@@ -321,7 +328,8 @@ const open = (
   // Set before any read can happen: a socket reads only once connected.
   let transport: SocketTransport | undefined = undefined
   const tcp = origin.scheme !== "https"
-  const servername = connectOptions.servername ?? (net.isIP(host) ? "" : host)
+  const literal = net.isIP(host) !== 0
+  const servername = connectOptions.servername ?? (literal ? "" : host)
   const sessionKey = `${origin.key} ${servername}`
   const socket: net.Socket = !tcp
     ? tls.connect({
@@ -356,7 +364,7 @@ const open = (
       if (!(socket as tls.TLSSocket).authorized) sessions.delete(sessionKey)
     })
   }
-  return transport = new SocketTransport(socket, tcp, tcp ? undefined : host)
+  return transport = new SocketTransport(socket, tcp, tcp ? undefined : host, literal ? host : undefined)
 }
 
 /** @internal */
