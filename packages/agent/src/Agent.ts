@@ -54,8 +54,9 @@ export interface Config {
   readonly maxConnectionAge?: Duration.DurationInput | undefined
   /**
    * Responses a connection carries before it is closed (default: no limit).
-   * A server's `Keep-Alive: max=N` lowers it for that connection: N counts
-   * the response that says it.
+   * A server's `Keep-Alive: max=N` on a connection's k-th response lowers it
+   * to k + N for that connection: N counts the requests the server still
+   * takes after that response (`max=0`: none).
    */
   readonly maxRequestsPerConnection?: number | undefined
   /**

@@ -74,7 +74,7 @@ export interface ResponseHead {
   readonly keepAliveTimeout: number | undefined
   /**
    * `Keep-Alive: max=N` (a whole number): the requests the server will still
-   * take on this connection, counting this one's; undefined when absent or invalid.
+   * take on this connection after this response (0: none); undefined when absent or invalid.
    */
   readonly keepAliveMax: number | undefined
   readonly framing: BodyFraming

@@ -348,6 +348,11 @@ fixtures("ResponseParser: persistence", [
     head: { keepAliveTimeout: undefined, keepAliveMax: 5 }
   },
   {
+    name: "Keep-Alive: max=0 (no request after this response) is 0, not absent",
+    response: ok + "Keep-Alive: timeout=5, max=0\r\nContent-Length: 0\r\n\r\n",
+    head: { keepAliveTimeout: 5000, keepAliveMax: 0 }
+  },
+  {
     name: "Keep-Alive max that is not a whole number",
     response: ok + "Keep-Alive: timeout=5, max=-1\r\nContent-Length: 0\r\n\r\n",
     head: { keepAliveTimeout: 5000, keepAliveMax: undefined }

@@ -20,24 +20,48 @@ const socketsOf = (server: MemoryServer, count: number, url = "http://a.test/") 
   })
 
 describe("Lifetimes: responses per connection", () => {
-  it.effect("a server's constant Keep-Alive: max=3 gives each connection three responses", () => {
-    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "timeout=60, max=3" }))
+  it.effect("a server's counting-down Keep-Alive: max (as apache sends it) gets N more requests after each response", () => {
+    // apache's way: `max=5` on a connection's first response, one less on each
+    // after it. This server never closes by itself: only the Agent's reading
+    // of `max` decides when a connection is done.
+    const server = new MemoryServer((req) => {
+      const before = server.requests.filter((r) => r.socket === req.socket).length - 1
+      req.socket.respond("ok", { "keep-alive": `timeout=60, max=${Math.max(0, 5 - before)}` })
+    })
+    return Effect.gen(function*() {
+      expect(yield* socketsOf(server, 8)).toEqual([1, 1, 1, 1, 1, 1, 2, 2])
+      // Closed by us after its sixth response (`max=0`), not found dead by the next request.
+      expect(server.sockets[0]!.destroyed).toBe(true)
+      expect(yield* Agent.stats).toMatchObject({ opened: 2, reused: 6, responses: 8 })
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("a server's constant Keep-Alive: max=2 gives each connection three responses: the first response's promise binds", () => {
+    // After the first response the server takes 2 more: 3 in all. Each later
+    // `max=2` would allow more, but the lowest total the server announced stands.
+    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "timeout=60, max=2" }))
     return Effect.gen(function*() {
       expect(yield* socketsOf(server, 7)).toEqual([1, 1, 1, 2, 2, 2, 3])
-      // Closed by us after its third response, not found dead by the next request.
-      expect(server.sockets[0]!.destroyed).toBe(true)
+      expect(server.sockets.map((s) => s.destroyed)).toEqual([true, true, false])
       expect(yield* Agent.stats).toMatchObject({ opened: 3, reused: 4, responses: 7 })
     }).pipe(Effect.provide(agentOn(server)))
   })
 
-  it.effect("a server's counting-down Keep-Alive: max (as Apache sends it) is followed to its end", () => {
-    // Apache's way: `max=4` on a connection's first response, one less on each after it.
+  it.effect("Keep-Alive: max=0 means no request after the response that says it", () => {
+    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "timeout=60, max=0" }))
+    return Effect.gen(function*() {
+      expect(yield* socketsOf(server, 3)).toEqual([1, 2, 3])
+      expect(server.sockets.map((s) => s.destroyed)).toEqual([true, true, true])
+    }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("Keep-Alive: max=1, then max=0: two responses per connection", () => {
     const server = new MemoryServer((req) => {
-      const served = server.requests.filter((r) => r.socket === req.socket).length
-      req.socket.respond("ok", { "keep-alive": `timeout=60, max=${5 - served}` })
+      const before = server.requests.filter((r) => r.socket === req.socket).length - 1
+      req.socket.respond("ok", { "keep-alive": `max=${before === 0 ? 1 : 0}` })
     })
     return Effect.gen(function*() {
-      expect(yield* socketsOf(server, 6)).toEqual([1, 1, 1, 1, 2, 2])
+      expect(yield* socketsOf(server, 5)).toEqual([1, 1, 2, 2, 3])
     }).pipe(Effect.provide(agentOn(server)))
   })
 
@@ -49,11 +73,20 @@ describe("Lifetimes: responses per connection", () => {
     }).pipe(Effect.provide(agentOn(server, { maxRequestsPerConnection: 2 })))
   })
 
-  it.effect("the lower of maxRequestsPerConnection and the server's Keep-Alive: max wins", () => {
-    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "max=10" }))
+  it.effect("maxRequestsPerConnection lower than the server's Keep-Alive: max wins", () => {
+    // `max=3` on the first response allows 4 in all: 3 is lower.
+    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "max=3" }))
     return Effect.gen(function*() {
-      expect(yield* socketsOf(server, 4)).toEqual([1, 1, 1, 2])
+      expect(yield* socketsOf(server, 7)).toEqual([1, 1, 1, 2, 2, 2, 3])
     }).pipe(Effect.provide(agentOn(server, { maxRequestsPerConnection: 3 })))
+  })
+
+  it.effect("the server's Keep-Alive: max lower than maxRequestsPerConnection wins", () => {
+    // `max=2` on the first response allows 3 in all: lower than 5.
+    const server = new MemoryServer((req) => req.socket.respond("ok", { "keep-alive": "max=2" }))
+    return Effect.gen(function*() {
+      expect(yield* socketsOf(server, 7)).toEqual([1, 1, 1, 2, 2, 2, 3])
+    }).pipe(Effect.provide(agentOn(server, { maxRequestsPerConnection: 5 })))
   })
 
   it("maxRequestsPerConnection must be a positive integer", () => {

@@ -77,7 +77,7 @@ export class Connection implements TransportListener, Deadline {
   closed = false
   /** Why it may not be reused, once it knows (the pool names the reasons it decides itself). */
   closeReason: CloseReason | undefined = undefined
-  /** Responses it may carry in all: `maxRequestsPerConnection`, lowered by a server's `Keep-Alive: max`. */
+  /** Responses it may carry in all: `maxRequestsPerConnection`, lowered by a server's `Keep-Alive: max` (the responses served so far plus N). */
   #allowed: number
   /** Told when the connection breaks between exchanges (whoever keeps it idle). */
   owner: IdleBreakListener | undefined = undefined
@@ -491,8 +491,12 @@ export class Connection implements TransportListener, Deadline {
     // The server said it closes (Connection: close, HTTP/1.0, a close-delimited body).
     if (!this.#parser.canReuse) return this.#unusable("server_close")
     this.served++
-    // `max=N` counts this response among the N: the server takes N − 1 more.
-    if (head.keepAliveMax !== undefined) this.#allowed = Math.min(this.#allowed, this.served - 1 + head.keepAliveMax)
+    // `max=N` counts the requests the server still takes after this response
+    // (apache's MaxKeepAliveRequests 5 says 5 on a connection's first response,
+    // 1 on its fifth, and closes after the sixth): `served + N` in all. The
+    // lowest total any response announced stands, so no request goes out that
+    // the server said it would refuse.
+    if (head.keepAliveMax !== undefined) this.#allowed = Math.min(this.#allowed, this.served + head.keepAliveMax)
     if (this.served >= this.#allowed) return this.#unusable("max_requests")
     const hint = head.keepAliveTimeout
     this.idleTimeoutMillis = hint === undefined ? configuredIdleMillis : Math.min(configuredIdleMillis, hint - 1000)

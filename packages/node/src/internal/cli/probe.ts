@@ -18,7 +18,10 @@ import { messageOf } from "./summary.js"
 export interface ProbeReport {
   readonly url: string
   readonly keepAlive: boolean
-  /** The server's `Keep-Alive` header: `timeout` in seconds, `max` requests; null when it sent none. */
+  /**
+   * The `Keep-Alive` header of the server's first response: `timeout` in seconds, `max` the
+   * requests it takes after that response; null when it sent none.
+   */
   readonly hint: { readonly timeout: number | null; readonly max: number | null } | null
   /** Requests the server served on one connection before closing it; null: not closed within the bound. */
   readonly requestsPerConnection: number | null
