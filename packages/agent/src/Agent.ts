@@ -233,7 +233,7 @@ export const layer = (config?: Config): Layer.Layer<Agent, never, Connector> =>
 export const request = (
   request: HttpClientRequest.HttpClientRequest
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent> =>
-  Effect.flatMap(Agent, (agent) => agent.request(request))
+  internal.requestVia(Agent, request)
 
 /**
  * Sends a request through the Agent in the context; the connection goes back
@@ -256,7 +256,7 @@ export const request = (
 export const requestScoped = (
   request: HttpClientRequest.HttpClientRequest
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent | Scope.Scope> =>
-  Effect.flatMap(Agent, (agent) => agent.requestScoped(request))
+  internal.requestScopedVia(Agent, request)
 
 /**
  * Sends a request through the Agent in the context and runs `f` with its
@@ -286,7 +286,7 @@ export const requestWith: {
 } = dual(2, <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
-): Effect.Effect<A, AgentError | E, Agent | R> => Effect.flatMap(Agent, (agent) => agent.requestWith(request, f)))
+): Effect.Effect<A, AgentError | E, Agent | R> => internal.requestWithVia(Agent, request, f))
 
 /**
  * Runs `f` on each piece of a response's body, in order, as it arrives; the

@@ -694,6 +694,23 @@ describe("ResponseParser: lifecycle", () => {
     ])
   })
 
+  it("reads each response's own field values when later heads repeat, change, lengthen or drop them", () => {
+    const heads: Array<Record<string, string>> = []
+    const parser = new Http1.ResponseParser({
+      onHead: (head) => heads.push({ ...head.headers }),
+      onBody: () => {},
+      onComplete: () => {}
+    })
+    const values = ["abc", "abc", "abd", "abdd", "ab", "", "abc"]
+    for (const value of values) {
+      parser.expect("GET")
+      const field = value === "" ? "" : `X-Value: ${value}\r\n`
+      expect(parser.execute(bytes(`HTTP/1.1 200 OK\r\n${field}Server: same\r\nContent-Length: 0\r\n\r\n`))).toBeUndefined()
+    }
+    expect(heads.map((headers) => headers["x-value"])).toEqual(["abc", "abc", "abd", "abdd", "ab", undefined, "abc"])
+    expect(heads.every((headers) => headers["server"] === "same")).toBe(true)
+  })
+
   it("rejects bytes while idle", () => {
     const { events, parser } = recorder()
     expect(parser.execute(bytes("HTTP/1.1 200 OK\r\n"))).toMatchObject({ _tag: "ParseError", reason: "Unsolicited" })

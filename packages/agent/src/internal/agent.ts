@@ -2,8 +2,9 @@ import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import type * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
@@ -78,16 +79,17 @@ export class AgentService implements Agent.Service {
   }
 
   readonly request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError> =>
-    this.#executeAtUrl(request, handOver)
+    Effect.withFiberRuntime((fiber) => this.executeIn(fiber, request, handOver))
 
   readonly requestScoped = (
     request: HttpClientRequest.HttpClientRequest
-  ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> => this.#executeAtUrl(request, keepInCallerScope)
+  ): Effect.Effect<AgentResponse, AgentError, Scope.Scope> =>
+    Effect.withFiberRuntime((fiber) => this.executeIn(fiber, request, keepInCallerScope))
 
   readonly requestWith = <A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
-  ): Effect.Effect<A, AgentError | E, R> => this.#executeAtUrl(request, holdWhile(f))
+  ): Effect.Effect<A, AgentError | E, R> => Effect.withFiberRuntime((fiber) => this.executeIn(fiber, request, holdWhile(f)))
 
   readonly stats: Effect.Effect<Agent.Stats> = Effect.sync((): Agent.Stats => {
     const pool = this.#pool
@@ -121,23 +123,39 @@ export class AgentService implements Agent.Service {
     })
 
   /**
-   * `execute` with the request's own URL (resolving it is pure: done now;
-   * execute defers the rest), under the span the HttpClient adapter would
-   * make when there is a tracer to see it (see `TraceSettings.ofAgent`).
+   * `execute` with the request's own URL, under the span the HttpClient
+   * adapter would make when there is a tracer to see it (see
+   * `TraceSettings.ofAgent`), from a step of the calling `fiber` (the entry
+   * points of the `Agent` module find the service and call this in one step).
    */
-  #executeAtUrl<A, E, R>(
+  executeIn<A, E, R>(
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
     request: HttpClientRequest.HttpClientRequest,
     keep: Keep<A, E, R>
   ): Effect.Effect<A, AgentError | E, R> {
     const url = Request.resolveUrl(request)
     if (url instanceof AgentError) return Effect.fail(url)
-    return Effect.withFiberRuntime((fiber) => {
-      const settings = TraceSettings.ofAgent(fiber, request)
-      if (settings === undefined) return this.execute(request, url, keep, undefined)
-      return traced((sent, trace) => this.execute(sent, url, keep, trace), request, url, settings)
-    })
+    const settings = TraceSettings.ofAgent(fiber, request)
+    if (settings === undefined) return this.execute(request, url, keep, undefined)
+    return traced((sent, trace) => this.execute(sent, url, keep, trace), request, url, settings)
   }
 }
+
+/**
+ * Runs `f` with the Agent of the fiber's context, in one step: with the
+ * Agent's own service, `f` is not called; the request goes straight to it.
+ * @internal
+ */
+export const withAgent = <A, E, R>(
+  tag: Context.Tag<Agent.Agent, Agent.Service>,
+  request: HttpClientRequest.HttpClientRequest,
+  keep: Keep<A, E, R>,
+  other: (agent: Agent.Service) => Effect.Effect<A, AgentError | E, R>
+): Effect.Effect<A, AgentError | E, R> =>
+  Effect.withFiberRuntime((fiber) => {
+    const agent = Context.unsafeGet(fiber.currentContext, tag)
+    return agent instanceof AgentService ? agent.executeIn(fiber, request, keep) : other(agent)
+  })
 
 /** What an attempt uses of the Agent. */
 interface AttemptEnv {
@@ -351,3 +369,25 @@ export const bodyText = (response: HttpClientResponse.HttpClientResponse): Effec
   response instanceof AgentResponse
     ? Effect.map(response.bytes, decode)
     : Effect.orDie(response.text)
+
+/** `Agent.request`, in one step of the caller's fiber. @internal */
+export const requestVia = (
+  tag: Context.Tag<Agent.Agent, Agent.Service>,
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent.Agent> =>
+  withAgent(tag, request, handOver, (agent) => agent.request(request))
+
+/** `Agent.requestScoped`, in one step of the caller's fiber. @internal */
+export const requestScopedVia = (
+  tag: Context.Tag<Agent.Agent, Agent.Service>,
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<HttpClientResponse.HttpClientResponse, AgentError, Agent.Agent | Scope.Scope> =>
+  withAgent(tag, request, keepInCallerScope, (agent) => agent.requestScoped(request))
+
+/** `Agent.requestWith`, in one step of the caller's fiber. @internal */
+export const requestWithVia = <A, E, R>(
+  tag: Context.Tag<Agent.Agent, Agent.Service>,
+  request: HttpClientRequest.HttpClientRequest,
+  f: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+): Effect.Effect<A, AgentError | E, Agent.Agent | R> =>
+  withAgent(tag, request, holdWhile(f), (agent) => agent.requestWith(request, f))

@@ -338,12 +338,17 @@ export class Connection implements TransportListener, Deadline {
   }
 
   #awaitHead(ex: Exchange): Effect.Effect<ResponseHead, AgentError> {
-    const ready = (): Effect.Effect<ResponseHead, AgentError> | undefined => {
-      if (ex.head !== undefined) return Effect.succeed(ex.head)
-      if (ex.failure !== undefined) return Effect.fail(ex.failure)
-      return undefined
-    }
-    return ready() ?? waitFor(ex, () => ex.head !== undefined || ex.failure !== undefined, ready)
+    // One wait, resumed with the outcome itself (no step to look again).
+    return headOf(ex) ?? Effect.async<ResponseHead, AgentError>((resume) => {
+      const now = headOf(ex)
+      if (now !== undefined) return resume(now)
+      ex.addWaiter(() => {
+        const settled = headOf(ex)
+        if (settled === undefined) return false
+        resume(settled)
+        return true
+      })
+    })
   }
 
   /** Sets the deadline of a phase (none for an infinite timeout). */
@@ -518,3 +523,7 @@ export class Connection implements TransportListener, Deadline {
     this.#transport.destroy()
   }
 }
+
+/** The exchange's head, or its failure, once it has either. */
+const headOf = (ex: Exchange): Effect.Effect<ResponseHead, AgentError> | undefined =>
+  ex.head !== undefined ? Effect.succeed(ex.head) : ex.failure !== undefined ? Effect.fail(ex.failure) : undefined

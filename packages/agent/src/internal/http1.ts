@@ -62,6 +62,9 @@ for (const name of [
 }
 
 /** The lower-cased name of the token at `bytes[start, end)`; common names come from a table, unallocated. */
+/** Field values a parser remembers (see `#lastValues`): enough for a server's usual response head. */
+const MAX_REMEMBERED_VALUES = 32
+
 const fieldName = (bytes: Uint8Array, start: number, end: number): string => {
   const candidates = KNOWN_NAMES[end - start]
   if (candidates !== undefined) {
@@ -340,6 +343,10 @@ export class ResponseParser implements Http1.ResponseParser {
   #contentLength = -1
   #setCookie: Array<string> | undefined = undefined
   #trailers: Record<string, string> = EMPTY_FIELDS
+  // The last value of each field seen on this connection: a server sends the
+  // same values response after response, and a value whose bytes match is
+  // taken from here instead of being built again.
+  readonly #lastValues = new Map<string, string>()
 
   // Body bytes left: of the Content-Length body, or of the current chunk (also its size while it is read).
   #remaining = 0
@@ -817,18 +824,19 @@ export class ResponseParser implements Http1.ResponseParser {
     while (i < end && isOws(bytes[i]!)) i++
     let valueEnd = end
     while (valueEnd > i && isOws(bytes[valueEnd - 1]!)) valueEnd--
-    let value = ""
-    if (valueEnd - i <= 64) {
-      for (let j = i; j < valueEnd; j++) {
-        const c = bytes[j]!
-        if ((CHAR_CLASS[c]! & FIELD_CHAR) === 0) return this.#invalidValue()
-        value += CHAR[c]
-      }
+    const last = this.#lastValues.get(name)
+    let same = last !== undefined && last.length === valueEnd - i
+    for (let j = i; j < valueEnd; j++) {
+      const c = bytes[j]!
+      if ((CHAR_CLASS[c]! & FIELD_CHAR) === 0) return this.#invalidValue()
+      if (same && last!.charCodeAt(j - i) !== c) same = false
+    }
+    let value: string
+    if (same) {
+      value = last!
     } else {
-      for (let j = i; j < valueEnd; j++) {
-        if ((CHAR_CLASS[bytes[j]!]! & FIELD_CHAR) === 0) return this.#invalidValue()
-      }
       value = latin1(bytes, i, valueEnd)
+      if (last !== undefined || this.#lastValues.size < MAX_REMEMBERED_VALUES) this.#lastValues.set(name, value)
     }
     // Trailers never affect framing, so only head fields get a closer look.
     if (inHead) {
