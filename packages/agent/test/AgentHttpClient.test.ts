@@ -4,6 +4,7 @@
  * connection whose response failed before the adapter had it. How the
  * adapter's responses give their connections back is in Release.test.ts.
  */
+import * as Headers from "@effect/platform/Headers"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
@@ -84,6 +85,26 @@ describe("AgentHttpClient: tracing", () => {
       // The server saw the span's own ids, in the same headers.
       expect(traceHeaders(ours.requests[0]!.headers, span)).toEqual(traceHeaders(reference.requests[0]!.headers, refSpan))
       expect(traceHeaders(ours.requests[0]!.headers, span)).toMatchObject({ traceparent: "00-<trace>-<span>-01" })
+    }))
+
+  it.effect("redacts the headers HttpClient.make redacts under other redacted names, patterns included", () =>
+    Effect.gen(function*() {
+      const { ours, reference } = yield* Effect.locally(
+        both((client) => Effect.flatMap(client.execute(request), (r) => r.text)),
+        Headers.currentRedactedNames,
+        ["X-Custom", /^x-served/]
+      )
+      const [outer, span] = ours.spans as [RecordedSpan, RecordedSpan]
+      const [refOuter, refSpan] = reference.spans as [RecordedSpan, RecordedSpan]
+      expect(described(span, outer)).toEqual(described(refSpan, refOuter))
+      expect(described(span, outer)).toMatchObject({
+        attributes: {
+          "http.request.header.x-custom": "<redacted>",
+          "http.request.header.authorization": "Bearer secret",
+          "http.response.header.x-served-by": "<redacted>",
+          "http.response.header.set-cookie": "a=b"
+        }
+      })
     }))
 
   it.effect("spans made while the request is sent (its body stream's) are children of its span, like HttpClient.make", () =>

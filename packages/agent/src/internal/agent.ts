@@ -300,7 +300,7 @@ class Attempt<A, E, R> implements RequestTiming {
   traceResponse(response: AgentResponse): void {
     const now = this.env.clock.unsafeCurrentTimeNanos()
     this.trace!.sentOn(response.connection.id, response.exchange.reused)
-    this.trace!.responded(response.status, response.headers, now)
+    this.trace!.responded(response.status, response.head.headers, now)
   }
 }
 

@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import * as Redacted from "effect/Redacted"
 import type * as Tracer from "effect/Tracer"
 import type { Origin } from "../Origin.js"
 
@@ -19,6 +20,51 @@ const ATTR_URL_FULL = "url.full"
 const ATTR_URL_PATH = "url.path"
 const ATTR_URL_SCHEME = "url.scheme"
 const ATTR_URL_QUERY = "url.query"
+
+/** The attribute of a header (`http.request.header.<name>`), made once per name. */
+class HeaderKeys {
+  readonly #keys = new Map<string, string>()
+  constructor(readonly prefix: string) {}
+  of(name: string): string {
+    let key = this.#keys.get(name)
+    if (key === undefined) {
+      key = this.prefix + name
+      // Bounded: names past the first few hundred are made each time.
+      if (this.#keys.size < 256) this.#keys.set(name, key)
+    }
+    return key
+  }
+}
+
+const requestHeaderKeys = new HeaderKeys("http.request.header.")
+const responseHeaderKeys = new HeaderKeys("http.response.header.")
+
+/** What a redacted header's attribute reads (`String` of a `Redacted`). */
+const redactedValue = String(Redacted.make(""))
+
+/**
+ * Each header as a span attribute, its value redacted where `Headers.redact`
+ * would redact it (a name equal to a redacted name in lower case, or matching
+ * a redacted pattern), without copying the headers twice as that would.
+ */
+const headerAttributes = (
+  span: Tracer.Span,
+  keys: HeaderKeys,
+  headers: Readonly<Record<string, string>>,
+  redacted: ReadonlyArray<string | RegExp>
+): void => {
+  for (const name in headers) {
+    span.attribute(keys.of(name), isRedacted(name, redacted) ? redactedValue : String(headers[name]))
+  }
+}
+
+const isRedacted = (name: string, redacted: ReadonlyArray<string | RegExp>): boolean => {
+  for (let i = 0; i < redacted.length; i++) {
+    const pattern = redacted[i]!
+    if (typeof pattern === "string" ? pattern.toLowerCase() === name : pattern.test(name)) return true
+  }
+  return false
+}
 
 /** Effect's own tracer, in place when no tracer was installed. */
 const nativeTracer: Tracer.Tracer = Effect.runSync(Effect.tracer)
@@ -50,12 +96,11 @@ export class Trace {
     this.span.attribute("keepalive.queue.wait_ms", this.waitedMillis)
   }
 
-  /** The response head came: its status and headers go on the span, which ends. */
-  responded(status: number, headers: Headers.Headers, nowNanos: bigint): void {
+  /** The response head came: its status and headers (names in lower case) go on the span, which ends. */
+  responded(status: number, headers: Readonly<Record<string, string>>, nowNanos: bigint): void {
     const span = this.span
     span.attribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status)
-    const redacted = Headers.redact(headers, this.settings.redactedNames)
-    for (const key in redacted) span.attribute(`http.response.header.${key}`, String(redacted[key]))
+    headerAttributes(span, responseHeaderKeys, headers, this.settings.redactedNames)
     this.#end(Exit.void, nowNanos)
   }
 
@@ -160,8 +205,7 @@ export const traced = <A, E, R>(
     span.attribute(ATTR_URL_SCHEME, url.protocol.slice(0, -1))
     const query = url.search.slice(1)
     if (query !== "") span.attribute(ATTR_URL_QUERY, query)
-    const requestHeaders = Headers.redact(request.headers, settings.redactedNames)
-    for (const key in requestHeaders) span.attribute(`http.request.header.${key}`, String(requestHeaders[key]))
+    headerAttributes(span, requestHeaderKeys, request.headers, settings.redactedNames)
     const sent = settings.propagate ? HttpClientRequest.setHeaders(request, HttpTraceContext.toHeaders(span)) : request
     const trace = new Trace(span, settings)
     // Only a Stream body runs the caller's code (and its spans) while the
