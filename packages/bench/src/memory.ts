@@ -27,6 +27,8 @@ const viaAgentScoped = Agent.requestScoped(HttpClientRequest.get(url)).pipe(
   Effect.scoped
 )
 const viaHttpClient = HttpClient.get(url).pipe(Effect.flatMap((r) => r.arrayBuffer))
+// As `pnpm bench` runs every HttpClient client: the request and the read inside Effect.scoped.
+const viaHttpClientScoped = Effect.scoped(viaHttpClient)
 const viaAgentStream = Agent.request(HttpClientRequest.get(url)).pipe(
   Effect.flatMap((r) => Stream.runFold(r.stream, 0, (size, chunk) => size + chunk.byteLength))
 )
@@ -69,6 +71,7 @@ const program = Effect.gen(function*() {
   yield* measure("Agent.requestWith, 16 in flight", viaAgentWith, 16, total)
   yield* measure("HttpClient, 1 in flight", viaHttpClient, 1, total)
   yield* measure("HttpClient, 16 in flight", viaHttpClient, 16, total)
+  yield* measure("HttpClient in Effect.scoped, 16", viaHttpClientScoped, 16, total)
   yield* measure("Agent.request, body via Stream", viaAgentStream, 16, total / 5)
   yield* measure("requestWith, body via forEachChunk", viaForEachChunk, 16, total / 5)
   yield* measure("Stream.runFold of Stream.make(x)", streamAlone, 16, total / 5)

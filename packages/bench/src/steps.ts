@@ -7,7 +7,7 @@
  * is what made the Agent faster more often than not.
  *
  * `pnpm --filter @keepalive/bench steps` prints, over the in-memory transport:
- * `requestWith`, `Agent.request`, `Agent.requestScoped` in `Effect.scoped`, the HttpClient adapter,
+ * `requestWith`, `Agent.request`, `Agent.requestScoped` in `Effect.scoped`, the HttpClient adapter (alone and inside `Effect.scoped`),
  * @effect/platform's `HttpClient.make` over a backend that answers at once
  * (what every HttpClient backend pays before its own work), and
  * `requestWith` with a connection per request (`persist: false`).
@@ -76,6 +76,11 @@ const program = Effect.gen(function*() {
     agentOn({})
   )
   yield* measure("HttpClient (keepalive), kept connection", Effect.flatMap(HttpClient.get(url), (r) => r.arrayBuffer), clientOn)
+  yield* measure(
+    "HttpClient in Effect.scoped, kept connection",
+    Effect.scoped(Effect.flatMap(HttpClient.get(url), (r) => r.arrayBuffer)),
+    clientOn
+  )
   yield* measure("HttpClient.make over an instant backend", Effect.flatMap(instant.get(url), (r) => r.arrayBuffer), Layer.empty)
   if (port === undefined) {
     yield* measure("requestWith, persist: false", requestWith(url), agentOn({ persist: false }))
