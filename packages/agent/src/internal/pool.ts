@@ -60,8 +60,8 @@ const goldenFraction = 0.6180339887498949
  * - its time-to-live is a sweep over every item, not a FIFO line per origin
  *   with an idle deadline per connection; its wait for an opening can be
  *   neither interrupted nor woken by a connection given back;
- * - a get and release cost ~22 µs with the scopes around them, a third of a
- *   whole request then.
+ * - a get and release, with the scopes around them, cost a large share of a
+ *   whole request (the figures are in ARCHITECTURE.md).
  * The shape stays Effect's: each connection a scoped resource (see
  * opening.ts), the global cap an Effect `Semaphore`, every timer on `Clock`.
  *
