@@ -142,8 +142,9 @@ export class AgentService implements Agent.Service {
 }
 
 /**
- * Runs `f` with the Agent of the fiber's context, in one step: with the
- * Agent's own service, `f` is not called; the request goes straight to it.
+ * Sends `request` through the Agent of the fiber's context in one step: to
+ * the Agent's own service directly (`executeIn`, with `keep`), to any other
+ * implementation of the service through `other`.
  * @internal
  */
 export const withAgent = <A, E, R>(
