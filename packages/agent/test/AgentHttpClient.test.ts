@@ -10,7 +10,10 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as AgentHttpClient from "@keepalive/agent/AgentHttpClient"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { agentOn, settle, withAgent } from "./support/agent.js"
@@ -22,6 +25,8 @@ describe("AgentHttpClient: tracing", () => {
   const server = new MemoryServer((req) =>
     req.path.startsWith("/refused")
       ? req.socket.end()
+      : req.path.startsWith("/hang")
+      ? undefined
       : req.socket.respond("hello", { "x-served-by": "memory", "set-cookie": "a=b" })
   )
   const request = HttpClientRequest.get("http://a.test:8080/p?q=1#h").pipe(
@@ -126,6 +131,22 @@ describe("AgentHttpClient: tracing", () => {
       expect(described(ours.spans[1]!, ours.spans[0]!)).toEqual(described(reference.spans[1]!, reference.spans[0]!))
       expect(described(ours.spans[1]!, ours.spans[0]!)).toMatchObject({ exit: "Failure" })
       expect(ours.spans[1]!.attributes.has("http.response.status_code")).toBe(false)
+      // Ended with the error the client fails with, as HttpClient.make's span is (exporters record it).
+      const failure = (span: RecordedSpan) =>
+        span.status._tag === "Ended" ? Option.getOrUndefined(Exit.causeOption(span.status.exit).pipe(Option.flatMap(Cause.failureOption))) : undefined
+      expect(failure(ours.spans[1]!)).toBeInstanceOf(HttpClientError.RequestError)
+      expect(failure(reference.spans[1]!)).toBeInstanceOf(HttpClientError.RequestError)
+      expect((failure(ours.spans[1]!) as HttpClientError.RequestError).reason).toBe((failure(reference.spans[1]!) as HttpClientError.RequestError).reason)
+    }))
+
+  it.live("a request interrupted while it waits for its head ends its span interrupted, like HttpClient.make", () =>
+    Effect.gen(function*() {
+      const { ours, reference } = yield* both((client) => Effect.timeout(client.get("http://a.test/hang"), "20 millis"))
+      for (const { spans } of [ours, reference]) {
+        const span = spans[1]!
+        expect(span.status._tag).toBe("Ended")
+        if (span.status._tag === "Ended") expect(Exit.isInterrupted(span.status.exit)).toBe(true)
+      }
     }))
 
   it.effect("honours withTracerDisabledWhen, withTracerPropagation, withSpanNameGenerator and a disabled tracer", () =>

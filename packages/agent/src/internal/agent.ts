@@ -54,7 +54,8 @@ export class AgentService implements Agent.Service {
   /**
    * Sends `request` to `url` and gives the response to `keep`, which takes
    * charge of it and of giving its connection back. The request is checked
-   * and serialised when the effect runs.
+   * and serialised when the effect runs. A traced request's span is ended
+   * with however it ends (see `traced`'s `sendEnds`).
    */
   execute<A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
@@ -64,18 +65,35 @@ export class AgentService implements Agent.Service {
   ): Effect.Effect<A, AgentError | E, R> {
     // The mask's function runs when the effect does: it prepares the request then.
     return Effect.uninterruptibleMask((restore) => {
-      if (this.#pool.closed) {
-        return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
-      }
-      const env = this.#env
-      const startedAt = env.metrics ? env.clock.unsafeCurrentTimeNanos() : 0n
-      const prepared = Request.prepare(request, url, this.config.persist)
-      if (prepared instanceof AgentError) return Effect.fail(prepared)
-      if (Effect.isEffect(prepared)) {
-        return Effect.flatMap(restore(prepared), (p) => new Attempt(env, restore, request, p, keep, false, startedAt, trace).run())
-      }
-      return new Attempt(env, restore, request, prepared, keep, false, startedAt, trace).run()
+      const run = this.#run(request, url, keep, trace, restore)
+      if (trace === undefined) return run
+      // Inside the mask, the exit of an interrupted wait is seen here too.
+      return Effect.flatMap(Effect.exit(run), (exit) => {
+        trace.ended(exit, trace.settings.clock.unsafeCurrentTimeNanos())
+        return exit
+      })
     })
+  }
+
+  /** `execute`'s work, in its uninterruptible region: waits are made interruptible with `restore`. */
+  #run<A, E, R>(
+    request: HttpClientRequest.HttpClientRequest,
+    url: URL,
+    keep: Keep<A, E, R>,
+    trace: Trace | undefined,
+    restore: Restore
+  ): Effect.Effect<A, AgentError | E, R> {
+    if (this.#pool.closed) {
+      return Effect.fail(new AgentError({ reason: "Closed", origin: "", detail: "the Agent was shut down" }))
+    }
+    const env = this.#env
+    const startedAt = env.metrics ? env.clock.unsafeCurrentTimeNanos() : 0n
+    const prepared = Request.prepare(request, url, this.config.persist)
+    if (prepared instanceof AgentError) return Effect.fail(prepared)
+    if (Effect.isEffect(prepared)) {
+      return Effect.flatMap(restore(prepared), (p) => new Attempt(env, restore, request, p, keep, false, startedAt, trace).run())
+    }
+    return new Attempt(env, restore, request, prepared, keep, false, startedAt, trace).run()
   }
 
   readonly request = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<AgentResponse, AgentError> =>
@@ -137,7 +155,7 @@ export class AgentService implements Agent.Service {
     if (url instanceof AgentError) return Effect.fail(url)
     const settings = TraceSettings.ofAgent(fiber, request)
     if (settings === undefined) return this.execute(request, url, keep, undefined)
-    return traced((sent, trace) => this.execute(sent, url, keep, trace), request, url, settings)
+    return traced((sent, trace) => this.execute(sent, url, keep, trace), request, url, settings, true)
   }
 }
 

@@ -5,6 +5,7 @@ import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as UrlParams from "@effect/platform/UrlParams"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { globalValue } from "effect/GlobalValue"
 import type * as Agent from "../Agent.js"
 import type { AgentError } from "../AgentError.js"
@@ -71,21 +72,34 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
         }))
   const send: Send = (request, url, keep, trace) =>
     Effect.mapError(execute(request, url, keep, trace), (error) => toRequestError(request, error))
+  const sendOne = (
+    request: HttpClientRequest.HttpClientRequest
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
+    Effect.withFiberRuntime((fiber) => {
+      const url = UrlParams.makeUrl(request.url, request.urlParams, request.hash)
+      if (url._tag === "Left") {
+        return Effect.fail(new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause: url.left }))
+      }
+      // Looked up by the request as given: the traced one sent is a copy.
+      const scoped = scopedRequests.get(request)
+      const keep = scoped === undefined ? handOver : respondScoped(scoped)
+      const settings = TraceSettings.ofClient(fiber, request)
+      if (settings === undefined) return send(request, url.right, keep, undefined)
+      if (!(agent instanceof AgentService)) {
+        return traced((sent, trace) => send(sent, url.right, keep, trace), request, url.right, settings)
+      }
+      // The Agent ends the span itself (with the error this client fails with), in its own region.
+      return traced((sent, trace) => {
+        trace.failureAs = (error) => toRequestError(sent, error)
+        return send(sent, url.right, keep, trace)
+      }, request, url.right, settings, true)
+    })
   const postprocess = (
     effect: Effect.Effect<HttpClientRequest.HttpClientRequest, HttpClientError.HttpClientError>
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
-    Effect.flatMap(effect, (request) =>
-      Effect.withFiberRuntime((fiber) => {
-        const url = UrlParams.makeUrl(request.url, request.urlParams, request.hash)
-        if (url._tag === "Left") {
-          return Effect.fail(new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause: url.left }))
-        }
-        // Looked up by the request as given: the traced one sent is a copy.
-        const scoped = scopedRequests.get(request)
-        const keep = scoped === undefined ? handOver : respondScoped(scoped)
-        const settings = TraceSettings.ofClient(fiber, request)
-        if (settings === undefined) return send(request, url.right, keep, undefined)
-        return traced((sent, trace) => send(sent, url.right, keep, trace), request, url.right, settings)
-      }))
+    // A request given as it is (no `mapRequestEffect` before) is an Exit already: no step to unwrap it.
+    Exit.isExit(effect) && Exit.isSuccess(effect)
+      ? sendOne(effect.value as HttpClientRequest.HttpClientRequest)
+      : Effect.flatMap(effect, sendOne)
   return HttpClient.makeWith(postprocess, Effect.succeed)
 }

@@ -10,6 +10,7 @@ import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Redacted from "effect/Redacted"
 import type * as Tracer from "effect/Tracer"
+import { AgentError } from "../AgentError.js"
 import type { Origin } from "../Origin.js"
 
 const ATTR_HTTP_REQUEST_METHOD = "http.request.method"
@@ -104,9 +105,23 @@ export class Trace {
     this.#end(Exit.void, nowNanos)
   }
 
+  /**
+   * What a failure is told to the span as: the caller's own error for the
+   * Agent's (the HttpClient adapter's `RequestError`), as the span of a
+   * request that fails with it would end.
+   */
+  failureAs: ((error: AgentError) => unknown) | undefined = undefined
+
   /** The request ended: the span ends now, with its outcome, unless the head ended it. */
   ended(exit: Exit.Exit<unknown, unknown>, nowNanos: bigint): void {
-    this.#end(exit, nowNanos)
+    if (this.#ended) return
+    const failureAs = this.failureAs
+    this.#end(
+      failureAs !== undefined && exit._tag === "Failure"
+        ? Exit.mapError(exit, (error) => error instanceof AgentError ? failureAs(error) : error)
+        : exit,
+      nowNanos
+    )
   }
 
   #end(exit: Exit.Exit<unknown, unknown>, nowNanos: bigint): void {
@@ -186,7 +201,10 @@ export class TraceSettings {
 /**
  * Sends `request` under the span `HttpClient.make` would make: its name,
  * attributes (headers redacted), trace propagation; `send` gets the `Trace`
- * to tell it the connection and the response head.
+ * to tell it the connection and the response head. With `sendEnds`, `send`
+ * promises to call `trace.ended` with however it ends, interruption
+ * included (the Agent's `execute` does, in the uninterruptible region it has
+ * anyway); else the span is ended here, around it.
  *
  * @internal
  */
@@ -194,7 +212,8 @@ export const traced = <A, E, R>(
   send: (request: HttpClientRequest.HttpClientRequest, trace: Trace) => Effect.Effect<A, E, R>,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
-  settings: TraceSettings
+  settings: TraceSettings,
+  sendEnds = false
 ): Effect.Effect<A, E, R> =>
   Effect.flatMap(Effect.makeSpan(settings.name, { kind: "client", captureStackTrace: false }), (span) => {
     span.attribute(ATTR_HTTP_REQUEST_METHOD, request.method)
@@ -213,5 +232,6 @@ export const traced = <A, E, R>(
     const sending = request.body._tag === "Stream"
       ? Effect.withParentSpan(send(sent, trace), span)
       : send(sent, trace)
+    if (sendEnds) return sending
     return Effect.onExit(sending, (exit) => Effect.sync(() => trace.ended(exit, settings.clock.unsafeCurrentTimeNanos())))
   })
