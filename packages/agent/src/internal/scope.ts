@@ -112,7 +112,7 @@ const runFinalizers = (
   exit: Exit.Exit<unknown, unknown>,
   failed: Cause.Cause<never> | undefined
 ): Effect.Effect<void> =>
-  Effect.flatMap(Effect.exit(Effect.suspend(() => finalizers[i]!(exit))), (result) => {
+  Effect.flatMap(Effect.exit(runFinalizer(finalizers[i]!, exit)), (result) => {
     const cause = Exit.isFailure(result)
       ? (failed === undefined ? result.cause : Cause.sequential(failed, result.cause))
       : failed
@@ -122,3 +122,12 @@ const runFinalizers = (
 
 /** The same object, as the type Effect's `Scope` functions take. @internal */
 export const asCloseable = (scope: ConnectionScope): Scope.CloseableScope => scope as unknown as Scope.CloseableScope
+
+/** A finalizer's effect, called now; one that throws dies with what it threw. */
+const runFinalizer = (finalizer: Scope.Scope.Finalizer, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> => {
+  try {
+    return finalizer(exit)
+  } catch (defect) {
+    return Effect.die(defect)
+  }
+}

@@ -1,6 +1,7 @@
 import { AgentError } from "@keepalive/agent/AgentError"
 import type { ConnectOptions, Transport, TransportListener } from "@keepalive/agent/Connector"
 import type { Origin } from "@keepalive/agent/Origin"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
 import * as net from "node:net"
@@ -248,7 +249,9 @@ const connectWith = (
   // interruption lands (even just as it connected), closing the scope
   // destroys it, with no uninterruptible region (Effect.acquireRelease
   // would also diff and patch all FiberRefs, for every connection).
-  Effect.flatMap(Effect.scope, (scope) => {
+  // The scope read in the same step as the rest begins (Effect.scope would take three).
+  Effect.withFiberRuntime((fiber) => {
+    const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
     const registration = new Registration()
     return Effect.flatMap(Scope.addFinalizerExit(scope, registration.finalizer), () => {
       // A scope closed already ran the finalizer at once: nothing may be opened in it.
