@@ -33,7 +33,7 @@ export class Pooled implements IdleBreakListener, Deadline {
   readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
   /** Clock millis when it last became idle. */
   idleSince = 0
-  /** Clock nanos when it was last released: decides the I/O turn before reuse. */
+  /** Clock nanos when it was last released (-1: handed straight to the next request): decides the I/O turn before reuse. */
   releasedAtNanos = 0n
   /** The scope it lives in (its place in the pool's list of scopes); undefined once the pool closed it. */
   scope: ListNode<ConnectionScope> | undefined

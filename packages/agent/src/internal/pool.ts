@@ -17,6 +17,9 @@ import type { Watchdog } from "./watchdog.js"
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
 const yieldAfterIdleNanos = 1_000_000n
 
+/** `releasedAtNanos` of a connection handed from the request that ended on it straight to a waiting one. */
+const handedOver = -1n
+
 /** How the pool bounds and ages its connections. @internal */
 export interface PoolOptions {
   readonly maxConnectionsPerOrigin: number
@@ -177,13 +180,17 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
    * released within the last millisecond, or never used, is trusted.
    */
   needsIoTurn(pooled: Pooled): boolean {
-    return pooled.connection.served > 0 &&
+    // One handed straight from a request to the next was never idle, however
+    // long the runtime took to resume the next.
+    return pooled.connection.served > 0 && pooled.releasedAtNanos !== handedOver &&
       this.#clock.unsafeCurrentTimeNanos() - pooled.releasedAtNanos >= yieldAfterIdleNanos
   }
 
   /** Gives back a connection taken with `takeIdle` or `wait` whose exchange never started (interrupted before it). */
   putBack(pooled: Pooled): void {
-    this.#giveBack(pooled, true)
+    // Handed over, then not used: when it was released is not known, so it is looked at before reuse.
+    if (pooled.releasedAtNanos === handedOver) pooled.releasedAtNanos = 0n
+    this.#giveBack(pooled, true, false)
   }
 
   /**
@@ -200,7 +207,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     // I/O turn first. (One put back unused keeps its time: its turn may
     // have been cut short.)
     pooled.releasedAtNanos = this.#clock.unsafeCurrentTimeNanos()
-    this.#giveBack(pooled, reusable)
+    this.#giveBack(pooled, reusable, true)
   }
 
   /** Closes the idle connections of an origin (after one turned out stale). */
@@ -344,7 +351,8 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     return pooled
   }
 
-  #giveBack(pooled: Pooled, reusable: boolean): void {
+  /** `fromExchange`: it comes from the request that just ended on it. */
+  #giveBack(pooled: Pooled, reusable: boolean, fromExchange: boolean): void {
     const conn = pooled.connection
     if (!reusable || conn.broken) return this.#drop(pooled, conn.closeReason ?? "error")
     if (this.#closed) return this.#drop(pooled, "shutdown")
@@ -352,17 +360,18 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     if (!this.#options.persist) {
       // A connection that carried nothing yet (opened ahead of need, or for a
       // request that left) may still carry one.
-      return conn.served === 0 ? this.#handOff(pooled) : this.#drop(pooled, "max_requests")
+      return conn.served === 0 ? this.#handOff(pooled, fromExchange) : this.#drop(pooled, "max_requests")
     }
     if (this.#cap.mustMakeRoom(pooled)) return this.#drop(pooled, "evicted")
-    this.#handOff(pooled)
+    this.#handOff(pooled, fromExchange)
   }
 
   /** To the origin's next waiter, else idle. */
-  #handOff(pooled: Pooled): void {
+  #handOff(pooled: Pooled, fromExchange: boolean): void {
     const waiter = pooled.line.waiters.first
-    if (waiter !== undefined) return this.#grant(waiter, pooled)
-    this.#markIdle(pooled)
+    if (waiter === undefined) return this.#markIdle(pooled)
+    if (fromExchange) pooled.releasedAtNanos = handedOver
+    this.#grant(waiter, pooled)
   }
 
   /**
@@ -551,7 +560,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
       )
       return this.#afterClose(line)
     }
-    this.#giveBack(pooled, true)
+    this.#giveBack(pooled, true, false)
   }
 
   /** An opening for `line` failed, or was called off (told by the Opener). */
