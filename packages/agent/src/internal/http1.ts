@@ -61,10 +61,10 @@ for (const name of [
   ;(KNOWN_NAMES[name.length] ??= []).push(name)
 }
 
-/** The lower-cased name of the token at `bytes[start, end)`; common names come from a table, unallocated. */
 /** Field values a parser remembers (see `#lastValues`): enough for a server's usual response head. */
 const MAX_REMEMBERED_VALUES = 32
 
+/** The lower-cased name of the token at `bytes[start, end)`; common names come from a table, unallocated. */
 const fieldName = (bytes: Uint8Array, start: number, end: number): string => {
   const candidates = KNOWN_NAMES[end - start]
   if (candidates !== undefined) {
