@@ -203,10 +203,9 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     const conn = pooled.connection
     if (conn.responseComplete) this.completed++
     const reusable = conn.finish(this.#options.idleMillis)
-    // In use until now: whoever takes it next within a millisecond needs no
-    // I/O turn first. (One put back unused keeps its time: its turn may
-    // have been cut short.)
-    pooled.releasedAtNanos = this.#clock.unsafeCurrentTimeNanos()
+    // In use until now: when it was released is set by where it goes (see
+    // #handOff). One put back unused keeps its time: its turn may have been
+    // cut short.
     this.#giveBack(pooled, reusable, true)
   }
 
@@ -366,10 +365,17 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     this.#handOff(pooled, fromExchange)
   }
 
-  /** To the origin's next waiter, else idle. */
+  /**
+   * To the origin's next waiter, else idle. One coming from the request that
+   * ended on it is released now: handed straight over, or idle from now
+   * (whoever takes it within a millisecond needs no I/O turn first).
+   */
   #handOff(pooled: Pooled, fromExchange: boolean): void {
     const waiter = pooled.line.waiters.first
-    if (waiter === undefined) return this.#markIdle(pooled)
+    if (waiter === undefined) {
+      if (fromExchange) pooled.releasedAtNanos = this.#clock.unsafeCurrentTimeNanos()
+      return this.#markIdle(pooled)
+    }
     if (fromExchange) pooled.releasedAtNanos = handedOver
     this.#grant(waiter, pooled)
   }
