@@ -219,7 +219,7 @@ export const capSupport: Record<ClientName, CapSupport> = {
   "undici-pool": "per-origin",
   "undici-request": "none",
   "node-http": "per-origin and global",
-  "node-http-no-keepalive": "per-origin and global",
+  "node-http-no-keepalive": "none",
   "fetch": "none",
   "effect-undici": "none",
   "effect-node": "none"
