@@ -8,6 +8,9 @@ import * as Data from "effect/Data"
 /**
  * Why a request failed, fine enough to decide a retry:
  * - `Connect`: the connection could not be opened (nothing was sent).
+ * - `Proxy`: the proxy refused the connection (a 407, a CONNECT answered
+ *   with another status than 2xx, a SOCKS5 failure reply, a proxy that closed
+ *   during its handshake); nothing was sent to the origin.
  * - `Stale`: a reused connection was closed by the peer before any response byte.
  * - `Protocol`: the peer sent bytes that are not valid HTTP/1.1 (or not expected).
  * - `HeadersTooLarge`: the response head exceeded `maxHeaderSize` or the field count.
@@ -24,6 +27,7 @@ import * as Data from "effect/Data"
  */
 export type Reason =
   | "Connect"
+  | "Proxy"
   | "Stale"
   | "Protocol"
   | "HeadersTooLarge"
@@ -90,7 +94,7 @@ export declare namespace AgentError {
 }
 
 const sentByDefault = (reason: Reason, phase: Phase | undefined): boolean =>
-  !(reason === "Connect" || reason === "InvalidRequest" || reason === "Closed" ||
+  !(reason === "Connect" || reason === "Proxy" || reason === "InvalidRequest" || reason === "Closed" ||
     (reason === "Timeout" && (phase === "queue" || phase === "connect")))
 
 /**

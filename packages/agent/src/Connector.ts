@@ -10,6 +10,7 @@ import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { AgentError } from "./AgentError.js"
 import type { Origin } from "./Origin.js"
+import type { Endpoint } from "./Proxy.js"
 
 /**
  * What a Transport reports. Callbacks run synchronously on the transport's
@@ -63,6 +64,20 @@ export interface Transport {
 export interface ConnectOptions {
   /** Server name for TLS (SNI) and certificate checks; the origin's host by default. */
   readonly servername?: string | undefined
+  /**
+   * The proxy to go through, when there is one. The transport then reaches
+   * the origin as follows:
+   * - an `http` proxy and an `http:` origin: a plain connection to the proxy,
+   *   which the Agent sends absolute-form requests to (forwarding);
+   * - an `http` proxy and an `https:` origin: a CONNECT tunnel to the origin,
+   *   then TLS with the origin inside it;
+   * - a `socks5`/`socks5h` proxy: the SOCKS5 handshake to the origin, then
+   *   TLS for an `https:` origin.
+   *
+   * What the proxy refuses fails with reason `Proxy`; a proxy that cannot be
+   * reached, with reason `Connect` naming the proxy.
+   */
+  readonly proxy?: Endpoint | undefined
 }
 
 /**

@@ -43,3 +43,10 @@ export * as Http1 from "./Http1.js"
  * @since 0.1.0
  */
 export * as Origin from "./Origin.js"
+
+/**
+ * Proxies: which one a request goes through, and how each is reached.
+ *
+ * @since 0.2.0
+ */
+export * as Proxy from "./Proxy.js"
