@@ -16,6 +16,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { AgentError } from "./AgentError.js"
 import type { Connector } from "./Connector.js"
+import type * as Proxy from "./Proxy.js"
 import * as internal from "./internal/agent.js"
 import * as internalMetrics from "./internal/metrics.js"
 import * as internalResponse from "./internal/response.js"
@@ -72,6 +73,16 @@ export interface Config {
   readonly shutdownTimeout?: Duration.DurationInput | undefined
   /** `false`: record no metrics (default true; see `Agent.metricNames`). */
   readonly metrics?: boolean | undefined
+  /**
+   * The proxies to go through (default: none; the environment is read only
+   * when given `Proxy.fromEnv()`). A string is one proxy URL for every
+   * scheme; `""` is none. An `https:` origin goes through an `http` proxy in
+   * a CONNECT tunnel, an `http:` origin is forwarded to it; `socks5`/`socks5h`
+   * proxies carry both. Connections through a proxy are pooled per origin
+   * like any other. A proxy URL that cannot be used throws `ProxyConfigError`
+   * when the Agent is built.
+   */
+  readonly proxy?: Proxy.Config | string | undefined
 }
 
 /**
@@ -96,6 +107,7 @@ export interface ResolvedConfig {
   readonly queueTimeout: Duration.Duration
   readonly shutdownTimeout: Duration.Duration
   readonly metrics: boolean
+  readonly proxy: Proxy.Config
 }
 
 /**

@@ -219,6 +219,12 @@ export interface RequestHeadInput {
   readonly body: RequestBodyFraming
   /** False adds `connection: close` (replacing any caller `connection` header). */
   readonly persist: boolean
+  /**
+   * When set (`http://host:port`), the request-target is written in
+   * absolute-form, this origin followed by `path`: a request forwarded by a
+   * proxy.
+   */
+  readonly absoluteOrigin?: string | undefined
 }
 
 /**

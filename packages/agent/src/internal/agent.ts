@@ -19,6 +19,7 @@ import type { RequestTiming } from "./originLine.js"
 import { ConnectionPool } from "./pool.js"
 import { handOver, Held, holdWhile, type Keep, keepInCallerScope, Lease } from "./release.js"
 import * as Request from "./request.js"
+import { Routes } from "./routes.js"
 import { AgentResponse, decode } from "./response.js"
 import { type Trace, traced, TraceSettings } from "./tracing.js"
 import { Watchdog } from "./watchdog.js"
@@ -39,14 +40,18 @@ type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, 
 export class AgentService implements Agent.Service {
   readonly #pool: ConnectionPool
   readonly #env: AttemptEnv
+  /** The route of each origin, when some go through a proxy. */
+  readonly routes: Routes | undefined
 
   constructor(
     readonly config: Agent.ResolvedConfig,
     pool: ConnectionPool,
     connector: Context.Tag.Service<typeof Connector>,
     clock: Clock.Clock,
-    metrics: boolean
+    metrics: boolean,
+    routes: Routes | undefined
   ) {
+    this.routes = routes
     this.#pool = pool
     this.#env = { pool, connector, clock, metrics }
   }
@@ -88,7 +93,7 @@ export class AgentService implements Agent.Service {
     }
     const env = this.#env
     const startedAt = env.metrics ? env.clock.unsafeCurrentTimeNanos() : 0n
-    const prepared = Request.prepare(request, url, this.config.persist)
+    const prepared = Request.prepare(request, url, this.config.persist, this.routes)
     if (prepared instanceof AgentError) return Effect.fail(prepared)
     if (Effect.isEffect(prepared)) {
       return Effect.flatMap(restore(prepared), (p) => new Attempt(env, restore, request, p, keep, false, startedAt, trace).run())
@@ -285,6 +290,7 @@ class Attempt<A, E, R> implements RequestTiming {
     // object literal per request (see ARCHITECTURE.md).
     return Effect.flatMap(Effect.exit(this.restore(conn.send(this.prepared))), (exit) => {
       if (exit._tag === "Success") {
+        if (exit.value.status === 407 && this.prepared.route.forwarded) return this.proxyRefused(pooled)
         if (conn.served > 0) this.env.pool.countReused(pooled)
         this.ended(pooled.line, exit.value.status, undefined)
         const response = new AgentResponse(this.request, exit.value, conn, conn.exchange!)
@@ -294,6 +300,26 @@ class Attempt<A, E, R> implements RequestTiming {
       this.env.pool.checkin(pooled)
       return this.restore(this.retryStale(exit.cause, pooled.line))
     })
+  }
+
+  /**
+   * A forwarded request answered 407 by the proxy: the proxy wants
+   * credentials it was not given, or refused those it was. The origin saw
+   * nothing; the connection, its response unread, is closed.
+   */
+  proxyRefused(pooled: Pooled): Effect.Effect<never, AgentError> {
+    const proxy = this.prepared.route.proxy!
+    pooled.connection.destroy()
+    this.env.pool.checkin(pooled)
+    const error = new AgentError({
+      reason: "Proxy",
+      origin: this.prepared.origin.key,
+      detail: `proxy ${proxy.key} ${
+        proxy.credentials === undefined ? "requires authentication" : "refused the credentials"
+      } (407 Proxy Authentication Required)`
+    })
+    this.ended(pooled.line, 407, error)
+    return Effect.fail(error)
   }
 
   /**
@@ -318,7 +344,7 @@ class Attempt<A, E, R> implements RequestTiming {
   /** What only the pool knows, and the response head, go on the request's span, which ends. */
   traceResponse(response: AgentResponse): void {
     const now = this.env.clock.unsafeCurrentTimeNanos()
-    this.trace!.sentOn(response.connection.id, response.exchange.reused)
+    this.trace!.sentOn(response.connection.id, response.exchange.reused, this.prepared.route.proxy?.key)
     this.trace!.responded(response.status, response.head.headers, now)
   }
 }
@@ -340,7 +366,9 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       watchdog,
       shutdown: { cutShort: false }
     }
+    const routes = Config.hasProxy(config.proxy) ? new Routes(config.proxy) : undefined
     const opener = new Opener({
+      routes,
       connector,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runtime,
@@ -364,7 +392,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       clock,
       opener,
       watchdog,
-      new AgentMetrics(config.metrics)
+      new AgentMetrics(config.metrics, routes)
     )
     // When the Agent's scope closes: the pool shuts down (and waits for the
     // requests in flight, up to shutdownTimeout), then what is left of the
@@ -380,7 +408,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       )
     )
     yield* Effect.addFinalizer(() => Effect.ensuring(pool.shutdown(), watchdog.shutdown()))
-    return new AgentService(config, pool, connector, clock, config.metrics)
+    return new AgentService(config, pool, connector, clock, config.metrics, routes)
   })
 
 /** The body as text, failing with the Agent's own error. @internal */

@@ -1,5 +1,8 @@
 import * as Duration from "effect/Duration"
 import type * as Agent from "../Agent.js"
+import type * as Proxy from "../Proxy.js"
+import { ProxyConfigError } from "../Proxy.js"
+import * as InternalProxy from "./proxy.js"
 
 /** Every default of `Agent.Config`, in one place. @internal */
 export const defaults = {
@@ -48,8 +51,28 @@ export const resolve = (config: Agent.Config = {}): Agent.ResolvedConfig => ({
   maxRequestsPerConnection: positiveInteger("maxRequestsPerConnection", config.maxRequestsPerConnection, defaults.maxRequestsPerConnection),
   queueTimeout: Duration.decode(config.queueTimeout ?? defaults.queueTimeout),
   shutdownTimeout: Duration.decode(config.shutdownTimeout ?? defaults.shutdownTimeout),
-  metrics: config.metrics ?? defaults.metrics
+  metrics: config.metrics ?? defaults.metrics,
+  proxy: proxyOf(config.proxy)
 })
+
+/**
+ * A proxy setting as a config: a string is one proxy for every scheme, `""`
+ * none. A string that cannot be used throws `ProxyConfigError` naming `proxy`.
+ */
+const proxyOf = (proxy: Proxy.Config | string | undefined): Proxy.Config => {
+  if (proxy === undefined || proxy === "") return InternalProxy.none
+  if (typeof proxy !== "string") return proxy
+  try {
+    return InternalProxy.make({ all: proxy })
+  } catch (error) {
+    if (error instanceof ProxyConfigError) throw new ProxyConfigError({ reason: error.reason, setting: "proxy", detail: error.detail })
+    throw error
+  }
+}
+
+/** True when the config sends some origin through a proxy. @internal */
+export const hasProxy = (proxy: Proxy.Config): boolean =>
+  proxy.http !== undefined || proxy.https !== undefined || proxy.all !== undefined
 
 /** A duration in millis; Infinity for an infinite one (no deadline). @internal */
 export const millisOrInfinity = (duration: Duration.Duration): number =>

@@ -1074,7 +1074,9 @@ export const encodeRequestHead = (input: Http1.RequestHeadInput): Uint8Array | H
     if (scan === VALUE_INVALID) return refusal(`invalid character in host ${JSON.stringify(host)}`)
     if (scan === VALUE_NOT_ASCII) ascii = false
   }
-  let head = method + " " + path + " HTTP/1.1\r\nhost: " + host + "\r\n" + fields
+  const absolute = input.absoluteOrigin
+  if (absolute !== undefined && !isAbsoluteOrigin(absolute)) return refusal(`invalid absolute-form origin ${JSON.stringify(absolute)}`)
+  let head = method + " " + (absolute === undefined ? path : absolute + path) + " HTTP/1.1\r\nhost: " + host + "\r\n" + fields
   if (bodyLength === -1) {
     head += "transfer-encoding: chunked\r\n"
   } else if (body._tag === "Length" || method === "POST" || method === "PUT" || method === "PATCH") {
@@ -1086,6 +1088,10 @@ export const encodeRequestHead = (input: Http1.RequestHeadInput): Uint8Array | H
   // TextEncoder is the faster path, and for ASCII its UTF-8 is the latin1 encoding.
   return ascii ? encoder.encode(head) : encodeLatin1(head)
 }
+
+/** `scheme://authority`, visible ASCII only, nothing after the authority. */
+const absoluteOrigin = /^[a-z][a-z0-9+.-]*:\/\/[!$&-.0-;=@-~]+$/i
+const isAbsoluteOrigin = (s: string): boolean => absoluteOrigin.test(s)
 
 const EMPTY = new Uint8Array(0)
 

@@ -5,6 +5,7 @@ import * as MetricKey from "effect/MetricKey"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as MetricLabelModule from "effect/MetricLabel"
 import type { Origin } from "../Origin.js"
+import type { Routes } from "./routes.js"
 import type { CloseReason } from "./connection.js"
 
 /**
@@ -198,7 +199,8 @@ export class AgentMetrics {
   readonly #origins = new Map<string, OriginMetrics>()
   #overflow: OriginMetrics | undefined
 
-  constructor(readonly enabled: boolean) {}
+  /** `routes`: labels the series of an origin reached through a proxy with it (`keepalive.proxy`). */
+  constructor(readonly enabled: boolean, readonly routes?: Routes | undefined) {}
 
   /** The series of an origin. */
   of(origin: Origin): OriginMetrics {
@@ -208,11 +210,14 @@ export class AgentMetrics {
     if (this.#origins.size >= originLimit) {
       return this.#overflow ??= new OriginMetrics([label("otel.metric.overflow", "true")])
     }
-    metrics = new OriginMetrics([
+    const labels = [
       label("server.address", origin.host),
       label("server.port", String(origin.port)),
       label("url.scheme", origin.scheme)
-    ])
+    ]
+    const proxy = this.routes?.of(origin).proxy
+    if (proxy !== undefined) labels.push(label("keepalive.proxy", proxy.key))
+    metrics = new OriginMetrics(labels)
     this.#origins.set(origin.key, metrics)
     return metrics
   }

@@ -11,6 +11,7 @@ import type { Connector, Transport } from "../Connector.js"
 import type { Origin } from "../Origin.js"
 import type { Connection } from "./connection.js"
 import { List, ListNode } from "./list.js"
+import { direct, type Routes } from "./routes.js"
 import { asCloseable, ConnectionScope } from "./scope.js"
 import type { Trace } from "./tracing.js"
 import type { Deadline, Watchdog } from "./watchdog.js"
@@ -85,6 +86,8 @@ export interface OpenerEnv {
   readonly watchdog: Watchdog
   /** Time to open a connection, in millis (Infinity: none). */
   readonly connectMillis: number
+  /** The route of each origin, when some go through a proxy. */
+  readonly routes: Routes | undefined
   /** Makes the Connection for a transport. */
   readonly makeConnection: (origin: Origin, transport: Transport) => Connection
 }
@@ -130,8 +133,9 @@ export class Opener {
     // The connector runs in the connection's scope: the opening fiber starts
     // with it in its context (Scope.extend would copy the fiber's FiberRefs
     // twice per connection, setting and restoring the context).
-    const connect = env.connector.connect(origin, {})
-    const transport = trace === undefined ? connect : trace.connect(origin, connect)
+    const route = env.routes === undefined ? direct : env.routes.of(origin)
+    const connect = env.connector.connect(origin, route.connectOptions)
+    const transport = trace === undefined ? connect : trace.connect(origin, connect, route.proxy?.key)
     // The connector registers what it creates in the connection's scope
     // before it waits, so an interrupted connect (a request that gives up,
     // shutdown) leaves nothing open, whenever the interruption lands. The

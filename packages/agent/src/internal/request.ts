@@ -8,10 +8,13 @@ import type { Origin } from "../Origin.js"
 import type { Connection, PreparedBody, PreparedRequest } from "./connection.js"
 import * as Http1 from "./http1.js"
 import * as InternalOrigin from "./origin.js"
+import { direct, type Route, type Routes } from "./routes.js"
 
 /** A request checked and serialised, ready for any connection to its origin. @internal */
 export interface Prepared extends PreparedRequest {
   readonly origin: Origin
+  /** How its connection reaches the origin: direct, or through a proxy. */
+  readonly route: Route
   /** May be sent again after a stale connection: idempotent and replayable. */
   readonly retryable: boolean
 }
@@ -64,16 +67,24 @@ const encodeHead = (
   url: URL,
   headers: Record<string, string>,
   framing: Http1.RequestBodyFraming,
-  persist: boolean
+  persist: boolean,
+  route: Route
 ): Uint8Array | AgentError => {
+  const forwarded = route.forwarded
+  // Forwarded to a proxy: the target in absolute-form, the proxy's own
+  // credentials unless the caller gave a Proxy-Authorization of its own.
+  if (forwarded && route.proxyAuthorization !== undefined && headers["proxy-authorization"] === undefined) {
+    headers["proxy-authorization"] = route.proxyAuthorization
+  }
   const head = Http1.encodeRequestHead(
     new HeadInput(
       method,
-      method === "OPTIONS" && url.pathname === "/*" ? "*" : url.pathname + url.search,
+      method === "OPTIONS" && url.pathname === "/*" && !forwarded ? "*" : url.pathname + url.search,
       origin.hostHeader,
       headers,
       framing,
-      persist
+      persist,
+      forwarded ? origin.scheme + "://" + origin.hostHeader : undefined
     )
   )
   return head instanceof Uint8Array ? head : refuse(origin.key, head.detail)
@@ -114,6 +125,7 @@ const encoder = new TextEncoder()
 class PreparedImpl implements Prepared {
   constructor(
     readonly origin: Origin,
+    readonly route: Route,
     readonly method: string,
     readonly head: Uint8Array,
     readonly body: PreparedBody,
@@ -133,7 +145,8 @@ class HeadInput implements Http1.RequestHeadInput {
     readonly host: string,
     readonly headers: Record<string, string>,
     readonly body: Http1.RequestBodyFraming,
-    readonly persist: boolean
+    readonly persist: boolean,
+    readonly absoluteOrigin: string | undefined
   ) {}
 }
 
@@ -147,10 +160,12 @@ const emptyFraming: Http1.RequestBodyFraming = { _tag: "Empty" }
 export const prepare = (
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
-  persist: boolean
+  persist: boolean,
+  routes: Routes | undefined
 ): Prepared | AgentError | Effect.Effect<Prepared, AgentError> => {
   const origin = InternalOrigin.fromUrl(url)
   if (origin === undefined) return refuse("", `unsupported URL: ${url.href}`)
+  const route = routes === undefined ? direct : routes.of(origin)
   const headers = stringHeaders(request.headers)
   const method = request.method
   const retryable = Http1.isIdempotentMethod(method) || headers["idempotency-key"] !== undefined
@@ -158,9 +173,9 @@ export const prepare = (
     if (contentType !== undefined && contentType !== "" && headers["content-type"] === undefined) {
       headers["content-type"] = contentType
     }
-    const head = encodeHead(origin, method, url, headers, framing, persist)
+    const head = encodeHead(origin, method, url, headers, framing, persist, route)
     if (head instanceof AgentError) return head
-    return new PreparedImpl(origin, method, head, body, retryable && body._tag !== "Stream")
+    return new PreparedImpl(origin, route, method, head, body, retryable && body._tag !== "Stream")
   }
   const bytes = (data: Uint8Array, contentType: string | undefined) =>
     withBody(new BytesBody(data), { _tag: "Length", length: data.length }, contentType)

@@ -90,11 +90,15 @@ export class Trace {
     this.waitedMillis = seconds * 1000
   }
 
-  /** The request went out on connection `id`: what only the pool knows goes on its span. */
-  sentOn(id: number, reused: boolean): void {
+  /**
+   * The request went out on connection `id`, through `proxy` (its key) if
+   * any: what only the pool knows goes on its span.
+   */
+  sentOn(id: number, reused: boolean, proxy: string | undefined): void {
     this.span.attribute("keepalive.connection.id", id)
     this.span.attribute("keepalive.connection.reused", reused)
     this.span.attribute("keepalive.queue.wait_ms", this.waitedMillis)
+    if (proxy !== undefined) this.span.attribute("keepalive.proxy", proxy)
   }
 
   /** The response head came: its status and headers (names in lower case) go on the span, which ends. */
@@ -130,8 +134,12 @@ export class Trace {
     this.span.end(nowNanos, exit)
   }
 
-  /** The `keepalive.connect` span around opening a connection for this request, a child of its span. */
-  connect<A, E, R>(origin: Origin, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+  /**
+   * The `keepalive.connect` span around opening a connection for this
+   * request, a child of its span; `proxy` is the key of the proxy it goes
+   * through (`keepalive.proxy`), if any.
+   */
+  connect<A, E, R>(origin: Origin, effect: Effect.Effect<A, E, R>, proxy?: string): Effect.Effect<A, E, R> {
     return Effect.withTracer(
       Effect.withSpan(effect, "keepalive.connect", {
         kind: "client",
@@ -141,7 +149,8 @@ export class Trace {
           [ATTR_SERVER_ADDRESS]: origin.host,
           [ATTR_SERVER_PORT]: origin.port,
           [ATTR_URL_SCHEME]: origin.scheme,
-          "keepalive.tls": origin.scheme === "https"
+          "keepalive.tls": origin.scheme === "https",
+          ...(proxy !== undefined ? { "keepalive.proxy": proxy } : undefined)
         }
       }),
       this.settings.tracer
