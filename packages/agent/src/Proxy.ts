@@ -4,7 +4,6 @@
  *
  * @since 0.2.0
  */
-import * as Data from "effect/Data"
 import type * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
 import * as internal from "./internal/proxy.js"
@@ -56,14 +55,15 @@ export interface Config {
   readonly https: Endpoint | undefined
   /** The proxy of either scheme when its own is not set. */
   readonly all: Endpoint | undefined
-  /** The `NO_PROXY` list as given (entries separated by commas). */
+  /** The `NO_PROXY` list as given (entries separated by commas; see `bypasses`). */
   readonly noProxy: string
 }
 
 /**
  * Explicit proxy settings: URLs (`http://user:pass@host:port`,
- * `socks5://host`, `socks5h://host:1080`; a URL without a scheme is
- * `http://`) and a `NO_PROXY`-style list.
+ * `socks5://host`, `socks5h://host:1080`; a value without `scheme://`, such
+ * as `proxy:3128` or `[::1]:3128`, is `http://`; a path or query is ignored;
+ * an empty string is unset) and a `NO_PROXY`-style list.
  *
  * @since 0.2.0
  * @category models
@@ -76,27 +76,26 @@ export interface Options {
 }
 
 /**
- * A proxy setting that cannot be used: a URL that does not parse
- * (`InvalidUrl`) or whose scheme is not `http:`, `socks5:` or `socks5h:`
- * (`UnsupportedScheme`). `setting` names the variable or option it came
- * from; the message never shows the URL's credentials.
+ * A proxy setting that cannot be used: a URL that does not parse or has no
+ * host (`InvalidUrl`), or whose scheme is not `http:`, `socks5:` or
+ * `socks5h:` (`UnsupportedScheme`). `setting` names the variable or option it
+ * came from; `detail` and the message never show the URL's credentials.
  *
  * @since 0.2.0
  * @category errors
  */
-export class ProxyConfigError extends Data.TaggedError("ProxyConfigError")<{
-  readonly reason: "InvalidUrl" | "UnsupportedScheme"
-  readonly setting: string
-  readonly detail: string
-}> {
-  override get message(): string {
-    return `${this.setting}: ${this.detail}`
-  }
-}
+export const ProxyConfigError: typeof internal.ProxyConfigError = internal.ProxyConfigError
+
+/**
+ * @since 0.2.0
+ * @category errors
+ */
+export type ProxyConfigError = internal.ProxyConfigError
 
 /**
  * Builds a proxy config from explicit settings; throws `ProxyConfigError`
- * for a setting that cannot be used.
+ * for a setting that cannot be used, its `setting` the option's name
+ * (`http`, `https`, `all`).
  *
  * @since 0.2.0
  * @category constructors
@@ -109,10 +108,13 @@ export const make: (options: Options) => Config = internal.make
 /**
  * Builds a proxy config from environment variables as curl reads them:
  * `http_proxy`, `https_proxy`, `all_proxy` and `no_proxy`, lower case before
- * upper case; an empty value is unset. `HTTP_PROXY` in upper case is ignored
- * when `REQUEST_METHOD` is set (a CGI environment, where a request header
- * could set it). `env` defaults to `process.env` where there is one. Throws
- * `ProxyConfigError` naming the variable that cannot be used.
+ * upper case; an empty value is unset, and a value of the upper-case name is
+ * not read when the lower-case one is set. `HTTP_PROXY` in upper case is
+ * ignored when `REQUEST_METHOD` is set (a CGI environment, where a request's
+ * `Proxy:` header arrives as `HTTP_PROXY`); `http_proxy` is then read only
+ * when a variable of exactly that name exists, as names are
+ * case-insensitive on Windows. `env` defaults to `process.env` where there
+ * is one. Throws `ProxyConfigError` naming the variable that cannot be used.
  *
  * @since 0.2.0
  * @category constructors
@@ -129,13 +131,10 @@ export const none: Config = internal.none
 
 /**
  * The proxy that a request to `url` goes through, or none: the proxy of
- * the URL's scheme (else `all`) unless the host matches `noProxy`. The URL
- * is the proxy's `key` as a URL, without credentials. `noProxy`
- * follows curl: entries separated by commas, blanks and empty entries
- * ignored, case-insensitive; `*` alone matches every host; a name matches
- * itself and its subdomains, with or without a leading dot; trailing dots
- * are ignored; IPv4 and IPv6 addresses match as addresses, with CIDR
- * prefixes (`10.0.0.0/8`, `::1/128`).
+ * the URL's scheme (else `all`) unless the URL's host is in `noProxy` (see
+ * `bypasses`). The URL is the proxy's `key` as a URL, without credentials.
+ * A URL that is not `http:` or `https:`, or a string that does not parse,
+ * gets none.
  *
  * @since 0.2.0
  * @category selection
@@ -144,7 +143,27 @@ export const select: (config: Config, url: string | URL) => Option.Option<URL> =
 
 /**
  * True when `host` (a name or an address, IPv6 with or without brackets)
- * goes direct under the `noProxy` list.
+ * goes direct under the `noProxy` list, by the rules of curl's
+ * `Curl_check_noproxy`:
+ *
+ * - Entries are separated by commas; blanks around an entry and empty
+ *   entries are ignored. An entry ends at a blank, and the list ends at
+ *   anything but a comma after it: `"a b,c"` is the single entry `a`.
+ * - `*` as the whole list matches every host; among other entries it is an
+ *   ordinary name, and `*.example.com` matches no host.
+ * - A host name matches an entry equal to it or to one of its parent
+ *   domains, case-insensitively, the entry with or without a leading dot:
+ *   `example.com` and `.example.com` both match `example.com` and
+ *   `www.example.com`, not `nexample.com`. One trailing dot of the host and
+ *   of the entry is ignored.
+ * - An IPv4 host (dotted quad) matches IPv4 entries and an IPv6 host IPv6
+ *   entries, as addresses, with an optional prefix length (`10.0.0.0/8`,
+ *   `::1/64`). A prefix of `/0` compares the whole address; one longer than
+ *   the family's (`/33`, `/129`) or not a number matches nothing. An
+ *   address host is compared as an address only and a name host as a name
+ *   only: `localhost` and `127.0.0.1` do not match each other.
+ * - An entry with a port (`example.com:8080`) or an IPv6 entry in brackets
+ *   (`[::1]`) matches no host.
  *
  * @since 0.2.0
  * @category selection
