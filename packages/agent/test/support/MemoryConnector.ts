@@ -1,6 +1,6 @@
 import { AgentError } from "@keepalive/agent/AgentError"
 import { Connector } from "@keepalive/agent/Connector"
-import type { Transport, TransportListener } from "@keepalive/agent/Connector"
+import type { ConnectOptions, Transport, TransportListener } from "@keepalive/agent/Connector"
 import type { Origin } from "@keepalive/agent/Origin"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -29,7 +29,13 @@ export class ServerSocket implements Transport {
   #pending: Array<() => void> = []
   readonly remoteAddress = "memory"
 
-  constructor(readonly origin: Origin, readonly id: number, readonly server: MemoryServer) {}
+  constructor(
+    readonly origin: Origin,
+    readonly id: number,
+    readonly server: MemoryServer,
+    /** What the Agent told the connector (the proxy, if any). */
+    readonly options: ConnectOptions = {}
+  ) {}
 
   // --- the client's view (Transport) ---
   listen(listener: TransportListener): void {
@@ -154,7 +160,7 @@ export class MemoryServer {
   }
 
   readonly layer: Layer.Layer<Connector> = Layer.succeed(Connector, {
-    connect: (origin) =>
+    connect: (origin, options) =>
       Effect.suspend(() => {
         this.connects++
         if (this.hang) {
@@ -163,7 +169,7 @@ export class MemoryServer {
         if (this.refuse) {
           return Effect.fail(new AgentError({ reason: "Connect", origin: origin.key, detail: "refused" }))
         }
-        const socket = new ServerSocket(origin, this.sockets.length + 1, this)
+        const socket = new ServerSocket(origin, this.sockets.length + 1, this, options)
         this.sockets.push(socket)
         this.onConnect?.(socket)
         return Effect.succeed(socket)
