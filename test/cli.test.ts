@@ -24,9 +24,23 @@ interface Ran {
   readonly stderr: string
 }
 
-const run = (command: string, args: ReadonlyArray<string>, input?: string): Promise<Ran> =>
+/** Variables that choose a proxy: none reaches a run unless a test sets it. */
+const proxyVariable = /^(?:(?:http|https|all|no)_proxy|request_method)$/i
+
+/** This process's environment without proxy settings, plus `env`. */
+const environment = (env: Readonly<Record<string, string>> = {}): NodeJS.ProcessEnv => ({
+  ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !proxyVariable.test(name))),
+  ...env
+})
+
+const run = (
+  command: string,
+  args: ReadonlyArray<string>,
+  input?: string,
+  env?: Readonly<Record<string, string>>
+): Promise<Ran> =>
   new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: root, stdio: ["pipe", "pipe", "pipe"] })
+    const child = spawn(command, args, { cwd: root, env: environment(env), stdio: ["pipe", "pipe", "pipe"] })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
@@ -36,9 +50,9 @@ const run = (command: string, args: ReadonlyArray<string>, input?: string): Prom
     child.stdin.end(input ?? "")
   })
 
-/** Runs the command line from its sources. */
-const keepalive = (args: ReadonlyArray<string>, input?: string): Promise<Ran> =>
-  run(process.execPath, [...bin, ...args], input)
+/** Runs the command line from its sources, in an environment without proxy settings but those of `env`. */
+const keepalive = (args: ReadonlyArray<string>, input?: string, env?: Readonly<Record<string, string>>): Promise<Ran> =>
+  run(process.execPath, [...bin, ...args], input, env)
 
 const jsonLines = (stdout: string): Array<any> =>
   stdout.trim().split("\n").map((line) => JSON.parse(line))
@@ -99,7 +113,7 @@ describe("keepalive: usage", () => {
   it("--help of each command names its options, in plain text through a pipe, and exits 0", async () => {
     const cases = [
       [["--help"], ["fetch", "probe", "demo"]],
-      [["fetch", "--help"], ["--input", "--concurrency", "--max-per-origin", "--max-connections", "--idle-timeout", "--no-persist", "--method", "--header", "--data", "--output", "--json"]],
+      [["fetch", "--help"], ["--input", "--concurrency", "--max-per-origin", "--max-connections", "--idle-timeout", "--no-persist", "--method", "--header", "--data", "--output", "--json", "--proxy", "--noproxy"]],
       [["probe", "--help"], ["--max-requests", "--max-idle", "--json"]],
       [["demo", "--help"], ["--requests", "--origins", "--concurrency", "--max-per-origin", "--max-connections"]]
     ] as const
@@ -168,7 +182,7 @@ describe("keepalive fetch", () => {
     const { summary } = lines[60]
     expect(responses.map((r) => r.url).sort()).toEqual([...urls].sort())
     for (const r of responses) {
-      expect(r).toEqual({ url: r.url, status: 200, bytes: `body of ${new URL(r.url).pathname}`.length, ms: expect.any(Number), reused: expect.any(Boolean) })
+      expect(r).toEqual({ url: r.url, proxy: null, status: 200, bytes: `body of ${new URL(r.url).pathname}`.length, ms: expect.any(Number), reused: expect.any(Boolean) })
     }
     const opened = servers.reduce((n, s) => n + s.accepted, 0) - accepted
     // Each connection's first request is the only one not on a reused connection.
@@ -215,6 +229,7 @@ describe("keepalive fetch", () => {
     expect(lines.find((l) => l.url === good)).toMatchObject({ status: 200 })
     expect(lines.find((l) => l.url === bad)).toEqual({
       url: bad,
+      proxy: null,
       error: { reason: "Connect", message: expect.stringContaining("ECONNREFUSED") }
     })
     expect(lines[3].summary).toMatchObject({ requests: 3, failed: 2, failuresByReason: { Connect: 2 } })

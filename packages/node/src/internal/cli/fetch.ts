@@ -3,13 +3,14 @@ import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as Agent from "@keepalive/agent/Agent"
+import type * as Proxy from "@keepalive/agent/Proxy"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as NodeAgent from "../../NodeAgent.js"
-import { agentOptions, duration, UsageError, Unsuccessful } from "./options.js"
+import { agentOptions, duration, proxyConfig, proxyFor, proxyOptions, UsageError, Unsuccessful } from "./options.js"
 import { Progress } from "./progress.js"
 import { messageOf, type Outcome, reasonOf, Recorder, summaryLines } from "./summary.js"
 
@@ -100,6 +101,8 @@ interface FetchOptions {
   readonly data: Option.Option<string>
   readonly output: Option.Option<string>
   readonly json: boolean
+  readonly proxy: Option.Option<string>
+  readonly noproxy: Option.Option<string>
 }
 
 /** What is sent, built from the options before anything is sent. */
@@ -109,6 +112,9 @@ interface Plan {
   readonly headers: ReadonlyArray<readonly [string, string]>
   readonly body: Uint8Array | undefined
   readonly output: string | undefined
+  readonly proxy: Proxy.Config
+  /** The key of the proxy each URL goes through, or null; by the index of `urls`. */
+  readonly proxies: ReadonlyArray<string | null>
 }
 
 const plan = (options: FetchOptions): Plan => {
@@ -116,6 +122,7 @@ const plan = (options: FetchOptions): Plan => {
   if (Option.isSome(options.input)) sources.push(...readInput(options.input.value))
   if (sources.length === 0) throw new UsageError({ message: "no URL given: pass URLs or --input FILE|-" })
   const urls = sources.map(checkUrl)
+  const proxy = proxyConfig(options, process.env)
   const method = Option.getOrElse(options.method, () => Option.isSome(options.data) ? "POST" : "GET")
   if (!token.test(method)) throw new UsageError({ message: `--method must be a token such as GET, got '${method}'` })
   const headers = options.header.map(parseHeader)
@@ -130,7 +137,8 @@ const plan = (options: FetchOptions): Plan => {
       throw new UsageError({ message: `cannot write to --output ${options.output.value}: ${messageOf(cause)}` })
     }
   }
-  return { urls, method, headers, body, output }
+  const proxies = urls.map((url) => proxyFor(proxy, new URL(url))?.key ?? null)
+  return { urls, method, headers, body, output, proxy, proxies }
 }
 
 const buildRequest = (p: Plan, url: string): HttpClientRequest.HttpClientRequest => {
@@ -153,6 +161,7 @@ class OutputError extends Error {
 /** Sends one request, streams its body (to a file with `--output`), and says how it went. */
 const fetchOne = (p: Plan, index: number): Effect.Effect<Outcome, never, Agent.Agent> => {
   const url = p.urls[index]!
+  const proxy = p.proxies[index]!
   const started = performance.now()
   return Agent.requestWith(buildRequest(p, url), (response) => {
     let bytes = 0
@@ -179,9 +188,10 @@ const fetchOne = (p: Plan, index: number): Effect.Effect<Outcome, never, Agent.A
     })))
   }).pipe(
     Effect.match({
-      onFailure: (error): Outcome => ({ url, error: { reason: reasonOf(error), message: messageOf(error) } }),
+      onFailure: (error): Outcome => ({ url, proxy, error: { reason: reasonOf(error), message: messageOf(error) } }),
       onSuccess: ({ bytes, reused, status }): Outcome => ({
         url,
+        proxy,
         status,
         bytes,
         ms: Math.round((performance.now() - started) * 10) / 10,
@@ -219,7 +229,8 @@ const run = (options: FetchOptions) =>
           maxConnectionsPerOrigin: options.maxPerOrigin,
           maxConnections: options.maxConnections,
           idleTimeout: options.idleTimeout,
-          persist: !options.noPersist
+          persist: !options.noPersist,
+          proxy: p.proxy
         })
       )
     )
@@ -257,5 +268,6 @@ export const command = Command.make("fetch", {
   header: Options.repeated(textOption("header", "H", "K:V", "a request header; repeatable")),
   data: Options.optional(textOption("data", "d", "TEXT|@FILE", "request body: the text, or the bytes of FILE")),
   output: Options.optional(textOption("output", "o", "DIR", "write each response body to a file in DIR")),
-  json: Options.boolean("json").pipe(Options.withDescription("one JSON line per response, then a summary line"))
+  json: Options.boolean("json").pipe(Options.withDescription("one JSON line per response, then a summary line")),
+  ...proxyOptions
 }, run).pipe(Command.withDescription("Fetch URLs through one Agent and summarise what the connections did."))

@@ -1,9 +1,11 @@
 import * as HelpDoc from "@effect/cli/HelpDoc"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
+import * as Proxy from "@keepalive/agent/Proxy"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 
 /**
  * Bad input found after parsing (a URL, a file): reported as one line, exit code 2.
@@ -130,3 +132,71 @@ export const agentOptions = {
     description: "the Agent's maxConnections"
   })
 }
+
+/**
+ * `--proxy` and `--noproxy`, curl's flags, shared by `fetch` and `probe`.
+ *
+ * @internal
+ */
+export const proxyOptions = {
+  proxy: Options.optional(
+    Options.text("proxy").pipe(
+      Options.withPseudoName("URL"),
+      Options.withDescription(
+        "one proxy for every scheme (http://, socks5://, socks5h://), instead of http_proxy, https_proxy and all_proxy; '' for none at all"
+      )
+    )
+  ),
+  noproxy: Options.optional(
+    Options.text("noproxy").pipe(
+      Options.withPseudoName("LIST"),
+      Options.withDescription("hosts that go direct, comma-separated, instead of NO_PROXY ('*' for all)")
+    )
+  )
+}
+
+/**
+ * Which proxy each request goes through, as curl decides it: the
+ * environment's (`http_proxy`, `HTTPS_PROXY`, `all_proxy`, `no_proxy`…)
+ * unless `--proxy` names one for every scheme, or turns them all off with
+ * `""`; `--noproxy` stands in for `NO_PROXY` either way. A proxy URL that
+ * cannot be used is a `UsageError` naming the flag or the variable, whose
+ * message never shows the URL's credentials.
+ *
+ * @internal
+ */
+export const proxyConfig = (
+  flags: { readonly proxy: Option.Option<string>; readonly noproxy: Option.Option<string> },
+  env: Readonly<Record<string, string | undefined>>
+): Proxy.Config => {
+  try {
+    if (Option.isSome(flags.proxy)) {
+      if (flags.proxy.value === "") return Proxy.none
+      // The environment's list, read by the library's rules (lower case first, empty unset), and nothing else of it.
+      const noProxy = Option.getOrElse(
+        flags.noproxy,
+        () => Proxy.fromEnv({ no_proxy: env["no_proxy"], NO_PROXY: env["NO_PROXY"] }).noProxy
+      )
+      return Proxy.make({ all: flags.proxy.value, noProxy })
+    }
+    return Proxy.fromEnv(
+      Option.isSome(flags.noproxy) ? { ...env, no_proxy: flags.noproxy.value, NO_PROXY: undefined } : env
+    )
+  } catch (error) {
+    if (!(error instanceof Proxy.ProxyConfigError)) throw error
+    // `all` is the only option `make` is given here: it came from --proxy.
+    const where = error.setting === "all" ? "--proxy" : `the environment variable ${error.setting}`
+    throw new UsageError({ message: `bad proxy in ${where}: ${error.detail}` })
+  }
+}
+
+/**
+ * The proxy a request to `url` goes through under `config`, with its
+ * credentials; undefined for a direct connection.
+ *
+ * @internal
+ */
+export const proxyFor = (config: Proxy.Config, url: URL): Proxy.Endpoint | undefined =>
+  Option.isNone(Proxy.select(config, url))
+    ? undefined
+    : (url.protocol === "http:" ? config.http : config.https) ?? config.all

@@ -2,13 +2,16 @@ import type * as Agent from "@keepalive/agent/Agent"
 import { isAgentError } from "@keepalive/agent/AgentError"
 
 /**
- * One request's outcome, as `fetch --json` prints it.
+ * One request's outcome, as `fetch --json` prints it. `proxy` is the key
+ * (`scheme://host:port`, never credentials) of the proxy it went through,
+ * null when it went direct.
  *
  * @internal
  */
 export type Outcome =
   | {
     readonly url: string
+    readonly proxy: string | null
     readonly status: number
     readonly bytes: number
     readonly ms: number
@@ -16,6 +19,7 @@ export type Outcome =
   }
   | {
     readonly url: string
+    readonly proxy: string | null
     readonly error: { readonly reason: string; readonly message: string }
   }
 
@@ -140,6 +144,13 @@ export class Recorder {
   }
 }
 
+/** The requests that went through each proxy, by its key. */
+const proxyCounts = (outcomes: ReadonlyArray<Outcome>): Map<string, number> => {
+  const counts = new Map<string, number>()
+  for (const { proxy } of outcomes) if (proxy !== null) counts.set(proxy, (counts.get(proxy) ?? 0) + 1)
+  return counts
+}
+
 const formatBytes = (n: number): string =>
   n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`
 
@@ -162,6 +173,11 @@ export const summaryLines = (summary: Summary, seconds: number, recorder: Record
     `bytes         ${formatBytes(summary.bytes)} of response bodies`,
     `latency       p50 ${formatMs(summary.p50Ms)}, p90 ${formatMs(summary.p90Ms)}, p99 ${formatMs(summary.p99Ms)}`
   ]
+  const proxied = proxyCounts(recorder.outcomes)
+  if (proxied.size > 0) {
+    const through = [...proxied].map(([key, n]) => `${key} for ${n} of ${summary.requests}`).join(", ")
+    lines.splice(1, 0, `proxy         ${through} ${summary.requests === 1 ? "request" : "requests"}`)
+  }
   const reasons = Object.entries(summary.failuresByReason)
   if (reasons.length > 0) {
     lines.push(`failures      ${reasons.map(([reason, n]) => `${reason} ${n}`).join(", ")}`)
