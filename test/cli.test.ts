@@ -114,7 +114,7 @@ describe("keepalive: usage", () => {
     const cases = [
       [["--help"], ["fetch", "probe", "demo"]],
       [["fetch", "--help"], ["--input", "--concurrency", "--max-per-origin", "--max-connections", "--idle-timeout", "--no-persist", "--method", "--header", "--data", "--output", "--json", "--proxy", "--noproxy"]],
-      [["probe", "--help"], ["--max-requests", "--max-idle", "--json"]],
+      [["probe", "--help"], ["--max-requests", "--max-idle", "--json", "--proxy", "--noproxy"]],
       [["demo", "--help"], ["--requests", "--origins", "--concurrency", "--max-per-origin", "--max-connections"]]
     ] as const
     const ran = await Promise.all(cases.map(([args]) => keepalive(args)))
@@ -372,6 +372,8 @@ describe("keepalive probe", () => {
       expect(ran.code).toBe(0)
       expect(JSON.parse(ran.stdout)).toEqual({
         url: `${s.base}/`,
+        proxy: null,
+        measured: "origin",
         keepAlive: false,
         hint: null,
         requestsPerConnection: 1,
