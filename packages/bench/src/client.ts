@@ -69,6 +69,12 @@ const makeRunner = async (client: ClientName, scenario: Scenario, urls: Readonly
       return (await import("./clients/effectPlatform.js")).effectUndici(scenario, urls)
     case "effect-node":
       return (await import("./clients/effectPlatform.js")).effectNode(scenario, urls)
+    case "undici-proxy-agent":
+      return (await import("./clients/undiciProxy.js")).undiciProxyAgent(scenario, urls)
+    case "undici-proxy-agent-forward":
+      return (await import("./clients/undiciProxy.js")).undiciProxyAgentForward(scenario, urls)
+    case "undici-env-proxy-agent":
+      return (await import("./clients/undiciProxy.js")).undiciEnvProxyAgent(scenario, urls)
   }
 }
 

@@ -6,6 +6,9 @@
  *   pnpm bench [--json] [--only a,b] [--clients keepalive,undici-pool,wrk]
  *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080 BENCH_PIN=0
  *   BENCH_BASELINE=../other-checkout (its keepalive clients as extra rows, same rounds)
+ *
+ * The proxied scenarios (bp, gp) also start squid (`squid.ts`), installing it
+ * with apt-get when it is missing and we are root.
  */
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -19,10 +22,12 @@ import { affinityOf, choosePinning, onCore } from "./pinning.js"
 import type { Pinning } from "./pinning.js"
 import { renderTable, summarize } from "./report.js"
 import type { Run, ScenarioResult } from "./report.js"
-import { capSupport, scenarios, tlsCaEnv, tlsPortOffset } from "./scenarios.js"
+import { capSupport, proxyEnv, scenarios, tlsCaEnv, tlsPortOffset } from "./scenarios.js"
 import type { ClientName, Scenario } from "./scenarios.js"
 import { nginxVersion, startServer } from "./server.js"
 import type { Server } from "./server.js"
+import { obtainSquid, startSquid } from "./squid.js"
+import type { Squid } from "./squid.js"
 import { runWrk, wrkVersion } from "./wrk.js"
 
 interface Options {
@@ -144,28 +149,55 @@ const basePortFor = (server: Server, scenario: Scenario): number =>
 const measureClient = async (
   pinning: Pinning,
   server: Server,
+  /** The proxy of a proxied scenario; undefined otherwise. */
+  squid: Squid | undefined,
   scenario: Scenario,
   client: ClientName,
   seconds: number,
   script = clientScript
 ): Promise<Run> => {
   const before = await server.acceptedConnections()
+  const squidBefore = squid?.counts()
   const report = await spawnClient(pinning, [client, scenario.id, String(seconds), String(basePortFor(server, scenario))], seconds, script)
+  // squid logs a tunnel when it closes: after the client process has exited.
+  await squid?.settle()
+  const squidAfter = squid?.counts()
   // The second /status request opens a connection of its own.
-  const connectionsOpened = (await server.acceptedConnections()) - before - 1
+  const serverConnections = (await server.acceptedConnections()) - before - 1
   if (report.outcome === "idle") return { outcome: "failed", reason: "the client process did not run a client" }
   if (report.outcome !== "measured") return report
   if (pinning.pinned && report.cores !== undefined && report.cores !== String(pinning.clientCore)) {
     return { outcome: "failed", reason: `ran on cores ${report.cores}, not on core ${pinning.clientCore}` }
   }
+  // Through squid, the client's connections are those squid accepted; the server's are squid's own.
+  const proxied = squidBefore !== undefined && squidAfter !== undefined
+    ? {
+      connections: squidAfter.connections - squidBefore.connections,
+      connects: squidAfter.connects - squidBefore.connects,
+      cpuSeconds: squidAfter.cpuSeconds - squidBefore.cpuSeconds
+    }
+    : undefined
+  if (proxied !== undefined && proxied.connections === 0 && report.completedTotal > 0) {
+    return { outcome: "failed", reason: `${report.completedTotal} responses but squid accepted no connection: the client did not go through the proxy` }
+  }
+  const connectionsOpened = proxied?.connections ?? serverConnections
+  // Every count per 1,000 responses covers the whole process, warm-up included.
+  const perThousand = (count: number) => (count / report.completedTotal) * 1000
   return {
     outcome: "measured",
     requestsPerSecond: report.completed / report.seconds,
     ...(report.completed === 0 ? {} : { cpuMicrosPerResponse: (report.cpuSeconds * 1e6) / report.completed }),
     peakRssMB: report.maxRssMB,
     connectionsOpened,
-    // Both counts cover the whole process, warm-up included.
-    ...(report.completedTotal === 0 ? {} : { connectionsPerThousandResponses: (connectionsOpened / report.completedTotal) * 1000 }),
+    ...(report.completedTotal === 0 ? {} : { connectionsPerThousandResponses: perThousand(connectionsOpened) }),
+    ...(proxied === undefined ? {} : {
+      connectsSent: proxied.connects,
+      originConnectionsOpened: serverConnections,
+      ...(report.completedTotal === 0 ? {} : {
+        connectsPerThousandResponses: perThousand(proxied.connects),
+        proxyCpuMicrosPerResponse: (proxied.cpuSeconds * 1e6) / report.completedTotal
+      })
+    }),
     errors: report.errors,
     ...(report.firstError === undefined ? {} : { firstError: report.firstError })
   }
@@ -211,6 +243,19 @@ const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string>
   if (client === "keepalive" || client === "keepalive-no-persist") notes.push("Agent.request")
   if (client === "keepalive-scoped") notes.push("Agent.requestScoped in Effect.scoped")
   if (client === "keepalive-with") notes.push("Agent.requestWith")
+  if (scenario.proxy === true) {
+    const http = scenario.tls !== true
+    if (client === "keepalive") notes.push(`proxy: the squid URL; ${http ? "forwarded in absolute-form" : "a CONNECT tunnel per pooled connection"}`)
+    if (client === "undici-proxy-agent") {
+      notes.push(`ProxyAgent({ uri, connections })${http ? ", proxyTunnel: true (its default): the http origin goes in CONNECT tunnels" : ""}`)
+    }
+    if (client === "undici-proxy-agent-forward") {
+      notes.push("ProxyAgent, proxyTunnel: false: forwarded in absolute-form; its Pool to the proxy capped through `factory` (undici gives it no `connections`)")
+    }
+    if (client === "undici-env-proxy-agent") {
+      notes.push(`EnvHttpProxyAgent({ httpProxy, httpsProxy, noProxy: "", connections })${http ? ", tunnels the http origin as ProxyAgent does" : ""}`)
+    }
+  }
   if (scenario.read === "stream") {
     if (client === "keepalive" || client === "keepalive-with") notes.push("body via Agent.forEachChunk")
     if (client === "keepalive-scoped" || client === "keepalive-httpclient" || client.startsWith("effect-")) {
@@ -223,6 +268,7 @@ const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string>
 const runScenario = async (
   options: Options,
   server: Server,
+  squid: Squid | undefined,
   scenario: Scenario,
   wrk: boolean,
   /** The client script of the baseline's rows, when there is a baseline. */
@@ -247,18 +293,20 @@ const runScenario = async (
     // (wrk's 128 connections closing, say) or first.
     const shift = (round - 1) % order.length
     for (const client of [...order.slice(shift), ...order.slice(0, shift)]) {
+      const proxy = scenario.proxy === true ? squid : undefined
       const run = client === "wrk"
         ? await measureWrk(pinning, server, scenario, scenario.wrkConnections!, seconds)
         : client.endsWith(baselineSuffix)
         ? await measureClient(
           pinning,
           server,
+          proxy,
           scenario,
           client.slice(0, -baselineSuffix.length) as ClientName,
           seconds,
           baselineScript
         )
-        : await measureClient(pinning, server, scenario, client as ClientName, seconds)
+        : await measureClient(pinning, server, proxy, scenario, client as ClientName, seconds)
       runsByClient.get(client)!.push(run)
       const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
       log(`[${scenario.id} ${round}/${rounds}] ${client.padEnd(32)} ${shown}`)
@@ -273,11 +321,17 @@ const baselineRssMB = async (pinning: Pinning): Promise<number | undefined> => {
 }
 
 /**
- * The serving processes and their cores, as `taskset -cp` reports them;
- * throws when pinning was asked for and a serving process runs elsewhere.
+ * The serving processes (squid among them when it runs) and their cores, as
+ * `taskset -cp` reports them; throws when pinning was asked for and a
+ * serving process runs elsewhere.
  */
-const checkServerPinning = (pinning: Pinning, server: Server): ReadonlyArray<{ readonly pid: number; readonly cores: string }> => {
-  const processes = server.servingPids().map((pid) => ({ pid, cores: affinityOf(pid) ?? "unknown" }))
+const checkServerPinning = (
+  pinning: Pinning,
+  server: Server,
+  squid: Squid | undefined
+): ReadonlyArray<{ readonly pid: number; readonly cores: string }> => {
+  const pids = [...server.servingPids(), ...(squid?.pid === undefined ? [] : [squid.pid])]
+  const processes = pids.map((pid) => ({ pid, cores: affinityOf(pid) ?? "unknown" }))
   if (pinning.pinned) {
     const expected = String(pinning.serverCore)
     if (processes.length === 0) throw new Error("pinning: found no serving process to check (BENCH_PIN=0 runs unpinned)")
@@ -320,21 +374,48 @@ const main = async () => {
   // The HTTPS clients trust the server's CA (client processes inherit the environment).
   if (server.tlsCaFile !== undefined) process.env[tlsCaEnv] = server.tlsCaFile
   let baseline: BaselineHarness | undefined
-  const stopServer = () => {
+  let squid: Squid | undefined
+  const stopServer = async () => {
     baseline?.remove()
+    await squid?.stop()
     return server.stop()
   }
   const onSignal = () => void stopServer().finally(() => process.exit(130))
   process.once("SIGINT", onSignal)
   process.once("SIGTERM", onSignal)
   try {
+    if (runnable.some((scenario) => scenario.proxy === true)) {
+      const found = obtainSquid(log)
+      let unavailable = "unavailable" in found ? found.unavailable : undefined
+      if ("binary" in found) {
+        try {
+          // squid relays to the bench's ports only: the plain origins and the HTTPS port.
+          squid = await startSquid({
+            ...found,
+            pinning,
+            connectPorts: { from: server.basePort, to: server.basePort + Math.max(ports - 1, tlsPortOffset) },
+            probeUrl: `http://127.0.0.1:${server.basePort}/status`
+          })
+        } catch (cause) {
+          unavailable = cause instanceof Error ? cause.message : String(cause)
+        }
+      }
+      if (squid === undefined) {
+        for (const scenario of runnable) if (scenario.proxy === true) log(`scenario ${scenario.id} skipped: ${unavailable}`)
+        runnable = runnable.filter((scenario) => scenario.proxy !== true)
+      } else {
+        // The proxied clients go through it (client processes inherit the environment).
+        process.env[proxyEnv] = squid.url
+      }
+    }
     if (options.baseline !== undefined) baseline = prepareBaseline(packageDir, options.baseline)
-    const serverProcesses = checkServerPinning(pinning, server)
+    const serverProcesses = checkServerPinning(pinning, server, squid)
     const serverNote = serverKind === "nginx"
       ? server.description
       : `${server.description} (${nginx === undefined ? "nginx not found on PATH" : "BENCH_SERVER=node"})`
     const meta = {
       server: serverNote,
+      ...(squid === undefined ? {} : { proxy: `${squid.description}, ${squid.url}, on the server's core` }),
       ports: `127.0.0.1:${server.basePort}–${server.basePort + ports - 1}`,
       node: process.version,
       cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "unknown"}`,
@@ -358,6 +439,7 @@ const main = async () => {
         "## keepalive bench",
         "",
         `- server: ${meta.server}, ${meta.ports}`,
+        ...(meta.proxy === undefined ? [] : [`- proxy: ${meta.proxy}`]),
         `- node ${meta.node}, ${meta.cpus} (1-minute load average at start: ${meta.loadAverageAtStart.toFixed(2)}), undici ${meta.undici} (npm), wrk ${meta.wrk}`,
         `- ${pinningLine(pinning, serverProcesses)}`,
         `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
@@ -369,7 +451,7 @@ const main = async () => {
     }
     const results: Array<ScenarioResult> = []
     for (const scenario of runnable) {
-      const result = await runScenario(options, server, scenario, wrk !== undefined, baseline?.clientScript)
+      const result = await runScenario(options, server, squid, scenario, wrk !== undefined, baseline?.clientScript)
       results.push(result)
       if (!options.json) console.log(renderTable(result) + "\n")
     }

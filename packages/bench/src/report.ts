@@ -18,10 +18,21 @@ export type Run =
     readonly cpuMicrosPerResponse?: number
     /** Absent for wrk, whose memory is not the question. */
     readonly peakRssMB?: number
-    /** Connections the server accepted during the run, warm-up included. */
+    /**
+     * Connections the client opened during the run, warm-up included: those
+     * the server accepted, or in a proxied scenario those squid accepted.
+     */
     readonly connectionsOpened?: number
     /** `connectionsOpened` ÷ every response the client completed in its run (warm-up included) × 1,000. */
     readonly connectionsPerThousandResponses?: number
+    /** Proxied scenarios: the CONNECT requests squid answered during the run. */
+    readonly connectsSent?: number
+    /** Proxied scenarios: `connectsSent` ÷ every response the client completed in its run × 1,000. */
+    readonly connectsPerThousandResponses?: number
+    /** Proxied scenarios: connections the server accepted from squid during the run. */
+    readonly originConnectionsOpened?: number
+    /** Proxied scenarios: squid's user + system CPU over the whole run ÷ every response of the run, in µs. */
+    readonly proxyCpuMicrosPerResponse?: number
     readonly errors: number
     readonly firstError?: string
   }
@@ -54,6 +65,11 @@ export interface Row {
   readonly connectionsOpened?: number
   /** Median over rounds. */
   readonly connectionsPerThousandResponses?: number
+  /** Proxied scenarios, each the median over rounds. */
+  readonly connectsSent?: number
+  readonly connectsPerThousandResponses?: number
+  readonly originConnectionsOpened?: number
+  readonly proxyCpuMicrosPerResponse?: number
   readonly errors: number
   readonly notes: ReadonlyArray<string>
   /** One per round, in round order. */
@@ -63,6 +79,8 @@ export interface Row {
 export interface ScenarioResult {
   readonly id: string
   readonly title: string
+  /** Through squid: the connection columns count connections to squid, and CONNECTs and squid's CPU are added. */
+  readonly proxied: boolean
   readonly rows: ReadonlyArray<Row>
 }
 
@@ -119,6 +137,10 @@ export const summarize = (
     const rss = medianOf(measured.map((run) => run.peakRssMB))
     const connections = medianOf(measured.map((run) => run.connectionsOpened))
     const churn = medianOf(measured.map((run) => run.connectionsPerThousandResponses))
+    const connects = medianOf(measured.map((run) => run.connectsSent))
+    const connectChurn = medianOf(measured.map((run) => run.connectsPerThousandResponses))
+    const originConnections = medianOf(measured.map((run) => run.originConnectionsOpened))
+    const proxyCpu = medianOf(measured.map((run) => run.proxyCpuMicrosPerResponse))
     return {
       client,
       ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
@@ -128,12 +150,16 @@ export const summarize = (
       ...(rss === undefined ? {} : { peakRssMB: rss }),
       ...(connections === undefined ? {} : { connectionsOpened: connections }),
       ...(churn === undefined ? {} : { connectionsPerThousandResponses: churn }),
+      ...(connects === undefined ? {} : { connectsSent: connects }),
+      ...(connectChurn === undefined ? {} : { connectsPerThousandResponses: connectChurn }),
+      ...(originConnections === undefined ? {} : { originConnectionsOpened: originConnections }),
+      ...(proxyCpu === undefined ? {} : { proxyCpuMicrosPerResponse: proxyCpu }),
       errors,
       notes,
       runs
     }
   })
-  return { id: scenario.id, title: scenario.title, rows }
+  return { id: scenario.id, title: scenario.title, proxied: scenario.proxy === true, rows }
 }
 
 const integer = (value: number) => Math.round(value).toLocaleString("en-US")
@@ -142,9 +168,27 @@ const integer = (value: number) => Math.round(value).toLocaleString("en-US")
 const short = (value: number) => (value >= 100 ? integer(value) : value >= 10 ? value.toFixed(1) : value.toFixed(2))
 
 export const renderTable = (result: ScenarioResult): string => {
-  const header = ["client", "req/s (median)", "spread (min–max)", "vs keepalive", "CPU µs/resp", "CPU vs keepalive", "peak RSS MB", "conns opened", "conns/1k resp", "notes"]
+  const header = [
+    "client",
+    "req/s (median)",
+    "spread (min–max)",
+    "vs keepalive",
+    "CPU µs/resp",
+    "CPU vs keepalive",
+    "peak RSS MB",
+    result.proxied ? "conns to proxy" : "conns opened",
+    "conns/1k resp",
+    ...(result.proxied ? ["CONNECTs/1k resp", "squid µs/resp"] : []),
+    "notes"
+  ]
   const lines = result.rows.map((row) => {
     const rate = row.requestsPerSecond
+    const proxyCells = result.proxied
+      ? [
+        row.connectsPerThousandResponses === undefined ? "—" : short(row.connectsPerThousandResponses),
+        row.proxyCpuMicrosPerResponse === undefined ? "—" : row.proxyCpuMicrosPerResponse.toFixed(1)
+      ]
+      : []
     return [
       row.client,
       rate === undefined ? (row.runs.some((run) => run.outcome === "unavailable") ? "not available yet" : "failed") : integer(rate.median),
@@ -155,11 +199,13 @@ export const renderTable = (result: ScenarioResult): string => {
       row.peakRssMB === undefined ? "—" : row.peakRssMB.toFixed(0),
       row.connectionsOpened === undefined ? "—" : integer(row.connectionsOpened),
       row.connectionsPerThousandResponses === undefined ? "—" : short(row.connectionsPerThousandResponses),
+      ...proxyCells,
       row.notes.join("; ")
     ]
   })
   const widths = header.map((title, column) => Math.max(title.length, ...lines.map((line) => line[column]!.length)))
-  const numeric = new Set([1, 2, 3, 4, 5, 6, 7, 8])
+  // Every column but the first (client) and the last (notes).
+  const numeric = new Set(header.map((_, column) => column).slice(1, -1))
   const render = (cells: ReadonlyArray<string>) =>
     `| ${cells.map((cell, column) => (numeric.has(column) ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join(" | ")} |`
   const rule = `|${widths.map((width, column) => (numeric.has(column) ? `${"-".repeat(width + 1)}:` : "-".repeat(width + 2))).join("|")}|`

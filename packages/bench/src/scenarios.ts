@@ -26,6 +26,9 @@ export type ClientName =
   | "fetch"
   | "effect-undici"
   | "effect-node"
+  | "undici-proxy-agent"
+  | "undici-proxy-agent-forward"
+  | "undici-env-proxy-agent"
 
 /** The clients compared in the throughput scenarios (a–e and h). */
 const throughputClients: ReadonlyArray<ClientName> = [
@@ -54,11 +57,23 @@ const persistClients: ReadonlyArray<ClientName> = [
 /** The clients of the HTTPS scenario: each told to trust the bench's own CA. */
 const tlsClients: ReadonlyArray<ClientName> = ["keepalive", "keepalive-httpclient", "undici-pool", "node-http"]
 
+/**
+ * The clients of the scenarios through squid: keepalive's `Agent.request`
+ * with `proxy`, and undici's two proxy dispatchers.
+ * `undici-proxy-agent-forward` (`proxyTunnel: false`) differs from
+ * `undici-proxy-agent` for http origins only.
+ */
+const proxyClients: ReadonlyArray<ClientName> = ["keepalive", "undici-proxy-agent", "undici-proxy-agent-forward", "undici-env-proxy-agent"]
+const proxyTlsClients: ReadonlyArray<ClientName> = ["keepalive", "undici-proxy-agent", "undici-env-proxy-agent"]
+
 /** The HTTPS port: this far above the base port, past the plain origins' ports. */
 export const tlsPortOffset = 50
 
 /** The CA certificate (PEM file) the HTTPS clients trust: set by the harness for its client processes. */
 export const tlsCaEnv = "BENCH_TLS_CA"
+
+/** The URL of the harness's squid (`http://127.0.0.1:<port>`): set by the harness for its client processes. */
+export const proxyEnv = "BENCH_PROXY"
 
 export interface Scenario {
   readonly id: string
@@ -79,6 +94,11 @@ export interface Scenario {
   readonly wrkConnections?: number
   /** Over HTTPS, to `localhost` on the TLS port, with a certificate of the bench's own CA. */
   readonly tls?: boolean
+  /**
+   * Through the harness's squid: an http origin forwarded to it (or tunnelled,
+   * by a client that tunnels every origin), an https origin in a CONNECT tunnel.
+   */
+  readonly proxy?: boolean
 }
 
 export const scenarios: ReadonlyArray<Scenario> = [
@@ -174,6 +194,33 @@ export const scenarios: ReadonlyArray<Scenario> = [
     path: "/small",
     read: "whole",
     clients: throughputClients
+  },
+  {
+    // b through squid: the same load, each request forwarded by squid to nginx.
+    id: "bp",
+    title: "b through squid: http origin forwarded, 1 origin, 16 in flight over 2 connections",
+    origins: 1,
+    inFlightPerOrigin: 16,
+    connectionsPerOrigin: 2,
+    maxConnections: 2,
+    path: "/small",
+    read: "whole",
+    clients: proxyClients,
+    proxy: true
+  },
+  {
+    // g through squid: the tunnel is the pooled connection, TLS to nginx inside it.
+    id: "gp",
+    title: "g through squid: HTTPS in CONNECT tunnels, 1 origin, 16 in flight over 2 connections",
+    origins: 1,
+    inFlightPerOrigin: 16,
+    connectionsPerOrigin: 2,
+    maxConnections: 2,
+    path: "/small",
+    read: "whole",
+    clients: proxyTlsClients,
+    tls: true,
+    proxy: true
   }
 ]
 
@@ -203,6 +250,14 @@ export const tlsCa = (scenario: Scenario): string | undefined => {
   return fs.readFileSync(file, "utf8")
 }
 
+/** The proxy a scenario's clients go through, read from the variable the harness sets; undefined when it has none. */
+export const proxyUrl = (scenario: Scenario): string | undefined => {
+  if (scenario.proxy !== true) return undefined
+  const url = process.env[proxyEnv]
+  if (url === undefined || url === "") throw new Error(`${proxyEnv} is not set: the proxied scenarios run under pnpm bench`)
+  return url
+}
+
 export const expectedBodySize = (scenario: Scenario): number =>
   scenario.path === "/big" ? bigBodySize : Buffer.byteLength(smallBody)
 
@@ -222,5 +277,8 @@ export const capSupport: Record<ClientName, CapSupport> = {
   "node-http-no-keepalive": "none",
   "fetch": "none",
   "effect-undici": "none",
-  "effect-node": "none"
+  "effect-node": "none",
+  "undici-proxy-agent": "per-origin",
+  "undici-proxy-agent-forward": "per-origin",
+  "undici-env-proxy-agent": "per-origin"
 }

@@ -4,7 +4,8 @@
  * `response.stream` (the Effect idioms, Scope and Stream, at their cost),
  * `Agent.requestWith`, and @effect/platform's `HttpClient` as the keepalive
  * layer provides it, with persistent connections or (`persist: false`) a
- * connection per request.
+ * connection per request. In the proxied scenarios each goes through the
+ * harness's squid (`proxy`).
  */
 import { Agent } from "@keepalive/agent"
 import { NodeAgent } from "@keepalive/node"
@@ -13,16 +14,19 @@ import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type { Runner } from "../closedLoop.js"
-import { type Scenario, tlsCa } from "../scenarios.js"
+import { proxyUrl, type Scenario, tlsCa } from "../scenarios.js"
 import { effectRunner, httpClientGet } from "./effectPlatform.js"
 
 const layerFor = (scenario: Scenario, persist: boolean) => {
   const ca = tlsCa(scenario)
+  // Through squid in the proxied scenarios: one URL for both schemes.
+  const proxy = proxyUrl(scenario)
   return NodeAgent.layer({
     maxConnectionsPerOrigin: scenario.connectionsPerOrigin,
     maxConnections: scenario.maxConnections,
     idleTimeout: "4 seconds",
-    persist
+    persist,
+    ...(proxy === undefined ? {} : { proxy })
   }, ca === undefined ? undefined : { tls: { ca } })
 }
 

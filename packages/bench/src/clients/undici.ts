@@ -9,7 +9,7 @@ import { closedLoop } from "../closedLoop.js"
 import type { Runner } from "../closedLoop.js"
 import { type Scenario, tlsCa } from "../scenarios.js"
 
-const readBody = async (body: Dispatcher.ResponseData["body"], read: Scenario["read"]): Promise<number> => {
+export const readBody = async (body: Dispatcher.ResponseData["body"], read: Scenario["read"]): Promise<number> => {
   if (read === "whole") return (await body.arrayBuffer()).byteLength
   let size = 0
   for await (const chunk of body) size += (chunk as Buffer).byteLength
