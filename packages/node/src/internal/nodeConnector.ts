@@ -1,12 +1,16 @@
 import { AgentError } from "@keepalive/agent/AgentError"
 import type { ConnectOptions, Transport, TransportListener } from "@keepalive/agent/Connector"
 import type { Origin } from "@keepalive/agent/Origin"
+import type { Endpoint } from "@keepalive/agent/Proxy"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
+import * as dns from "node:dns"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import type * as NodeConnector from "../NodeConnector.js"
+import { authority, ConnectHandshake, type Handshake, socks5Handshake } from "./proxyHandshake.js"
 
 type Event =
   | { readonly _tag: "data"; readonly chunk: Uint8Array }
@@ -186,16 +190,18 @@ class SocketTransport implements Transport {
 
 /**
  * Destroys the socket of a connect, once there is one: registered in the
- * connection's scope before the socket is made.
+ * connection's scope before the socket is made. `opened` is the transport of
+ * a direct connect, or a connect through a proxy (which destroys whichever
+ * sockets it made).
  */
 class Registration {
-  transport: SocketTransport | undefined = undefined
-  /** Set when the finalizer ran: the scope closed (before the socket was made, if `transport` is unset). */
+  opened: { destroy(): void } | undefined = undefined
+  /** Set when the finalizer ran: the scope closed (before the socket was made, if `opened` is unset). */
   closed = false
   readonly finalizer = (): Effect.Effect<void> =>
     Effect.sync(() => {
       this.closed = true
-      this.transport?.destroy()
+      this.opened?.destroy()
     })
 }
 
@@ -256,7 +262,13 @@ const connectWith = (
     return Effect.flatMap(Scope.addFinalizerExit(scope, registration.finalizer), () => {
       // A scope closed already ran the finalizer at once: nothing may be opened in it.
       if (registration.closed) return Effect.interrupt
-      const transport = registration.transport = open(options, sessions, origin, connectOptions)
+      if (connectOptions.proxy !== undefined) {
+        const proxied = new ProxiedConnect(options, sessions, origin, connectOptions, connectOptions.proxy)
+        registration.opened = proxied
+        return Effect.async<Transport, AgentError>((resume) => proxied.start(resume))
+      }
+      const transport = open(options, sessions, origin, connectOptions)
+      registration.opened = transport
       // No canceler: an interrupted wait ends with the scope closed, which
       // destroys the socket (and a canceler would wrap the wait in onInterrupt).
       return Effect.async<Transport, AgentError>((resume) => {
@@ -360,14 +372,231 @@ const open = (
   // TLS sockets take no `onread` (they read through 'data' events); no-delay is set on them by call.
   if (!tcp) {
     socket.setNoDelay(true)
-    // TLS 1.3 sends its tickets after the handshake; the last one is kept.
-    socket.on("session", (session: Buffer) => sessions.set(sessionKey, session))
-    // A session that led to a failed handshake is not offered again.
-    socket.once("error", () => {
-      if (!(socket as tls.TLSSocket).authorized) sessions.delete(sessionKey)
-    })
+    keepSessions(socket as tls.TLSSocket, sessions, sessionKey)
   }
   return transport = new SocketTransport(socket, tcp, tcp ? undefined : host, literal ? host : undefined)
+}
+
+/** Keeps the TLS sessions of a connecting socket for the next connection to its server. */
+const keepSessions = (socket: tls.TLSSocket, sessions: SessionCache, sessionKey: string): void => {
+  // TLS 1.3 sends its tickets after the handshake; the last one is kept.
+  socket.on("session", (session: Buffer) => sessions.set(sessionKey, session))
+  // A session that led to a failed handshake is not offered again.
+  socket.once("error", () => {
+    if (!socket.authorized) sessions.delete(sessionKey)
+  })
+}
+
+/** What reads of a socket with `onread` go to. */
+interface Reader {
+  received(chunk: Uint8Array): void
+}
+
+/**
+ * A connect through a proxy, from the TCP connection to the proxy to the
+ * transport to the origin:
+ * - an `http` proxy and an `http:` origin (forwarding): the TCP connection to
+ *   the proxy is the transport, as fast as a direct one;
+ * - otherwise the proxy's handshake (a CONNECT, or SOCKS5's) over that TCP
+ *   connection, then TLS inside it for an `https:` origin, or the TCP
+ *   connection itself as the transport for an `http:` one.
+ *
+ * The TCP socket reads with `onread` like a direct one, into the shared
+ * buffer: its reads go to `#reader`, this object (the handshake) until the
+ * tunnel is up, then the transport. TLS over it takes the socket's reads
+ * over below JavaScript (its TLSWrap reads the TCP handle), so the callback
+ * hears nothing more once TLS starts.
+ *
+ * Registered in the connection's scope before any socket exists: `destroy`
+ * destroys whichever sockets are made, and stops a step still to come (a DNS
+ * answer, a handshake reply) from making another.
+ */
+class ProxiedConnect implements Reader {
+  #raw: net.Socket | undefined = undefined
+  #tls: tls.TLSSocket | undefined = undefined
+  #reader: Reader | undefined = undefined
+  #handshake: Handshake | undefined = undefined
+  /** Set once the connect succeeded, failed or was destroyed: nothing more is told, nothing more is made. */
+  #settled = false
+  #connected = false
+  #resume: ((effect: Effect.Effect<Transport, AgentError>) => void) | undefined = undefined
+  /** The proxy's address when its host is an IP literal: the peer of the transport. */
+  readonly #address: string | undefined
+
+  constructor(
+    readonly options: NodeConnector.Options,
+    readonly sessions: SessionCache,
+    readonly origin: Origin,
+    readonly connectOptions: ConnectOptions,
+    readonly proxy: Endpoint
+  ) {
+    this.#address = net.isIP(proxy.host) !== 0 ? proxy.host : undefined
+  }
+
+  start(resume: (effect: Effect.Effect<Transport, AgentError>) => void): void {
+    if (this.#settled) return
+    this.#resume = resume
+    const { origin, proxy } = this
+    const credentials = proxy.credentials === undefined ? undefined : Redacted.value(proxy.credentials)
+    if (proxy.scheme === "http") {
+      if (origin.scheme === "http") return this.#forward()
+      return this.#connect(new ConnectHandshake(proxy.key, origin.host, origin.port, credentials))
+    }
+    const target = authority(origin.host, origin.port)
+    const socks = (destination: string) => {
+      const handshake = socks5Handshake(proxy.key, target, destination, origin.port, credentials)
+      if ("_tag" in handshake) return this.#fail("Proxy", handshake.detail)
+      this.#connect(handshake)
+    }
+    // socks5h: the proxy resolves the name. socks5: it is resolved here, and the address sent.
+    if (proxy.scheme === "socks5h" || net.isIP(origin.host) !== 0) return socks(origin.host)
+    dns.lookup(origin.host, (error, address) => {
+      if (this.#settled) return
+      if (error) return this.#fail("Connect", error.message, error)
+      socks(address)
+    })
+  }
+
+  /** Forwarding: the connection to the proxy is the transport, read as a direct one. */
+  #forward(): void {
+    const raw = this.#tcp()
+    const transport = new SocketTransport(raw, true, undefined, this.#address)
+    this.#reader = transport
+    raw.once("error", this.#onError)
+    raw.once("connect", () => {
+      raw.off("error", this.#onError)
+      this.#succeed(transport)
+    })
+  }
+
+  /** The handshake, once connected to the proxy. */
+  #connect(handshake: Handshake): void {
+    const raw = this.#tcp()
+    this.#handshake = handshake
+    this.#reader = this
+    raw.on("error", this.#onError)
+    raw.on("end", this.#onClose)
+    raw.on("close", this.#onClose)
+    raw.once("connect", () => {
+      this.#connected = true
+      raw.write(handshake.greeting)
+    })
+  }
+
+  /** A TCP socket to the proxy, reading into the shared buffer. */
+  #tcp(): net.Socket {
+    return this.#raw = net.connect({
+      host: this.proxy.host,
+      port: this.proxy.port,
+      noDelay: true,
+      onread: {
+        buffer: readBuffer,
+        callback: (nread: number) => {
+          this.#reader?.received(readBuffer.subarray(0, nread))
+          return true
+        }
+      }
+    })
+  }
+
+  /** Before the connect: the proxy cannot be reached. After: it failed or closed during the handshake. */
+  readonly #onError = (cause: unknown): void => {
+    const message = String((cause as Error | undefined)?.message ?? cause)
+    if (!this.#connected) return this.#fail("Connect", `proxy ${this.proxy.key}: ${message}`, cause)
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code
+    this.#fail("Proxy", `${this.#handshake!.closedDetail} (${code ?? message})`, cause)
+  }
+
+  readonly #onClose = (): void => this.#fail("Proxy", this.#handshake!.closedDetail)
+
+  /** Bytes from the proxy during the handshake. */
+  received(chunk: Uint8Array): void {
+    const handshake = this.#handshake
+    if (handshake === undefined || this.#settled) return
+    const step = handshake.receive(chunk)
+    switch (step._tag) {
+      case "Pending":
+        return
+      case "Send":
+        this.#raw!.write(step.bytes)
+        return
+      case "Failed":
+        return this.#fail("Proxy", step.detail)
+      case "Established":
+        // Nothing was sent through the tunnel yet, and the origin speaks only
+        // when spoken to (TLS: after our ClientHello): these bytes are no one's.
+        if (step.trailing > 0) {
+          return this.#fail(
+            "Protocol",
+            `proxy ${this.proxy.key} sent ${step.trailing} bytes after its handshake reply, before anything was sent to ${
+              authority(this.origin.host, this.origin.port)
+            }`
+          )
+        }
+        return this.#tunnel()
+    }
+  }
+
+  /** The handshake succeeded: the transport over the tunnel. */
+  #tunnel(): void {
+    const raw = this.#raw!
+    raw.off("error", this.#onError)
+    raw.off("end", this.#onClose)
+    raw.off("close", this.#onClose)
+    this.#handshake = undefined
+    const origin = this.origin
+    if (origin.scheme === "http") {
+      const transport = new SocketTransport(raw, true, undefined, this.#address)
+      this.#reader = transport
+      return this.#succeed(transport)
+    }
+    this.#reader = undefined
+    const servername = this.connectOptions.servername ?? (net.isIP(origin.host) !== 0 ? "" : origin.host)
+    const sessionKey = `${origin.key} ${servername}`
+    // `host` too: without a server name (an IP literal) the certificate is
+    // checked against `host`, which would otherwise be the proxy's.
+    const socket = this.#tls = tls.connect({
+      ...this.options.tls,
+      socket: raw,
+      host: origin.host,
+      servername,
+      ALPNProtocols: ["http/1.1"],
+      session: this.sessions.get(sessionKey)
+    })
+    keepSessions(socket, this.sessions, sessionKey)
+    const transport = new SocketTransport(socket, false, origin.host, this.#address)
+    const onError = (cause: unknown) => this.#fail("Connect", tlsFailure(cause, origin.host), cause)
+    socket.once("error", onError)
+    socket.once("secureConnect", () => {
+      socket.off("error", onError)
+      this.#succeed(transport)
+    })
+  }
+
+  #succeed(transport: Transport): void {
+    if (this.#settled) return
+    this.#settled = true
+    this.#resume!(Effect.succeed(transport))
+  }
+
+  #fail(reason: "Connect" | "Proxy" | "Protocol", detail: string, cause?: unknown): void {
+    if (this.#settled) return
+    this.#settled = true
+    this.#destroySockets()
+    // Nothing reached the origin, whatever the reason.
+    this.#resume!(Effect.fail(new AgentError({ reason, origin: this.origin.key, detail, cause, requestSent: false })))
+  }
+
+  #destroySockets(): void {
+    this.#tls?.destroy()
+    this.#raw?.destroy()
+  }
+
+  /** The scope's finalizer: whatever was made is destroyed, whatever was to come is not made. */
+  destroy(): void {
+    this.#settled = true
+    this.#destroySockets()
+  }
 }
 
 /** @internal */

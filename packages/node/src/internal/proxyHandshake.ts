@@ -195,7 +195,10 @@ export class ConnectHandshake implements Handshake {
   }
 }
 
-/** What the final reply to a CONNECT means: a 2xx opens the tunnel, a 407 asks for (other) credentials, any other status refuses. */
+/**
+ * What the final reply to a CONNECT means: a 2xx opens the tunnel, a 407 asks
+ * for (other) credentials, any other status refuses.
+ */
 export const connectOutcome = (proxyKey: string, target: string, reply: ConnectReply, sentCredentials: boolean): Step => {
   if (reply.status >= 200 && reply.status < 300) return { _tag: "Established", trailing: reply.trailing }
   if (reply.status === 407) {
@@ -391,7 +394,9 @@ class Socks5Handshake implements Handshake {
     switch (this.#stage) {
       case "method": {
         if (bytes.length < 2) return pending
-        if (bytes[0] !== SOCKS_VERSION) return this.#fail(`proxy ${this.proxyKey} did not answer as a SOCKS5 server (version ${hex(bytes[0]!)})`)
+        if (bytes[0] !== SOCKS_VERSION) {
+          return this.#fail(`proxy ${this.proxyKey} did not answer as a SOCKS5 server (version ${hex(bytes[0]!)})`)
+        }
         const method = bytes[1]!
         if (method === METHOD_NONE) return this.#next(2, "reply", this.request)
         if (method === METHOD_PASSWORD && this.password !== undefined) return this.#next(2, "password", this.password)
