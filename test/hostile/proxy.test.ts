@@ -10,11 +10,11 @@ import { describe, expect, it } from "@effect/vitest"
 import type { AgentError } from "@keepalive/agent/AgentError"
 import { Connector, type Transport } from "@keepalive/agent/Connector"
 import * as Origin from "@keepalive/agent/Origin"
+import * as Proxy from "@keepalive/agent/Proxy"
 import type { Endpoint } from "@keepalive/agent/Proxy"
 import { NodeConnector } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -29,22 +29,8 @@ import * as Server from "./server.js"
 
 // --- proxies, origins, certificates ------------------------------------------------
 
-/** An endpoint as a proxy URL gives it: credentials percent-decoded, the key without them. */
-const endpoint = (url: string): Endpoint => {
-  const parsed = new URL(url)
-  const scheme = parsed.protocol.slice(0, -1) as Endpoint["scheme"]
-  const port = Number(parsed.port || (scheme === "http" ? 80 : 1080))
-  const host = parsed.hostname.replace(/^\[|\]$/g, "")
-  return {
-    scheme,
-    host,
-    port,
-    key: `${scheme}://${parsed.hostname}:${port}`,
-    credentials: parsed.username === ""
-      ? undefined
-      : Redacted.make({ username: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) })
-  }
-}
+/** The endpoint of a proxy URL, as the Agent's proxy config makes it (credentials percent-decoded). */
+const endpoint = (url: string): Endpoint => Proxy.make({ all: url }).all!
 
 /** A connection a raw server accepted: what it received and whether it is closed. */
 interface Accepted {
