@@ -74,9 +74,11 @@ class Route {
     this.forwarded = proxy?.scheme === "http" && this.origin.scheme === "http"
   }
 
-  /** Where a connection goes, as errors name it. */
-  get where(): string {
-    return this.proxy === undefined ? this.url.host : `${this.url.host} through proxy ${this.proxy.key}`
+  /** Where a connection goes, as an error of its connect names it: the proxy only when `detail` does not already. */
+  where(detail: string): string {
+    return this.proxy === undefined || detail.includes(this.proxy.key)
+      ? this.url.host
+      : `${this.url.host} through proxy ${this.proxy.key}`
   }
 
   /** A GET of the URL, in absolute-form with the proxy's credentials when forwarded. */
@@ -166,7 +168,8 @@ class RawConnection {
     if (Exit.isSuccess(exit)) return new RawConnection(route, exit.value, scope)
     await Effect.runPromise(Scope.close(scope, exit))
     const error = Cause.squash(exit.cause)
-    throw new Error(`cannot connect to ${route.where}: ${isAgentError(error) ? error.detail : messageOf(error)}`)
+    const detail = isAgentError(error) ? error.detail : messageOf(error)
+    throw new Error(`cannot connect to ${route.where(detail)}: ${detail}`)
   }
 
   #notify(): void {
