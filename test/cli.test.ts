@@ -1,17 +1,19 @@
 /**
  * The `keepalive` command line, run as a process (from its TypeScript
  * sources, as `pnpm demo` runs it) against local node:http servers and a
- * private nginx: its JSON lines, summaries, exit codes, and its view on a
- * terminal.
+ * private nginx, directly and through the test proxies (squid, dante): its
+ * JSON lines, summaries, exit codes, and its view on a terminal.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
 import type * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { afterAll, beforeAll } from "vitest"
+import { afterAll, beforeAll, inject } from "vitest"
+import { squidPassword, squidUser } from "./setup/proxies.js"
 import { findBinary, startOnFreePort } from "./setup/servers.js"
 
 const root = path.join(import.meta.dirname, "..")
@@ -507,5 +509,243 @@ describe("keepalive demo", () => {
     expect(ran.stdout).toMatch(/^most open per origin +[12] \(cap 2\) +[12] \(cap 2\)$/m)
     expect(ran.stdout).toMatch(/^persistence saved \d+ connections/m)
     expect(ran.stdout).toContain("OK: every request served within the caps")
+  })
+})
+
+describe("keepalive through proxies", () => {
+  const inCi = process.env.CI === "true"
+  /** A provided proxy's port; a missing proxy skips its tests locally and fails them under CI. */
+  const provided = (name: string, port: number, unavailable: string) => {
+    const skip = port === 0 && !inCi
+    if (skip) console.warn(`${name} CLI tests skipped: ${unavailable}`)
+    return {
+      skip,
+      get port(): number {
+        if (port === 0) throw new Error(`${name} is required under CI but unavailable: ${unavailable}`)
+        return port
+      }
+    }
+  }
+  const squid = provided("squid", inject("squidPort"), inject("squidUnavailable"))
+  const squidAuth = provided("squid", inject("squidAuthPort"), inject("squidUnavailable"))
+  const dante = provided("dante", inject("dantePort"), inject("danteUnavailable"))
+  const squidLog = inject("squidAccessLog")
+  const squidKey = () => `http://127.0.0.1:${squid.port}`
+
+  /**
+   * squid's access-log lines that contain `fragment` (`GET <url> 200`,
+   * `CONNECT 127.0.0.1:<port>`): squid writes a line when a transaction ends,
+   * so this waits up to 2 s for `count` of them.
+   */
+  const squidSaw = async (fragment: string, count = 1): Promise<Array<string>> => {
+    const lines = () => fs.readFileSync(squidLog, "utf8").split("\n").filter((line) => line.includes(fragment))
+    for (let i = 0; i < 100 && lines().length < count; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    return lines()
+  }
+
+  /** Credentials that must appear in no output, whatever happened. */
+  const expectNoCredentials = (ran: Ran, ...secrets: ReadonlyArray<string>) => {
+    for (const secret of [squidUser, squidPassword, encodeURIComponent(squidPassword), ...secrets]) {
+      expect(ran.stdout).not.toContain(secret)
+      expect(ran.stderr).not.toContain(secret)
+    }
+  }
+
+  let origin: TestServer
+  /** An origin that closes the connection after every response. */
+  let closing: TestServer
+  /** The same over TLS, with a certificate the runs trust through NODE_EXTRA_CA_CERTS. */
+  let closingTls: { readonly base: string; readonly server: https.Server; readonly ca: string } | undefined
+  let dir = ""
+  const openssl = findBinary("openssl")
+  beforeAll(async () => {
+    origin = await startServer()
+    closing = await startServer(undefined, (_req, res) => {
+      res.setHeader("connection", "close")
+      res.end("bye")
+    })
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-cli-proxy-"))
+    if (openssl === undefined) {
+      if (inCi) throw new Error("openssl is required under CI")
+      return
+    }
+    const key = path.join(dir, "key.pem")
+    const cert = path.join(dir, "cert.pem")
+    execFileSync(openssl, [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+      "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert
+    ], { stdio: "ignore" })
+    const server = https.createServer({ key: fs.readFileSync(key), cert: fs.readFileSync(cert) }, (_req, res) => {
+      res.setHeader("connection", "close")
+      res.end("bye")
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    closingTls = { base: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`, server, ca: cert }
+  })
+  afterAll(async () => {
+    await Promise.all([origin, closing].filter((s) => s !== undefined).map(stopServer))
+    closingTls?.server.closeAllConnections()
+    closingTls?.server.close()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it.skipIf(squid.skip)("http_proxy from the environment: the request goes through squid, and says so", async () => {
+    const url = `${origin.base}/env/json`
+    const before = origin.seen.length
+    const ran = await keepalive(["fetch", "--json", url], undefined, { http_proxy: squidKey() })
+    expect(ran.code).toBe(0)
+    const [line, { summary }] = jsonLines(ran.stdout)
+    expect(line).toMatchObject({ url, proxy: squidKey(), status: 200, bytes: "body of /env/json".length })
+    expect(summary).toMatchObject({ requests: 1, failed: 0 })
+    expect(origin.seen.length - before).toBe(1)
+    expect(await squidSaw(`GET ${url} 200`)).toHaveLength(1)
+
+    const readable = await keepalive(["fetch", `${origin.base}/env/readable`], undefined, { HTTP_PROXY: squidKey() })
+    expect(readable.code).toBe(0)
+    expect(readable.stdout).toContain(`\nproxy         ${squidKey()} for 1 of 1 request\n`)
+    expect(await squidSaw(`GET ${origin.base}/env/readable 200`)).toHaveLength(1)
+  })
+
+  it.skipIf(squid.skip)("--proxy wins over the environment, and --proxy '' turns every proxy off", async () => {
+    const unreachable = `http://127.0.0.1:${await closedPort()}`
+    const [flag, off] = await Promise.all([
+      keepalive(["fetch", "--json", "--proxy", squidKey(), `${origin.base}/flag/wins`], undefined, { http_proxy: unreachable }),
+      keepalive(["fetch", "--json", "--proxy", "", `${origin.base}/flag/off`], undefined, {
+        http_proxy: squidKey(),
+        all_proxy: squidKey()
+      })
+    ])
+    expect([flag.code, off.code]).toEqual([0, 0])
+    expect(jsonLines(flag.stdout)[0]).toMatchObject({ proxy: squidKey(), status: 200 })
+    expect(await squidSaw(`GET ${origin.base}/flag/wins 200`)).toHaveLength(1)
+    expect(jsonLines(off.stdout)[0]).toMatchObject({ proxy: null, status: 200 })
+    expect(origin.seen.map((r) => r.url)).toContain("/flag/off")
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(await squidSaw(`${origin.base}/flag/off`, 0)).toEqual([])
+  })
+
+  it.skipIf(squid.skip)("--noproxy replaces NO_PROXY, for the environment's proxies and for --proxy", async () => {
+    const url = (name: string) => `${origin.base}/noproxy/${name}`
+    const ran = await Promise.all([
+      keepalive(["fetch", "--json", "--noproxy", "127.0.0.1", url("env-bypassed")], undefined, { http_proxy: squidKey() }),
+      keepalive(["fetch", "--json", "--noproxy", "example.com", url("replaced")], undefined, {
+        http_proxy: squidKey(),
+        NO_PROXY: "127.0.0.1"
+      }),
+      keepalive(["fetch", "--json", "--proxy", squidKey(), "--noproxy", "127.0.0.1", url("flag-bypassed")]),
+      // As curl: the environment's NO_PROXY applies to --proxy too.
+      keepalive(["fetch", "--json", "--proxy", squidKey(), url("env-list")], undefined, { no_proxy: "localhost,127.0.0.1" })
+    ])
+    expect(ran.map((r) => r.code)).toEqual([0, 0, 0, 0])
+    expect(ran.map((r) => jsonLines(r.stdout)[0].proxy)).toEqual([null, squidKey(), null, null])
+    expect(await squidSaw(`GET ${url("replaced")} 200`)).toHaveLength(1)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    // Only the one whose list no longer names 127.0.0.1 went through squid.
+    expect((await squidSaw("/noproxy/", 0)).map((line) => line.split(" ")[3])).toEqual([url("replaced")])
+    const reached = origin.seen.map((r) => r.url).filter((u) => u.startsWith("/noproxy/"))
+    expect(reached.sort()).toEqual(["/noproxy/env-bypassed", "/noproxy/env-list", "/noproxy/flag-bypassed", "/noproxy/replaced"])
+  })
+
+  it("a bad proxy URL: one line naming the variable or flag, no credentials, exit code 2, nothing sent", async () => {
+    const before = origin.seen.length
+    const url = `${origin.base}/never`
+    const cases: ReadonlyArray<readonly [ReadonlyArray<string>, Record<string, string>, RegExp]> = [
+      [["fetch", url], { http_proxy: "http://alice:hunter2@bad host:3128" }, /the environment variable http_proxy: .*not a valid URL/],
+      [["fetch", url], { HTTPS_PROXY: "ftp://alice:hunter2@proxy.internal" }, /the environment variable HTTPS_PROXY: .*scheme ftp:/],
+      [["fetch", "--proxy", "http://alice:hunter2@[::1", url], {}, /--proxy: .*not a valid URL/],
+      [["probe", url], { all_proxy: "socks4://alice:hunter2@proxy.internal:1080" }, /the environment variable all_proxy: .*scheme socks4:/],
+      [["probe", "--proxy", "http://alice:hunter2@127.0.0.1:99999", url], {}, /--proxy: /]
+    ]
+    const ran: Array<Ran> = []
+    for (let i = 0; i < cases.length; i += 2) {
+      ran.push(...await Promise.all(cases.slice(i, i + 2).map(([args, env]) => keepalive(args, undefined, env))))
+    }
+    cases.forEach(([args, , pattern], i) => {
+      const { code, stderr, stdout } = ran[i]!
+      expect({ args, code, stdout }).toEqual({ args, code: 2, stdout: "" })
+      expect(stderr).toMatch(/^keepalive: bad proxy in [^\n]+\n$/)
+      expect(stderr).toMatch(pattern)
+      expect(stderr).not.toMatch(/\bat .*:\d+:\d+/)
+      expectNoCredentials(ran[i]!, "alice", "hunter2")
+    })
+    expect(origin.seen.length).toBe(before)
+  }, 60_000)
+
+  it.skipIf(squidAuth.skip)("credentials in a proxy URL reach squid and no output; refused ones say so, without them", async () => {
+    const port = squidAuth.port
+    const key = `http://127.0.0.1:${port}`
+    const good = `http://${squidUser}:${encodeURIComponent(squidPassword)}@127.0.0.1:${port}`
+    const wrong = `http://${squidUser}:hunter2@127.0.0.1:${port}`
+    const [fetched, readable, refused, probed] = await Promise.all([
+      keepalive(["fetch", "--json", `${origin.base}/auth/json`], undefined, { http_proxy: good }),
+      keepalive(["fetch", "--proxy", good, `${origin.base}/auth/readable`]),
+      keepalive(["fetch", "--json", `${origin.base}/auth/refused`], undefined, { http_proxy: wrong }),
+      keepalive(["probe", "--proxy", wrong, `${origin.base}/auth/probe`])
+    ])
+    expect(fetched.code).toBe(0)
+    expect(jsonLines(fetched.stdout)[0]).toMatchObject({ proxy: key, status: 200 })
+    expect(await squidSaw(`GET ${origin.base}/auth/json 200 ${squidUser}`)).toHaveLength(1)
+    expect(readable.code).toBe(0)
+    expect(readable.stdout).toContain(`proxy         ${key} for 1 of 1 request`)
+    expect(refused.code).toBe(1)
+    expect(jsonLines(refused.stdout)[0]).toMatchObject({ proxy: key, error: { reason: "Proxy" } })
+    expect(probed.code).toBe(1)
+    expect(probed.stderr).toMatch(new RegExp(`^keepalive: probe .* failed: proxy ${key} refused the credentials \\(407\\)\n$`))
+    for (const ran of [fetched, readable, refused, probed]) expectNoCredentials(ran, "hunter2")
+  })
+
+  it.skipIf(squid.skip)("probe, an http origin through squid: measures the proxy's keep-alive (forwarded)", async () => {
+    // The origin closes every connection; squid keeps its clients' open.
+    const url = `${closing.base}/probe/forwarded`
+    const env = { http_proxy: squidKey() }
+    const [json, readable] = await Promise.all([
+      keepalive(["probe", "--json", "--max-requests", "5", "--max-idle", "500ms", url], undefined, env),
+      keepalive(["probe", "--max-requests", "5", "--max-idle", "500ms", url], undefined, env)
+    ])
+    expect([json.code, readable.code]).toEqual([0, 0])
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      url,
+      proxy: squidKey(),
+      measured: "proxy",
+      keepAlive: true,
+      requestsPerConnection: null
+    })
+    expect(readable.stdout).toMatch(
+      /^proxy +http:\/\/127\.0\.0\.1:\d+ forwards the requests: measured the proxy's keep-alive, not the origin's$/m
+    )
+    expect(readable.stdout).toMatch(/^keep-alive +yes$/m)
+    // Five on one connection, then one for HTTP/1.0 and one for the idle close, from each run.
+    expect((await squidSaw(`GET ${url} 200`, 14)).length).toBeGreaterThanOrEqual(14)
+  })
+
+  it.skipIf(squid.skip || openssl === undefined)("probe, an https origin through squid: measures the origin's (a CONNECT tunnel)", async () => {
+    const url = `${closingTls!.base}/probe/tunnelled`
+    const ran = await keepalive(["probe", "--json", "--proxy", squidKey(), url], undefined, { NODE_EXTRA_CA_CERTS: closingTls!.ca })
+    expect(ran.stderr).toBe("")
+    expect(ran.code).toBe(0)
+    expect(JSON.parse(ran.stdout)).toMatchObject({
+      url,
+      proxy: squidKey(),
+      measured: "origin",
+      keepAlive: false,
+      requestsPerConnection: 1
+    })
+    expect((await squidSaw(`CONNECT ${new URL(url).host} 200`, 2)).length).toBeGreaterThanOrEqual(2)
+    const readable = await keepalive(["probe", "--proxy", squidKey(), url], undefined, { NODE_EXTRA_CA_CERTS: closingTls!.ca })
+    expect(readable.stdout).toMatch(
+      /^proxy +http:\/\/127\.0\.0\.1:\d+, a CONNECT tunnel: measured the origin's keep-alive through it$/m
+    )
+  })
+
+  it.skipIf(dante.skip)("probe and fetch through SOCKS5 (dante): the origin's keep-alive, the proxy's key", async () => {
+    const key = `socks5://127.0.0.1:${dante.port}`
+    const [probed, fetched] = await Promise.all([
+      keepalive(["probe", "--max-requests", "5", `${closing.base}/socks/probe`], undefined, { all_proxy: key }),
+      keepalive(["fetch", "--json", `${origin.base}/socks/fetch`], undefined, { all_proxy: key })
+    ])
+    expect([probed.code, fetched.code]).toEqual([0, 0])
+    expect(probed.stdout).toMatch(/^proxy +socks5:\/\/127\.0\.0\.1:\d+, a SOCKS5 tunnel: measured the origin's keep-alive through it$/m)
+    expect(probed.stdout).toMatch(/^keep-alive +no: /m)
+    expect(jsonLines(fetched.stdout)[0]).toMatchObject({ proxy: key, status: 200 })
   })
 })
