@@ -13,10 +13,12 @@ import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
 import type * as net from "node:net"
 import { inject } from "vitest"
 import { apacheFileContent, apacheFiles } from "./setup/apache.js"
 import { bigBody } from "./setup/global.js"
+import { type TestCertificates, testCertificates } from "./setup/certificates.js"
 import { proxyRefusedHost, squidPassword, squidUser } from "./setup/proxies.js"
 
 const inCi = process.env.CI === "true"
@@ -39,7 +41,21 @@ const apache = server("apache2", inject("apachePort"), inject("apacheUnavailable
 const squid = server("squid", inject("squidPort"), inject("squidUnavailable"))
 const squidAuth = server("squid", inject("squidAuthPort"), inject("squidUnavailable"))
 const tinyproxy = server("tinyproxy", inject("tinyproxyPort"), inject("tinyproxyUnavailable"))
+const dante = server("dante", inject("dantePort"), inject("danteUnavailable"))
+const certificates = testCertificates("proxy tests of https origins")
 const squidLog = inject("squidAccessLog")
+const danteLog = inject("danteLog")
+const tinyproxyLog = inject("tinyproxyLog")
+
+/** dante's lines since `from` that say it relayed a connection to `port`. */
+const danteRelays = (from: number, port: number) =>
+  Effect.promise(async () => {
+    const relays = () =>
+      fs.readFileSync(danteLog).subarray(from).toString("latin1").split("\n")
+        .filter((line) => line.includes("tcp/connect [") && line.includes(`.${port}`) && !line.includes("block("))
+    for (let i = 0; i < 50 && relays().length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    return relays()
+  })
 
 interface Logged {
   readonly proxyPort: number
@@ -94,9 +110,42 @@ const countingOrigin = Effect.acquireRelease(
     )
 )
 
+/**
+ * A local https origin (localhost and 127.0.0.1) that counts its TCP
+ * connections and full TLS handshakes, and answers with the path.
+ */
+const tlsOrigin = (certs: TestCertificates) =>
+  Effect.acquireRelease(
+    Effect.promise(() =>
+      new Promise<{ readonly port: number; connections: number; requests: number; readonly server: https.Server }>(
+        (resolve) => {
+          const server = https.createServer({ key: certs.key, cert: certs.cert }, (req, res) => {
+            state.requests++
+            res.end(`tls ${req.url}`)
+          })
+          const state = { port: 0, connections: 0, requests: 0, server }
+          server.on("secureConnection", () => state.connections++)
+          server.listen(0, "127.0.0.1", () => {
+            state.port = (server.address() as net.AddressInfo).port
+            resolve(state)
+          })
+        }
+      )
+    ),
+    ({ server }) =>
+      Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections()
+          server.close(() => resolve())
+        })
+      )
+  )
+
+const textOf = (url: string) => Agent.requestWith(HttpClientRequest.get(url), (response) => Effect.orDie(response.text))
+
 const bytesOf = (url: string) =>
   Agent.requestWith(HttpClientRequest.get(url), (response) =>
-    Effect.map(response.arrayBuffer, (body) => ({ status: response.status, body: new Uint8Array(body) })))
+    Effect.map(Effect.orDie(response.arrayBuffer), (body) => ({ status: response.status, body: new Uint8Array(body) })))
 
 describe.skipIf(squid.skip || nginx.skip)("squid, forwarding http", () => {
   it.scopedLive("sequential requests go over one kept-alive connection to the proxy, in absolute-form", () =>
@@ -175,19 +224,19 @@ describe.skipIf(squidAuth.skip || nginx.skip)("squid with Basic auth", () => {
 
   it.scopedLive("without credentials, or with wrong ones, the 407 fails with Proxy, once, without the password", () =>
     Effect.gen(function*() {
+      const from = logSize()
       const missing = yield* Effect.flip(bytesOf(`http://127.0.0.1:${nginx.port}/big`)).pipe(
         Effect.provide(NodeAgent.layer({ proxy: `http://127.0.0.1:${squidAuth.port}` }))
       )
       expect(missing).toMatchObject({ reason: "Proxy", requestSent: false })
       expect(missing.detail).toContain("requires authentication (407")
-      const from = logSize()
       const wrong = yield* Effect.flip(bytesOf(`http://127.0.0.1:${nginx.port}/big`)).pipe(
         Effect.provide(NodeAgent.layer({ proxy: `http://${squidUser}:wrong-password@127.0.0.1:${squidAuth.port}` }))
       )
       expect(wrong.detail).toBe(`proxy http://127.0.0.1:${squidAuth.port} refused the credentials (407 Proxy Authentication Required)`)
       expect(`${wrong.message} ${JSON.stringify(wrong)}`).not.toContain("wrong-password")
-      // Not retried: one request reached the proxy.
-      expect((yield* waitForLines(from, squidAuth.port, 1)).map((l) => l.status)).toEqual([407])
+      // Neither was retried: one request each reached the proxy.
+      expect((yield* waitForLines(from, squidAuth.port, 2)).map((l) => l.status)).toEqual([407, 407])
     }))
 })
 
@@ -214,4 +263,102 @@ describe.skipIf(tinyproxy.skip || nginx.skip)("tinyproxy, forwarding http", () =
     }).pipe(Effect.provide(NodeAgent.layer({ proxy: `http://127.0.0.1:${tinyproxy.port}` }))))
 })
 
-export { proxyRefusedHost }
+describe.skipIf(squid.skip || certificates === undefined)("squid, CONNECT tunnels to an https origin", () => {
+  const certs = certificates!
+  const layer = (proxy: string) => NodeAgent.layer({ proxy, maxConnectionsPerOrigin: 2 }, { tls: { ca: certs.ca } })
+
+  it.scopedLive("one CONNECT per pooled connection: sequential requests reuse the tunnel and its TLS session", () =>
+    Effect.gen(function*() {
+      const origin = yield* tlsOrigin(certs)
+      const from = logSize()
+      yield* Effect.gen(function*() {
+        for (let i = 0; i < 10; i++) expect(yield* textOf(`https://localhost:${origin.port}/${i}`)).toBe(`tls /${i}`)
+        // Four at once take both connections the origin may have.
+        yield* Effect.all(
+          Array.from({ length: 4 }, (_, i) => textOf(`https://localhost:${origin.port}/p${i}`)),
+          { concurrency: "unbounded" }
+        )
+        expect((yield* Agent.stats).opened).toBe(2)
+      }).pipe(Effect.scoped, Effect.provide(layer(`http://127.0.0.1:${squid.port}`)))
+      expect(origin.requests).toBe(14)
+      expect(origin.connections).toBe(2)
+      // squid logs a CONNECT when its tunnel closes: the Agent's scope closed both.
+      const lines = yield* waitForLines(from, squid.port, 2)
+      expect(lines.map((l) => `${l.method} ${l.url} ${l.status}`)).toEqual([
+        `CONNECT localhost:${origin.port} 200`,
+        `CONNECT localhost:${origin.port} 200`
+      ])
+    }))
+
+  it.scopedLive("a CONNECT the proxy refuses fails with Proxy and its status; nothing is retried", () =>
+    Effect.gen(function*() {
+      const from = logSize()
+      const error = yield* Effect.flip(textOf(`https://${proxyRefusedHost}:4443/`))
+      expect(error).toMatchObject({ reason: "Proxy", requestSent: false, origin: `https://${proxyRefusedHost}:4443` })
+      expect((error as { detail: string }).detail).toContain(`refused CONNECT to ${proxyRefusedHost}:4443: 403`)
+      expect((yield* waitForLines(from, squid.port, 1)).map((l) => `${l.method} ${l.status}`)).toEqual(["CONNECT 403"])
+    }).pipe(Effect.provide(layer(`http://127.0.0.1:${squid.port}`))))
+
+  it.scopedLive.skipIf(squidAuth.skip)("CONNECT carries the proxy's credentials; without them the 407 is Proxy", () =>
+    Effect.gen(function*() {
+      const origin = yield* tlsOrigin(certs)
+      const encoded = `${squidUser}:${encodeURIComponent(squidPassword)}`
+      const ok = yield* textOf(`https://localhost:${origin.port}/auth`).pipe(
+        Effect.provide(layer(`http://${encoded}@127.0.0.1:${squidAuth.port}`))
+      )
+      expect(ok).toBe("tls /auth")
+      const error = yield* Effect.flip(textOf(`https://localhost:${origin.port}/none`)).pipe(
+        Effect.provide(layer(`http://127.0.0.1:${squidAuth.port}`))
+      )
+      expect(error).toMatchObject({ reason: "Proxy", requestSent: false })
+      expect(String((error as { detail: string }).detail)).toContain("407")
+      expect(origin.requests).toBe(1)
+    }))
+})
+
+describe.skipIf(tinyproxy.skip || certificates === undefined)("tinyproxy, CONNECT tunnels", () => {
+  const certs = certificates!
+  it.scopedLive("sequential requests to an https origin reuse one tunnel", () =>
+    Effect.gen(function*() {
+      const origin = yield* tlsOrigin(certs)
+      const from = fs.statSync(tinyproxyLog).size
+      for (let i = 0; i < 5; i++) expect(yield* textOf(`https://localhost:${origin.port}/${i}`)).toBe(`tls /${i}`)
+      expect(origin.connections).toBe(1)
+      expect((yield* Agent.stats).opened).toBe(1)
+      const connects = fs.readFileSync(tinyproxyLog).subarray(from).toString("latin1").split("\n")
+        .filter((line) => line.includes(`CONNECT localhost:${origin.port}`))
+      expect(connects).toHaveLength(1)
+    }).pipe(Effect.provide(NodeAgent.layer({ proxy: `http://127.0.0.1:${tinyproxy.port}` }, { tls: { ca: certs.ca } }))))
+})
+
+describe.skipIf(dante.skip || nginx.skip)("dante, SOCKS5", () => {
+  for (const scheme of ["socks5", "socks5h"] as const) {
+    it.scopedLive(`${scheme}: http requests reuse one SOCKS connection`, () =>
+      Effect.gen(function*() {
+        const from = fs.statSync(danteLog).size
+        for (let i = 0; i < 5; i++) {
+          expect(Buffer.from((yield* bytesOf(`http://localhost:${nginx.port}/big`)).body).equals(bigBody())).toBe(true)
+        }
+        expect((yield* Agent.stats).opened).toBe(1)
+        expect(yield* danteRelays(from, nginx.port)).toHaveLength(1)
+      }).pipe(Effect.provide(NodeAgent.layer({ proxy: `${scheme}://127.0.0.1:${dante.port}` }))))
+
+    it.scopedLive.skipIf(certificates === undefined)(`${scheme}: an https origin, TLS inside, its name checked`, () =>
+      Effect.gen(function*() {
+        const origin = yield* tlsOrigin(certificates!)
+        const from = fs.statSync(danteLog).size
+        for (let i = 0; i < 3; i++) expect(yield* textOf(`https://localhost:${origin.port}/${i}`)).toBe(`tls /${i}`)
+        expect(origin.connections).toBe(1)
+        expect(yield* danteRelays(from, origin.port)).toHaveLength(1)
+      }).pipe(
+        Effect.provide(NodeAgent.layer({ proxy: `${scheme}://127.0.0.1:${dante.port}` }, { tls: { ca: certificates!.ca } }))
+      ))
+  }
+
+  it.scopedLive("a destination the proxy's rules refuse fails with Proxy and the reply's meaning", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(textOf(`http://${proxyRefusedHost}:${nginx.port}/`))
+      expect(error).toMatchObject({ reason: "Proxy", requestSent: false })
+      expect((error as { detail: string }).detail).toContain("connection not allowed by ruleset")
+    }).pipe(Effect.provide(NodeAgent.layer({ proxy: `socks5://127.0.0.1:${dante.port}` }))))
+})

@@ -16,14 +16,11 @@ import { NodeConnector } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
-import { execFileSync } from "node:child_process"
-import * as fs from "node:fs"
 import * as https from "node:https"
 import * as net from "node:net"
-import * as os from "node:os"
-import * as path from "node:path"
 import type * as tls from "node:tls"
-import { findBinary, freePort } from "../setup/servers.js"
+import { testCertificates } from "../setup/certificates.js"
+import { freePort } from "../setup/servers.js"
 import { timeout } from "./harness.js"
 import * as Server from "./server.js"
 
@@ -211,32 +208,7 @@ const socksReplying = (reply: (accepted: Accepted) => void) =>
     }
   })
 
-const openssl = findBinary("openssl")
-const inCi = process.env.CI === "true"
-if (openssl === undefined && !inCi) console.warn("proxy TLS tests skipped: no openssl to make certificates")
-
-/** A CA, a certificate for localhost and 127.0.0.1, and one for other.test: made now, in a directory removed at once. */
-const makeCertificates = () => {
-  if (openssl === undefined) throw new Error("openssl is required under CI")
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-proxy-tls-"))
-  const run = (...args: Array<string>) => execFileSync(openssl, args, { cwd: dir, stdio: "ignore" })
-  try {
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=keepalive proxy test CA")
-    const leaf = (name: string, san: string) => {
-      run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`)
-      fs.writeFileSync(path.join(dir, `${name}.ext`), `subjectAltName=${san}\n`)
-      run("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", `${name}.crt`, "-days", "2", "-extfile", `${name}.ext`)
-    }
-    leaf("localhost", "DNS:localhost,IP:127.0.0.1")
-    leaf("other", "DNS:other.test")
-    const read = (file: string) => fs.readFileSync(path.join(dir, file), "utf8")
-    return { ca: read("ca.crt"), key: read("localhost.key"), cert: read("localhost.crt"), otherKey: read("other.key"), otherCert: read("other.crt") }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true })
-  }
-}
-
-const certificates = openssl === undefined && !inCi ? undefined : makeCertificates()
+const certificates = testCertificates("proxy TLS tests")
 
 interface Handshakes {
   readonly port: number
