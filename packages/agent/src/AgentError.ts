@@ -19,6 +19,9 @@ import * as Data from "effect/Data"
  * - `InvalidRequest`: the request was refused before a byte was written, or its
  *   streamed body contradicted its declared length (the connection is then closed).
  * - `Transport`: the socket failed mid-exchange.
+ * - `Unavailable`: the service of the fleet's connection permits
+ *   (`ConnectionPermits`) could not give one (its store is unreachable and
+ *   its policy is to fail); nothing was sent.
  * - `Closed`: the Agent was shut down, a response was read after it was released,
  *   or a body was read whole after a stream took its bytes.
  *
@@ -35,6 +38,7 @@ export type Reason =
   | "Timeout"
   | "InvalidRequest"
   | "Transport"
+  | "Unavailable"
   | "Closed"
 
 /**
@@ -94,7 +98,7 @@ export declare namespace AgentError {
 }
 
 const sentByDefault = (reason: Reason, phase: Phase | undefined): boolean =>
-  !(reason === "Connect" || reason === "Proxy" || reason === "InvalidRequest" || reason === "Closed" ||
+  !(reason === "Connect" || reason === "Proxy" || reason === "Unavailable" || reason === "InvalidRequest" || reason === "Closed" ||
     (reason === "Timeout" && (phase === "queue" || phase === "connect")))
 
 /**

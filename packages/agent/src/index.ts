@@ -24,6 +24,13 @@ export * as AgentError from "./AgentError.js"
 export * as AgentHttpClient from "./AgentHttpClient.js"
 
 /**
+ * Permits to open connections, held outside the Agent (a fleet's per-origin cap).
+ *
+ * @since 0.2.0
+ */
+export * as ConnectionPermits from "./ConnectionPermits.js"
+
+/**
  * The service that opens transports.
  *
  * @since 0.1.0
