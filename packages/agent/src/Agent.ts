@@ -125,6 +125,8 @@ export interface Stats {
   readonly busy: number
   /** Requests waiting for a connection. */
   readonly waiting: number
+  /** Connections to open that wait for a permit of `ConnectionPermits` (0 without one). */
+  readonly awaitingPermit: number
   /** Connections opened since start. */
   readonly opened: number
   /** Requests answered (a response head received) on a connection that had carried a response before. */
@@ -157,6 +159,8 @@ export interface OriginStats {
   readonly busy: number
   /** Requests waiting for a connection. */
   readonly waiting: number
+  /** Connections to open that wait for a permit of `ConnectionPermits` (0 without one). */
+  readonly awaitingPermit: number
   /** Connections opened since the Agent last held nothing of the origin. */
   readonly opened: number
   /** Requests answered on a reused connection since the Agent last held nothing of the origin. */
@@ -370,7 +374,9 @@ export const preconnect = (url: string | URL, count: number): Effect.Effect<numb
  * closed it (or said it would), it failed or saw something odd, it was closed
  * to make room for another origin (or was opened for a request that no longer
  * wanted it), it carried `maxRequestsPerConnection` (or `Keep-Alive: max`, or
- * one with `persist: false`), it outlived `maxConnectionAge`, or the Agent shut down.
+ * one with `persist: false`), it outlived `maxConnectionAge`, the Agent shut
+ * down, its fleet permit was lost (`permit_lost`), or it was idle while others
+ * in the fleet waited for its origin (`permit_wanted`; see `ConnectionPermits`).
  *
  * @since 0.1.0
  * @category models
@@ -383,6 +389,8 @@ export type ConnectionCloseReason =
   | "max_requests"
   | "max_age"
   | "shutdown"
+  | "permit_lost"
+  | "permit_wanted"
 
 /**
  * The names of the metrics every Agent records through Effect's `Metric`

@@ -72,8 +72,8 @@ describe("Pool: per-origin stats", () => {
       yield* settle
       const during = yield* Agent.stats
       expect(during.origins).toEqual({
-        "http://a.test:80": { open: 1, idle: 1, busy: 0, waiting: 0, opened: 1, reused: 2 },
-        "http://b.test:80": { open: 2, idle: 0, busy: 2, waiting: 1, opened: 2, reused: 0 }
+        "http://a.test:80": { open: 1, idle: 1, busy: 0, waiting: 0, awaitingPermit: 0, opened: 1, reused: 2 },
+        "http://b.test:80": { open: 2, idle: 0, busy: 2, waiting: 1, awaitingPermit: 0, opened: 2, reused: 0 }
       })
       expect(during).toMatchObject({ open: 3, idle: 1, busy: 2, waiting: 1, opened: 3, reused: 2, responses: 3 })
       while (held.length > 0 || fibers.some((f) => f.unsafePoll() === null)) {
@@ -81,7 +81,7 @@ describe("Pool: per-origin stats", () => {
         yield* settle
       }
       expect((yield* Agent.stats).origins["http://b.test:80"]).toEqual({
-        open: 2, idle: 2, busy: 0, waiting: 0, opened: 2, reused: 1
+        open: 2, idle: 2, busy: 0, waiting: 0, awaitingPermit: 0, opened: 2, reused: 1
       })
       // Idle connections of a.test expire: nothing of it is left, and it is forgotten.
       yield* TestClock.adjust("5 seconds")

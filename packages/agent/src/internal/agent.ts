@@ -4,11 +4,13 @@ import type * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
+import { ConnectionPermits } from "../ConnectionPermits.js"
 import { Connector } from "../Connector.js"
 import * as Config from "./config.js"
 import { Connection, type Timing } from "./connection.js"
@@ -39,6 +41,7 @@ type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, 
  */
 export class AgentService implements Agent.Service {
   readonly #pool: ConnectionPool
+  readonly #opener: Opener
   readonly #env: AttemptEnv
   /** The route of each origin, when some go through a proxy. */
   readonly routes: Routes | undefined
@@ -46,6 +49,7 @@ export class AgentService implements Agent.Service {
   constructor(
     readonly config: Agent.ResolvedConfig,
     pool: ConnectionPool,
+    opener: Opener,
     connector: Context.Tag.Service<typeof Connector>,
     clock: Clock.Clock,
     metrics: boolean,
@@ -53,6 +57,7 @@ export class AgentService implements Agent.Service {
   ) {
     this.routes = routes
     this.#pool = pool
+    this.#opener = opener
     this.#env = { pool, connector, clock, metrics }
   }
 
@@ -117,12 +122,16 @@ export class AgentService implements Agent.Service {
   readonly stats: Effect.Effect<Agent.Stats> = Effect.sync((): Agent.Stats => {
     const pool = this.#pool
     const origins: Record<string, Agent.OriginStats> = {}
+    const awaitingPermit = this.#opener.awaitingPermit
+    let awaiting = 0
+    for (const count of awaitingPermit.values()) awaiting += count
     for (const line of pool.lines()) {
       origins[line.origin.key] = {
         open: line.open,
         idle: line.idle.length,
         busy: line.open - line.idle.length,
         waiting: line.waiters.size,
+        awaitingPermit: awaitingPermit.get(line.origin.key) ?? 0,
         opened: line.opened,
         reused: line.reused
       }
@@ -132,6 +141,7 @@ export class AgentService implements Agent.Service {
       idle: pool.idleCount,
       busy: pool.open - pool.idleCount,
       waiting: pool.waiting,
+      awaitingPermit: awaiting,
       opened: pool.opened,
       reused: pool.reused,
       responses: pool.completed,
@@ -367,8 +377,10 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       shutdown: { cutShort: false }
     }
     const routes = Config.hasProxy(config.proxy) ? new Routes(config.proxy) : undefined
+    const fleet = Option.getOrUndefined(yield* Effect.serviceOption(ConnectionPermits))
     const opener = new Opener({
       routes,
+      fleet,
       connector,
       permits: yield* Effect.makeSemaphore(config.maxConnections),
       runtime,
@@ -408,7 +420,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       )
     )
     yield* Effect.addFinalizer(() => Effect.ensuring(pool.shutdown(), watchdog.shutdown()))
-    return new AgentService(config, pool, connector, clock, config.metrics, routes)
+    return new AgentService(config, pool, opener, connector, clock, config.metrics, routes)
   })
 
 /** The body as text, failing with the Agent's own error. @internal */

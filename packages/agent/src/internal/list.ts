@@ -72,6 +72,11 @@ export class List<A> {
     return this.#head?.value
   }
 
+  /** The newest node (then `prev` towards the oldest). */
+  get lastNode(): ListNode<A> | undefined {
+    return this.#tail
+  }
+
   /** The newest value. */
   get last(): A | undefined {
     return this.#tail?.value

@@ -7,10 +7,12 @@ import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type { AgentError } from "../AgentError.js"
+import type { ConnectionPermits, Permit } from "../ConnectionPermits.js"
 import type { Connector, Transport } from "../Connector.js"
 import type { Origin } from "../Origin.js"
 import type { Connection } from "./connection.js"
 import { List, ListNode } from "./list.js"
+import { Holder, type PermitOwner } from "./permits.js"
 import { direct, type Routes } from "./routes.js"
 import { asCloseable, ConnectionScope } from "./scope.js"
 import type { Trace } from "./tracing.js"
@@ -28,7 +30,13 @@ export class Opening implements Deadline {
   /** Its place in its origin's openings. */
   readonly node = new ListNode<Opening>(this)
   readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
-  constructor(readonly fiber: Fiber.RuntimeFiber<void>, readonly deadline: number) {}
+  /** Clock millis; Infinity while it waits for a fleet permit (the connect is not timed until it has one). */
+  deadline: number
+  /** Waiting for a fleet permit (`ConnectionPermits`): nothing is being connected yet. */
+  awaitingPermit = false
+  constructor(readonly fiber: Fiber.RuntimeFiber<void>, deadline: number) {
+    this.deadline = deadline
+  }
   expire(): void {
     this.timedOut = true
     // Lands once the connect is under way (the permit is taken uninterruptibly).
@@ -42,23 +50,27 @@ export class Opening implements Deadline {
 
 /**
  * What a connection's scope gives back when it closes, in one finalizer: its
- * transport, destroyed, then its permit of the global Semaphore (even if the
- * destroy throws).
+ * transport, destroyed, then its fleet permit, if any, and its permit of the
+ * global Semaphore (each even if what comes before fails).
  */
 class Resources {
   transport: Transport | undefined = undefined
+  fleetPermit: Permit | undefined = undefined
   constructor(readonly releasePermit: Effect.Effect<void>) {}
   readonly finalize = (): Effect.Effect<void> => {
     const transport = this.transport
     this.transport = undefined
+    const fleetPermit = this.fleetPermit
+    this.fleetPermit = undefined
+    const release = fleetPermit === undefined ? this.releasePermit : Effect.ensuring(fleetPermit.release, this.releasePermit)
     if (transport !== undefined) {
       try {
         transport.destroy()
       } catch (defect) {
-        return Effect.zipRight(this.releasePermit, Effect.die(defect))
+        return Effect.zipRight(release, Effect.die(defect))
       }
     }
-    return this.releasePermit
+    return release
   }
 }
 
@@ -71,7 +83,14 @@ class Resources {
  * @internal
  */
 export interface OpeningOutcome<C> {
-  connected(context: C, connection: Connection, scope: ListNode<ConnectionScope>, opening: Opening | undefined): void
+  /** `holder`: the holder of its fleet permit, when permits are held outside the Agent. */
+  connected(
+    context: C,
+    connection: Connection,
+    scope: ListNode<ConnectionScope>,
+    opening: Opening | undefined,
+    holder: Holder<unknown> | undefined
+  ): void
   openFailed(context: C, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean, opening: Opening | undefined): void
 }
 
@@ -88,6 +107,8 @@ export interface OpenerEnv {
   readonly connectMillis: number
   /** The route of each origin, when some go through a proxy. */
   readonly routes: Routes | undefined
+  /** Permits held outside the Agent (a fleet's), asked for before each connect, when there is such a service. */
+  readonly fleet: Context.Tag.Service<typeof ConnectionPermits> | undefined
   /** Makes the Connection for a transport. */
   readonly makeConnection: (origin: Origin, transport: Transport) => Connection
 }
@@ -115,6 +136,15 @@ export class Opener {
   #scopesClosed = false
   /** Openings under way: interrupted when the pool shuts down. */
   readonly #fibers = new List<Fiber.RuntimeFiber<unknown, unknown>>()
+  /** Whether connections need a fleet permit (`ConnectionPermits`) first. */
+  get withPermits(): boolean {
+    return this.#env.fleet !== undefined
+  }
+
+  /** Who acts on what fleet permits' holders are told (the pool sets itself). */
+  permitOwner: PermitOwner<unknown> | undefined = undefined
+  /** Openings waiting for a fleet permit, by origin key. */
+  readonly awaitingPermit = new Map<string, number>()
 
   constructor(env: OpenerEnv) {
     this.#env = env
@@ -147,6 +177,10 @@ export class Opener {
     // resumes just as the fiber is interrupted would lose the permit.
     // Undefined inside when the opening completes before the fork returns.
     let opening: Opening | undefined = undefined
+    // With a fleet, the connect is timed from when the permit came.
+    const fleet = env.fleet
+    const holder = fleet === undefined ? undefined : new Holder<unknown>(this.permitOwner!)
+    let permitted = fleet === undefined
     const fiber = this.#forkIn(
       scope.value,
       Effect.uninterruptibleMask((restore) =>
@@ -159,12 +193,27 @@ export class Opener {
             })
             // Its scope closed already (the Agent shut down): the permit goes back, nothing opens.
             const closed = scope.value.addNow(resources.finalize)
-            return closed === undefined ? connect : Effect.zipRight(closed, Effect.interrupt)
+            if (closed !== undefined) return Effect.zipRight(closed, Effect.interrupt)
+            if (fleet === undefined) return connect
+            // Interrupted while it waits (its request gave up, shutdown), the service holds nothing.
+            this.#awaiting(origin, 1)
+            return Effect.flatMap(
+              Effect.ensuring(restore(fleet.acquire(origin, holder!)), Effect.sync(() => this.#awaiting(origin, -1))),
+              (permit) => {
+                resources.fleetPermit = permit
+                permitted = true
+                if (opening !== undefined) {
+                  opening.awaitingPermit = false
+                  this.#arm(opening)
+                }
+                return connect
+              }
+            )
           })),
           (exit) => {
             const timedOut = this.#ended(opening)
             if (Exit.isSuccess(exit)) {
-              outcome.connected(context, exit.value, scope, opening)
+              outcome.connected(context, exit.value, scope, opening, holder)
               return Effect.void
             }
             this.#scopes.remove(scope)
@@ -177,9 +226,24 @@ export class Opener {
       )
     )
     if (fiber.unsafePoll() !== null) return undefined
-    opening = new Opening(fiber, env.watchdog.clock.unsafeCurrentTimeMillis() + env.connectMillis)
-    if (opening.deadline !== Infinity) env.watchdog.watch(opening, opening.deadline)
+    opening = new Opening(fiber, Infinity)
+    if (permitted) this.#arm(opening)
+    else opening.awaitingPermit = true
     return opening
+  }
+
+  /** The connect is under way: its deadline starts now. */
+  #arm(opening: Opening): void {
+    const env = this.#env
+    if (env.connectMillis === Infinity) return
+    opening.deadline = env.watchdog.clock.unsafeCurrentTimeMillis() + env.connectMillis
+    env.watchdog.watch(opening, opening.deadline)
+  }
+
+  #awaiting(origin: Origin, delta: number): void {
+    const count = (this.awaitingPermit.get(origin.key) ?? 0) + delta
+    if (count === 0) this.awaitingPermit.delete(origin.key)
+    else this.awaitingPermit.set(origin.key, count)
   }
 
   /** An opening called off: its deadline is no longer watched. */

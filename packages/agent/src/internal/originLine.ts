@@ -44,12 +44,21 @@ export class Pooled implements IdleBreakListener, Deadline {
     scope: ListNode<ConnectionScope>,
     /** Clock millis when it opened. */
     readonly openedAt: number,
-    /** Clock millis from which it is not reused (`maxConnectionAge`, spread). */
-    readonly retireAt: number,
+    /** Clock millis from which it is not reused (`maxConnectionAge`, spread; 0 once retired otherwise). */
+    public retireAt: number,
     readonly closer: IdleCloser
   ) {
     this.scope = scope
     connection.owner = this
+  }
+
+  /** Why it is not reused once past `retireAt`. */
+  retiredBy: CloseReason = "max_age"
+
+  /** It carries no new request: closed when next idle (or now, by the caller, if idle). */
+  retire(reason: CloseReason): void {
+    this.retireAt = 0
+    this.retiredBy = reason
   }
 
   /** True while it sits idle in the pool. */

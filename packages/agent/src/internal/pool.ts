@@ -10,6 +10,7 @@ import { GlobalCap } from "./globalCap.js"
 import { List, type ListNode } from "./list.js"
 import type { AgentMetrics } from "./metrics.js"
 import type { Opener, Opening, OpeningOutcome } from "./opening.js"
+import type { Holder, PermitOwner } from "./permits.js"
 import { type IdleCloser, OriginLine, Pooled, type QueueTimeout, type RequestTiming, Waiter } from "./originLine.js"
 import type { ConnectionScope } from "./scope.js"
 import type { Watchdog } from "./watchdog.js"
@@ -76,7 +77,7 @@ const goldenFraction = 0.6180339887498949
  *
  * @internal
  */
-export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<OriginLine> {
+export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<OriginLine>, PermitOwner<Pooled> {
   readonly #options: PoolOptions
   readonly #clock: Clock.Clock
   readonly #opener: Opener
@@ -108,6 +109,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     this.#watchdog = watchdog
     this.#metrics = metrics
     this.#cap = new GlobalCap(options.maxConnections)
+    opener.permitOwner = this
   }
 
   /** Idle connections now. */
@@ -221,6 +223,18 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
   /** An idle connection broke or outlived its idle deadline. */
   closeIdle(pooled: Pooled, reason: CloseReason): void {
     this.#drop(pooled, reason)
+  }
+
+  /** Its fleet permit is lost: it carries no new request, and closes now if idle. */
+  permitLost(pooled: Pooled): void {
+    if (pooled.scope === undefined) return
+    pooled.retire("permit_lost")
+    if (pooled.idle) this.closeIdle(pooled, "permit_lost")
+  }
+
+  /** Others in the fleet wait for its origin: given back now if idle and none of ours waits for it. */
+  permitWanted(pooled: Pooled): void {
+    if (pooled.idle && pooled.line.waiters.size === 0) this.closeIdle(pooled, "permit_wanted")
   }
 
   /** A request waited `queueTimeout` for a connection: it fails, having sent nothing. */
@@ -340,7 +354,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
       this.#idle.remove(pooled.idleNode)
       line.metrics.taken()
       if (pooled.connection.broken || this.#tooOld(pooled)) {
-        this.#close(pooled, pooled.connection.broken ? pooled.connection.closeReason ?? "server_close" : "max_age")
+        this.#close(pooled, pooled.connection.broken ? pooled.connection.closeReason ?? "server_close" : pooled.retiredBy)
         dropped = true
         continue
       }
@@ -355,7 +369,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     const conn = pooled.connection
     if (!reusable || conn.broken) return this.#drop(pooled, conn.closeReason ?? "error")
     if (this.#closed) return this.#drop(pooled, "shutdown")
-    if (this.#tooOld(pooled)) return this.#drop(pooled, "max_age")
+    if (this.#tooOld(pooled)) return this.#drop(pooled, pooled.retiredBy)
     if (!this.#options.persist) {
       // A connection that carried nothing yet (opened ahead of need, or for a
       // request that left) may still carry one.
@@ -395,6 +409,8 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
 
   #grant(waiter: Waiter, pooled: Pooled): void {
     this.#leaveLine(waiter)
+    const line = waiter.line
+    if (this.#opener.withPermits && line.openings.size > line.waiters.size) this.#callOffAwaitingPermit(line)
     if (waiter.queuedAt >= 0) {
       // One measure of the wait, for the metrics and the request's span alike
       // (in millis: a wait is worth measuring from a millisecond up, and a
@@ -446,6 +462,24 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     }
     this.#cap.dequeueIfServed(line)
     this.#forgetIfUnused(line)
+  }
+
+  /**
+   * More openings than waiters, once a waiter was served by a connection
+   * given back: those still waiting for a fleet permit are called off (their
+   * place in the fleet's line would take a permit for nobody). Those already
+   * connecting go on, as without a fleet.
+   */
+  #callOffAwaitingPermit(line: OriginLine): void {
+    let node = line.openings.lastNode
+    while (node !== undefined && line.openings.size > line.waiters.size) {
+      const opening = node.value
+      node = node.prev
+      if (!opening.awaitingPermit) continue
+      line.openings.remove(opening.node)
+      line.opening--
+      this.#opener.cancel(opening)
+    }
   }
 
   /** Serves the origin's waiters: idle connections first, then new ones within both caps. */
@@ -544,7 +578,13 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
   }
 
   /** A connection opened for `line` (told by the Opener). */
-  connected(line: OriginLine, connection: Connection, scope: ListNode<ConnectionScope>, opening: Opening | undefined): void {
+  connected(
+    line: OriginLine,
+    connection: Connection,
+    scope: ListNode<ConnectionScope>,
+    opening: Opening | undefined,
+    holder: Holder<unknown> | undefined
+  ): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
     const calledOff = opening !== undefined && !line.openings.remove(opening.node)
     if (!calledOff) line.opening--
@@ -555,6 +595,10 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     line.metrics.opened()
     const now = this.#clock.unsafeCurrentTimeMillis()
     const pooled = new Pooled(connection, line, scope, now, this.#retireAt(now), this)
+    if (holder !== undefined) {
+      holder.pooled = pooled
+      if (holder.lostEarly) pooled.retire("permit_lost")
+    }
     if (calledOff) return this.#drop(pooled, "evicted")
     if (connection.broken && !this.#closed) {
       // Closed by the server as soon as it was open: a failed connect, or
@@ -645,9 +689,9 @@ class Preconnect implements OpeningOutcome<OriginLine> {
     else this.#resume = resume
   }
 
-  connected(line: OriginLine, connection: Connection, scope: ListNode<ConnectionScope>): void {
+  connected(line: OriginLine, connection: Connection, scope: ListNode<ConnectionScope>, _opening: unknown, holder: Holder<unknown> | undefined): void {
     this.#opened++
-    this.pool.connected(line, connection, scope, undefined)
+    this.pool.connected(line, connection, scope, undefined, holder)
     this.#ended()
   }
 
