@@ -9,7 +9,7 @@ export default defineConfig({
   ssr: { resolve: { conditions, externalConditions: ["keepalive-source"] } },
   test: {
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
-    globalSetup: ["test/setup/global.ts", "test/setup/apache.ts", "test/setup/proxies.ts"],
+    globalSetup: ["test/setup/global.ts", "test/setup/apache.ts", "test/setup/proxies.ts", "test/setup/redis.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: "forks"
