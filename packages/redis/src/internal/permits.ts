@@ -95,6 +95,8 @@ class RedisPermitsService {
   #available = true
   #lastProblem = ""
   #liveProcesses = 1
+  /** While Redis is back but not every process seen before the outage is: since when (local ms). */
+  #settlingSince: number | undefined = undefined
 
   constructor(config: Config.Resolved, client: Client, subscriber: Redis, clock: Clock.Clock, runtime: Runtime.Runtime<never>) {
     this.#config = config
@@ -298,6 +300,20 @@ class RedisPermitsService {
     this.#wakeAll()
   }
 
+  /**
+   * Whether a Redis that answers again may rule: once as many processes as
+   * were alive before the outage have registered their permits again (or a
+   * whole `leaseTtl` passed, time enough for any live one to). Until then the
+   * local cap goes on: the first process back would otherwise find Redis
+   * empty and grant what the others still hold.
+   */
+  #settled(live: number, now: number): boolean {
+    this.#settlingSince ??= now
+    if (live < this.#liveProcesses && now - this.#settlingSince < this.#config.leaseTtlMillis) return false
+    this.#settlingSince = undefined
+    return true
+  }
+
   #recovered(): void {
     this.#available = true
     this.#metrics.fallback(false)
@@ -352,7 +368,7 @@ class RedisPermitsService {
         Effect.match({
           onFailure: (error) => this.#unavailable(error),
           onSuccess: (results) => {
-            this.#liveProcesses = Number(results[0]![1])
+            const live = Number(results[0]![1])
             sent.forEach((leases, i) => {
               const lost = new Set(results[i + 1]![1] as ReadonlyArray<string>)
               for (const held of leases) {
@@ -364,7 +380,12 @@ class RedisPermitsService {
                 }
               }
             })
-            if (adopt) this.#recovered()
+            if (!adopt) {
+              this.#liveProcesses = live
+            } else if (this.#settled(live, sentAt)) {
+              this.#liveProcesses = live
+              this.#recovered()
+            }
           }
         })
       )
