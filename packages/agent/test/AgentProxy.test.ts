@@ -89,6 +89,19 @@ describe("Agent through a proxy", () => {
     }).pipe(Effect.provide(agentOn(server, { proxy })))
   })
 
+  it.effect("one proxy address set for each scheme with other credentials: each scheme's origins get their own", () => {
+    const server = echoServer()
+    const proxy = Proxy.make({ http: "socks5://alice:a@socks.test:1080", https: "socks5://bob:b@socks.test:1080" })
+    return Effect.gen(function*() {
+      yield* Agent.requestString("http://a.test/")
+      yield* Agent.requestString("https://a.test/")
+      expect(server.sockets.map((s) => [s.origin.key, Redacted.value(s.options.proxy!.credentials!).username])).toEqual([
+        ["http://a.test:80", "alice"],
+        ["https://a.test:443", "bob"]
+      ])
+    }).pipe(Effect.provide(agentOn(server, { proxy })))
+  })
+
   it.effect("origins that NO_PROXY matches go direct; others keep their proxy", () => {
     const server = echoServer()
     const proxy = Proxy.make({ all: "http://proxy.test:3128", noProxy: "localhost, .internal,10.0.0.0/8" })

@@ -38,8 +38,13 @@ const remembered = 1024
 export class Routes {
   readonly #config: Proxy.Config
   readonly #known = new Map<string, Route>()
-  /** One Route per proxy and kind, so that origins through one proxy share it. */
-  readonly #byProxy = new Map<string, Route>()
+  /**
+   * One Route per proxy and kind, so that origins through one proxy share
+   * it. Keyed by the endpoint itself, not its key: one proxy address may be
+   * set for several schemes with different credentials.
+   */
+  readonly #forwarded = new Map<Proxy.Endpoint, Route>()
+  readonly #tunnelled = new Map<Proxy.Endpoint, Route>()
 
   constructor(config: Proxy.Config) {
     this.#config = config
@@ -56,11 +61,11 @@ export class Routes {
   }
 
   #through(proxy: Proxy.Endpoint, forwarded: boolean): Route {
-    const key = `${forwarded ? "forward" : "tunnel"} ${proxy.key}`
-    let route = this.#byProxy.get(key)
+    const routes = forwarded ? this.#forwarded : this.#tunnelled
+    let route = routes.get(proxy)
     if (route === undefined) {
       route = new Route(proxy, { proxy }, forwarded, forwarded ? basicAuthorization(proxy) : undefined)
-      this.#byProxy.set(key, route)
+      routes.set(proxy, route)
     }
     return route
   }
