@@ -6,10 +6,13 @@ import * as Agent from "@keepalive/agent/Agent"
 import type * as Proxy from "@keepalive/agent/Proxy"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as NodeAgent from "../../NodeAgent.js"
+import { type FleetPlan, fleetOptions, fleetPlan, permitsLayer, PermitWaits } from "./fleet.js"
 import { agentOptions, duration, proxyConfig, proxyFor, proxyOptions, UsageError, Unsuccessful } from "./options.js"
 import { Progress } from "./progress.js"
 import { messageOf, type Outcome, reasonOf, Recorder, summaryLines } from "./summary.js"
@@ -103,6 +106,9 @@ interface FetchOptions {
   readonly json: boolean
   readonly proxy: Option.Option<string>
   readonly noproxy: Option.Option<string>
+  readonly fleet: Option.Option<string>
+  readonly fleetMaxPerOrigin: Option.Option<number>
+  readonly fleetKeyPrefix: Option.Option<string>
 }
 
 /** What is sent, built from the options before anything is sent. */
@@ -115,6 +121,8 @@ interface Plan {
   readonly proxy: Proxy.Config
   /** The key of the proxy each URL goes through, or null; by the index of `urls`. */
   readonly proxies: ReadonlyArray<string | null>
+  /** The fleet whose permits each connection waits for (`--fleet`). */
+  readonly fleet: FleetPlan | undefined
 }
 
 const plan = (options: FetchOptions): Plan => {
@@ -123,6 +131,7 @@ const plan = (options: FetchOptions): Plan => {
   if (sources.length === 0) throw new UsageError({ message: "no URL given: pass URLs or --input FILE|-" })
   const urls = sources.map(checkUrl)
   const proxy = proxyConfig(options, process.env)
+  const fleet = fleetPlan(options, options.maxPerOrigin)
   const method = Option.getOrElse(options.method, () => Option.isSome(options.data) ? "POST" : "GET")
   if (!token.test(method)) throw new UsageError({ message: `--method must be a token such as GET, got '${method}'` })
   const headers = options.header.map(parseHeader)
@@ -138,7 +147,7 @@ const plan = (options: FetchOptions): Plan => {
     }
   }
   const proxies = urls.map((url) => proxyFor(proxy, new URL(url))?.key ?? null)
-  return { urls, method, headers, body, output, proxy, proxies }
+  return { urls, method, headers, body, output, proxy, proxies, fleet }
 }
 
 const buildRequest = (p: Plan, url: string): HttpClientRequest.HttpClientRequest => {
@@ -208,7 +217,16 @@ const run = (options: FetchOptions) =>
       catch: (error) => error instanceof UsageError ? error : new UsageError({ message: messageOf(error) })
     })
     const recorder = new Recorder()
-    const progress = new Progress(process.stdout.isTTY === true && !options.json, p.urls.length, recorder)
+    const progress = new Progress(process.stdout.isTTY === true && !options.json, p.urls.length, recorder, "", p.fleet !== undefined)
+    const waits = new PermitWaits()
+    const agent = NodeAgent.layer({
+      maxConnectionsPerOrigin: options.maxPerOrigin,
+      maxConnections: options.maxConnections,
+      idleTimeout: options.idleTimeout,
+      persist: !options.noPersist,
+      proxy: p.proxy
+    })
+    const layer = p.fleet === undefined ? agent : Layer.provide(agent, yield* permitsLayer(p.fleet, waits))
     const started = performance.now()
     yield* Effect.forEach(
       p.urls,
@@ -224,17 +242,11 @@ const run = (options: FetchOptions) =>
       { concurrency: options.concurrency, discard: true }
     ).pipe(
       progress.run.bind(progress),
-      Effect.provide(
-        NodeAgent.layer({
-          maxConnectionsPerOrigin: options.maxPerOrigin,
-          maxConnections: options.maxConnections,
-          idleTimeout: options.idleTimeout,
-          persist: !options.noPersist,
-          proxy: p.proxy
-        })
-      )
+      Effect.provide(layer),
+      // What a layer logs (the fleet's Redis unavailable, back again) is a line on stderr, as a failed request's is.
+      Effect.provide(Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => progress.line(logLine(message)))))
     )
-    const summary = recorder.summary()
+    const summary = recorder.summary(p.fleet === undefined ? null : waits.summary(p.fleet))
     if (options.json) process.stdout.write(`${JSON.stringify({ summary })}\n`)
     else {
       const lines = summaryLines(summary, (performance.now() - started) / 1000, recorder)
@@ -242,6 +254,10 @@ const run = (options: FetchOptions) =>
     }
     if (summary.failed > 0) return yield* new Unsuccessful()
   })
+
+/** A log message (one value, or the values of one call) on one line. */
+const logLine = (message: unknown): string =>
+  (Array.isArray(message) ? message : [message]).map((part) => messageOf(part)).join(" ")
 
 /** A text option with a one-letter alias and a name for its value in the help. */
 const textOption = (name: string, alias: string, value: string, description: string) =>
@@ -269,5 +285,6 @@ export const command = Command.make("fetch", {
   data: Options.optional(textOption("data", "d", "TEXT|@FILE", "request body: the text, or the bytes of FILE")),
   output: Options.optional(textOption("output", "o", "DIR", "write each response body to a file in DIR")),
   json: Options.boolean("json").pipe(Options.withDescription("one JSON line per response, then a summary line")),
-  ...proxyOptions
+  ...proxyOptions,
+  ...fleetOptions
 }, run).pipe(Command.withDescription("Fetch URLs through one Agent and summarise what the connections did."))

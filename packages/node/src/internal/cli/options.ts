@@ -25,9 +25,28 @@ export class Unsuccessful extends Data.TaggedError("Unsuccessful")<{}> {}
 const invalid = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
 
 /**
- * An integer option within `[min, max]`. Parsed by hand rather than with
- * `Options.integer`, so that a value out of range, however long, gets a
- * message that names the range instead of a generic parse failure.
+ * An integer option within `[min, max]`, without a default. Parsed by hand
+ * rather than with `Options.integer`, so that a value out of range, however
+ * long, gets a message that names the range instead of a generic parse failure.
+ *
+ * @internal
+ */
+export const bounded = (
+  name: string,
+  bounds: { readonly min: number; readonly max: number }
+): Options.Options<number> =>
+  Options.text(name).pipe(
+    Options.withPseudoName("N"),
+    Options.mapEffect((text) => {
+      const n = /^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN
+      return Number.isSafeInteger(n) && n >= bounds.min && n <= bounds.max
+        ? Effect.succeed(n)
+        : Effect.fail(invalid(`--${name} must be an integer from ${bounds.min} to ${bounds.max}, got '${text}'`))
+    })
+  )
+
+/**
+ * An integer option within `[min, max]`, `fallback` when not given.
  *
  * @internal
  */
@@ -35,15 +54,8 @@ export const integer = (
   name: string,
   bounds: { readonly min: number; readonly max: number; readonly fallback: number; readonly description: string }
 ): Options.Options<number> =>
-  Options.text(name).pipe(
-    Options.withPseudoName("N"),
+  bounded(name, bounds).pipe(
     Options.withDescription(`${bounds.description} (default ${bounds.fallback}, ${bounds.min} to ${bounds.max})`),
-    Options.mapEffect((text) => {
-      const n = /^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN
-      return Number.isSafeInteger(n) && n >= bounds.min && n <= bounds.max
-        ? Effect.succeed(n)
-        : Effect.fail(invalid(`--${name} must be an integer from ${bounds.min} to ${bounds.max}, got '${text}'`))
-    }),
     Options.withDefault(bounds.fallback)
   )
 

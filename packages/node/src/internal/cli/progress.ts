@@ -7,7 +7,7 @@ const width = 24
 
 /**
  * The live progress line on stderr: done/total, rate, open connections and
- * waiting requests, redrawn in place with `\r` ten times a second and
+ * waiting requests (and connections awaiting a fleet's permit), redrawn in place with `\r` ten times a second and
  * cleared at the end. Disabled, it draws nothing and only lets lines through.
  *
  * @internal
@@ -21,7 +21,9 @@ export class Progress {
     readonly total: number,
     /** Samples the stats for the summary's peaks; none when nobody reads them. */
     readonly recorder: Recorder | undefined,
-    readonly label = ""
+    readonly label = "",
+    /** Whether connections wait for a fleet's permits: the line says how many do. */
+    readonly fleet = false
   ) {}
 
   /** Runs `effect` with the line drawn while it runs (sampling stats into the recorder), and cleared after. */
@@ -47,7 +49,9 @@ export class Progress {
     const filled = this.total === 0 ? width : Math.floor(this.done / this.total * width)
     const bar = "#".repeat(filled) + "-".repeat(width - filled)
     process.stderr.write(
-      `\r${this.label}[${bar}] ${this.done}/${this.total}  ${rate} req/s  open ${stats.open}  waiting ${stats.waiting}\x1b[K`
+      `\r${this.label}[${bar}] ${this.done}/${this.total}  ${rate} req/s  open ${stats.open}  waiting ${stats.waiting}${
+        this.fleet ? `  awaiting permit ${stats.awaitingPermit}` : ""
+      }\x1b[K`
     )
   }
 

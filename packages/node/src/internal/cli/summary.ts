@@ -41,6 +41,37 @@ export interface Summary {
   readonly p50Ms: number | null
   readonly p90Ms: number | null
   readonly p99Ms: number | null
+  /** The fleet's permits (`--fleet`), null without one. */
+  readonly fleet: FleetSummary | null
+}
+
+/**
+ * A permit granted on the spot costs a round trip to Redis, which a busy
+ * event loop can stretch to a few milliseconds; an acquire longer than this
+ * waited for a permit to come free.
+ *
+ * @internal
+ */
+export const permitWaitedMillis = 10
+
+/**
+ * How long connections waited for the fleet's permits (`--fleet`): every
+ * `acquire` of `ConnectionPermits`, timed whatever its end; `waited` counts
+ * those longer than `permitWaitedMillis`.
+ *
+ * @internal
+ */
+export interface FleetSummary {
+  /** The Redis, `scheme://host:port` (never credentials). */
+  readonly redis: string
+  /** The fleet's cap on connections to one origin, across its processes. */
+  readonly maxPerOrigin: number
+  readonly acquires: number
+  readonly waited: number
+  readonly waitTotalMs: number
+  readonly waitP50Ms: number | null
+  readonly waitP99Ms: number | null
+  readonly waitMaxMs: number | null
 }
 
 /**
@@ -110,7 +141,7 @@ export class Recorder {
     }
   }
 
-  summary(): Summary {
+  summary(fleet: FleetSummary | null): Summary {
     const failuresByReason: Record<string, number> = {}
     const ms: Array<number> = []
     let bytes = 0
@@ -139,7 +170,8 @@ export class Recorder {
       bytes,
       p50Ms: percentile(ms, 50),
       p90Ms: percentile(ms, 90),
-      p99Ms: percentile(ms, 99)
+      p99Ms: percentile(ms, 99),
+      fleet
     }
   }
 }
@@ -177,6 +209,17 @@ export const summaryLines = (summary: Summary, seconds: number, recorder: Record
   if (proxied.size > 0) {
     const through = [...proxied].map(([key, n]) => `${key} for ${n} of ${summary.requests}`).join(", ")
     lines.splice(1, 0, `proxy         ${through} ${summary.requests === 1 ? "request" : "requests"}`)
+  }
+  const fleet = summary.fleet
+  if (fleet !== null) {
+    lines.push(
+      `fleet         ${fleet.redis}, at most ${fleet.maxPerOrigin} per origin in all: ${fleet.acquires} ${
+        fleet.acquires === 1 ? "permit" : "permits"
+      } asked for, ${fleet.waited} waited over ${permitWaitedMillis} ms`,
+      `permit waits  ${formatMs(fleet.waitTotalMs)} in total; p50 ${formatMs(fleet.waitP50Ms)}, p99 ${
+        formatMs(fleet.waitP99Ms)
+      }, max ${formatMs(fleet.waitMaxMs)}`
+    )
   }
   const reasons = Object.entries(summary.failuresByReason)
   if (reasons.length > 0) {
