@@ -37,7 +37,7 @@ const collectLogs = () => {
 const fallback = Metric.snapshot.pipe(
   Effect.map((pairs) => {
     const pair = pairs.find((p) => p.metricKey.name === RedisPermits.metricNames.fallback)
-    return pair === undefined ? undefined : (pair.metricState as { readonly value: number }).value
+    return pair === undefined ? undefined : (pair.metricState as unknown as { readonly value: number }).value
   })
 )
 
