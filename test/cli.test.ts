@@ -1,11 +1,14 @@
 /**
  * The `keepalive` command line, run as a process (from its TypeScript
  * sources, as `pnpm demo` runs it) against local node:http servers and a
- * private nginx, directly and through the test proxies (squid, dante): its
- * JSON lines, summaries, exit codes, and its view on a terminal.
+ * private nginx, directly and through the test proxies (squid, dante), and
+ * in a fleet on the test Redis: its JSON lines, summaries, exit codes, and
+ * its view on a terminal.
  */
 import { describe, expect, it } from "@effect/vitest"
+import type { RedisModule } from "../packages/node/src/internal/cli/fleet.js"
 import { execFileSync, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as https from "node:https"
@@ -55,6 +58,12 @@ const run = (
 /** Runs the command line from its sources, in an environment without proxy settings but those of `env`. */
 const keepalive = (args: ReadonlyArray<string>, input?: string, env?: Readonly<Record<string, string>>): Promise<Ran> =>
   run(process.execPath, [...bin, ...args], input, env)
+
+/** A secret that must appear in no output of a run. */
+const expectNoSecret = (ran: Ran, secret: string) => {
+  expect(ran.stdout).not.toContain(secret)
+  expect(ran.stderr).not.toContain(secret)
+}
 
 const jsonLines = (stdout: string): Array<any> =>
   stdout.trim().split("\n").map((line) => JSON.parse(line))
@@ -115,7 +124,7 @@ describe("keepalive: usage", () => {
   it("--help of each command names its options, in plain text through a pipe, and exits 0", async () => {
     const cases = [
       [["--help"], ["fetch", "probe", "demo"]],
-      [["fetch", "--help"], ["--input", "--concurrency", "--max-per-origin", "--max-connections", "--idle-timeout", "--no-persist", "--method", "--header", "--data", "--output", "--json", "--proxy", "--noproxy"]],
+      [["fetch", "--help"], ["--input", "--concurrency", "--max-per-origin", "--max-connections", "--idle-timeout", "--no-persist", "--method", "--header", "--data", "--output", "--json", "--proxy", "--noproxy", "--fleet", "--fleet-max-per-origin", "--fleet-key-prefix"]],
       [["probe", "--help"], ["--max-requests", "--max-idle", "--json", "--proxy", "--noproxy"]],
       [["demo", "--help"], ["--requests", "--origins", "--concurrency", "--max-per-origin", "--max-connections"]]
     ] as const
@@ -191,6 +200,7 @@ describe("keepalive fetch", () => {
     expect(responses.filter((r) => !r.reused)).toHaveLength(opened)
     expect(summary).toEqual({
       requests: 60,
+      proxy: null,
       failed: 0,
       failuresByReason: {},
       connectionsOpened: opened,
@@ -200,7 +210,8 @@ describe("keepalive fetch", () => {
       bytes: responses.reduce((n, r) => n + r.bytes, 0),
       p50Ms: expect.any(Number),
       p90Ms: expect.any(Number),
-      p99Ms: expect.any(Number)
+      p99Ms: expect.any(Number),
+      fleet: null
     })
     expect(opened).toBeLessThanOrEqual(6)
     expect(summary.maxOpenPerOrigin).toBeGreaterThanOrEqual(1)
@@ -334,6 +345,149 @@ describe("keepalive fetch", () => {
       await stopServer(slow)
     }
   })
+})
+
+describe("keepalive fetch --fleet", () => {
+  const redisPort = inject("redisPort")
+  const unavailable = inject("redisUnavailable")
+  const skip = redisPort === 0 && process.env.CI !== "true"
+  if (skip) console.warn(`fleet CLI tests skipped: ${unavailable}`)
+  const redisUrl = () => {
+    if (redisPort === 0) throw new Error(`redis-server is required under CI but unavailable: ${unavailable}`)
+    return `redis://127.0.0.1:${redisPort}`
+  }
+  /** Keys of this run's own: the test Redis is shared with the tests of @keepalive/redis. */
+  const keyPrefix = () => `keepalive:cli:${randomBytes(6).toString("hex")}`
+
+  /** A server that counts the connections open at once, from accept until the client's FIN. */
+  const startCounting = async (delayMs: number) => {
+    const counts = { open: 0, peak: 0 }
+    const server = await startServer((s) => {
+      s.on("connection", (socket: net.Socket) => {
+        counts.open++
+        counts.peak = Math.max(counts.peak, counts.open)
+        let counted = true
+        const closed = () => {
+          if (counted) counts.open--
+          counted = false
+        }
+        // The client's FIN is the first the server knows of a close; its "close" event comes later.
+        socket.once("end", closed)
+        socket.once("close", closed)
+      })
+    }, (req, res) => setTimeout(() => res.end(`body of ${req.url}`), delayMs))
+    return Object.assign(server, { counts })
+  }
+
+  it("@keepalive/redis has what the command loads of it", async () => {
+    // The command types the package, an optional peer, by its own view of it: the package must fit that view.
+    const loaded: RedisModule = await import("@keepalive/redis")
+    expect(typeof loaded.RedisPermits.layer).toBe("function")
+  })
+
+  it.skipIf(skip)("two processes share --fleet-max-per-origin: the origin never sees more, every request is served", async () => {
+    const server = await startCounting(40)
+    try {
+      const prefix = keyPrefix()
+      // Each process would open 4 connections on its own; the fleet allows 2 in all.
+      const args = (name: string) => [
+        "--concurrency", "8", "--max-per-origin", "4",
+        "--fleet", redisUrl(), "--fleet-max-per-origin", "2", "--fleet-key-prefix", prefix,
+        ...Array.from({ length: 50 }, (_, i) => `${server.base}/${name}/${i}`)
+      ]
+      const [json, readable] = await Promise.all([
+        keepalive(["fetch", "--json", ...args("json")]),
+        keepalive(["fetch", ...args("readable")])
+      ])
+      expect([json.code, readable.code]).toEqual([0, 0])
+      expect([json.stderr, readable.stderr]).toEqual(["", ""])
+      expect(server.counts.peak).toBe(2)
+      expect(server.seen).toHaveLength(100)
+
+      const lines = jsonLines(json.stdout)
+      expect(lines.slice(0, 50).every((line) => line.status === 200)).toBe(true)
+      const fleet = lines[50].summary.fleet
+      expect(fleet).toEqual({
+        redis: redisUrl(),
+        maxPerOrigin: 2,
+        permits: expect.any(Number),
+        waited: expect.any(Number),
+        calledOff: expect.any(Number),
+        waitTotalMs: expect.any(Number),
+        waitP50Ms: expect.any(Number),
+        waitP99Ms: expect.any(Number),
+        waitMaxMs: expect.any(Number)
+      })
+      expect(fleet.permits).toBeGreaterThanOrEqual(1)
+      expect(fleet.waitP50Ms).toBeLessThanOrEqual(fleet.waitP99Ms)
+      expect(fleet.waitP99Ms).toBeLessThanOrEqual(fleet.waitMaxMs)
+      expect(fleet.waitMaxMs).toBeLessThanOrEqual(fleet.waitTotalMs)
+
+      expect(readable.stdout).toMatch(/^requests +50 in [\d.]+ s \(\d+ req\/s\), 0 failed$/m)
+      const counted = /^fleet +redis:\/\/127\.0\.0\.1:\d+, at most 2 per origin in all: (\d+) permits? \((\d+) waited over 10 ms\), \d+ called off$/m
+        .exec(readable.stdout)
+      expect(counted).not.toBeNull()
+      expect(readable.stdout).toMatch(/^permit waits +[\d.]+ ms in total; p50 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms$/m)
+      // Alone, each process would get the fleet's 2 permits on the spot; running at once, they had 2 between them,
+      // and every other permit came after a wait for one to come free.
+      const onTheSpot = fleet.permits - fleet.waited + Number(counted![1]) - Number(counted![2])
+      expect(onTheSpot).toBeLessThanOrEqual(2)
+    } finally {
+      await stopServer(server)
+    }
+  })
+
+  it.skipIf(skip)("Redis unreachable: the layer's one warning line on stderr, each process capped on its own", async () => {
+    const server = await startCounting(5)
+    try {
+      const port = await closedPort()
+      const urls = Array.from({ length: 10 }, (_, i) => `${server.base}/alone/${i}`)
+      const ran = await keepalive([
+        "fetch", "--json", "--max-per-origin", "4", "--fleet", `redis://:hunter2@127.0.0.1:${port}`,
+        "--fleet-max-per-origin", "2", "--fleet-key-prefix", keyPrefix(), ...urls
+      ])
+      expect(ran.code).toBe(0)
+      expect(ran.stderr).toMatch(/^@keepalive\/redis: Redis is unavailable \([^\n]*\); each origin is capped at 2 connections in this process[^\n]*\n$/)
+      expect(ran.stderr).not.toMatch(/\bat .*:\d+:\d+/)
+      expectNoSecret(ran, "hunter2")
+      const lines = jsonLines(ran.stdout)
+      expect(lines.slice(0, 10).every((line) => line.status === 200)).toBe(true)
+      expect(lines[10].summary.fleet).toMatchObject({ redis: `redis://127.0.0.1:${port}`, maxPerOrigin: 2 })
+      expect(server.counts.peak).toBeLessThanOrEqual(2)
+    } finally {
+      await stopServer(server)
+    }
+  })
+
+  it("bad --fleet input: one line, no credentials, exit code 2, nothing sent", async () => {
+    const server = await startServer()
+    const url = `${server.base}/never`
+    const cases: ReadonlyArray<readonly [ReadonlyArray<string>, RegExp]> = [
+      [["--fleet", "http://alice:hunter2@127.0.0.1:6379"], /^keepalive: bad --fleet URL: 'http:\/\/<redacted>@127\.0\.0\.1:6379' is not a redis:\/\/ or rediss:\/\/ URL\n$/],
+      [["--fleet", "redis://alice:hunter2@bad host:6379"], /^keepalive: bad --fleet URL: 'redis:\/\/<redacted>@bad host:6379' is not a valid URL\n$/],
+      [["--fleet", "redis://:hunter2@127.0.0.1:6379/zero"], /^keepalive: bad --fleet URL: the path of 'redis:\/\/127\.0\.0\.1:6379\/zero' is not a database number\n$/],
+      [["--fleet-max-per-origin", "2"], /^keepalive: --fleet-max-per-origin needs --fleet URL\n$/],
+      [["--fleet-key-prefix", "mine"], /^keepalive: --fleet-key-prefix needs --fleet URL\n$/],
+      [["--fleet", "redis://127.0.0.1:6379", "--fleet-max-per-origin", "0"], /^keepalive: --fleet-max-per-origin must be an integer from 1 to 10000, got '0'\n$/],
+      // Refused by the layer, which owns the rule, before it connects.
+      [["--fleet", "redis://127.0.0.1:6379", "--fleet-key-prefix", "{mine}"], /^keepalive: bad --fleet-key-prefix: [^\n]*braces[^\n]*\n$/]
+    ]
+    try {
+      const ran: Array<Ran> = []
+      for (let i = 0; i < cases.length; i += 2) {
+        ran.push(...await Promise.all(cases.slice(i, i + 2).map(([args]) => keepalive(["fetch", ...args, url]))))
+      }
+      cases.forEach(([args, pattern], i) => {
+        const { code, stderr, stdout } = ran[i]!
+        expect({ args, code, stdout }).toEqual({ args, code: 2, stdout: "" })
+        expect(stderr).toMatch(pattern)
+        expectNoSecret(ran[i]!, "hunter2")
+      })
+      expect(server.seen).toEqual([])
+    } finally {
+      await stopServer(server)
+    }
+  }, 60_000)
 })
 
 describe("keepalive: interrupted", () => {
@@ -596,7 +750,7 @@ describe("keepalive through proxies", () => {
     expect(ran.code).toBe(0)
     const [line, { summary }] = jsonLines(ran.stdout)
     expect(line).toMatchObject({ url, proxy: squidKey(), status: 200, bytes: "body of /env/json".length })
-    expect(summary).toMatchObject({ requests: 1, failed: 0 })
+    expect(summary).toMatchObject({ requests: 1, proxy: squidKey(), failed: 0 })
     expect(origin.seen.length - before).toBe(1)
     expect(await squidSaw(`GET ${url} 200`)).toHaveLength(1)
 

@@ -30,6 +30,12 @@ export type Outcome =
  */
 export interface Summary {
   readonly requests: number
+  /**
+   * The key of the proxy the requests went through (`scheme://host:port`,
+   * never credentials); null when every one went direct; the keys separated
+   * by `, `, in the order first used, when they went through several.
+   */
+  readonly proxy: string | null
   readonly failed: number
   readonly failuresByReason: Record<string, number>
   readonly connectionsOpened: number
@@ -55,9 +61,9 @@ export interface Summary {
 export const permitWaitedMillis = 10
 
 /**
- * How long connections waited for the fleet's permits (`--fleet`): every
- * `acquire` of `ConnectionPermits`, timed whatever its end; `waited` counts
- * those longer than `permitWaitedMillis`.
+ * How long connections waited for the fleet's permits (`--fleet`), timed
+ * around each `acquire` of `ConnectionPermits`. The waits are those of the
+ * permits granted; `waited` counts those over `permitWaitedMillis`.
  *
  * @internal
  */
@@ -66,8 +72,11 @@ export interface FleetSummary {
   readonly redis: string
   /** The fleet's cap on connections to one origin, across its processes. */
   readonly maxPerOrigin: number
-  readonly acquires: number
+  /** Permits granted: connections opened under the fleet's cap. */
+  readonly permits: number
   readonly waited: number
+  /** Acquires that ended without a permit: the Agent no longer needed the connection. */
+  readonly calledOff: number
   readonly waitTotalMs: number
   readonly waitP50Ms: number | null
   readonly waitP99Ms: number | null
@@ -159,8 +168,10 @@ export class Recorder {
     }
     ms.sort((a, b) => a - b)
     const responses = this.outcomes.length - failed
+    const proxies = [...proxyCounts(this.outcomes).keys()]
     return {
       requests: this.outcomes.length,
+      proxy: proxies.length === 0 ? null : proxies.join(", "),
       failed,
       failuresByReason,
       connectionsOpened: this.#opened,
@@ -213,9 +224,9 @@ export const summaryLines = (summary: Summary, seconds: number, recorder: Record
   const fleet = summary.fleet
   if (fleet !== null) {
     lines.push(
-      `fleet         ${fleet.redis}, at most ${fleet.maxPerOrigin} per origin in all: ${fleet.acquires} ${
-        fleet.acquires === 1 ? "permit" : "permits"
-      } asked for, ${fleet.waited} waited over ${permitWaitedMillis} ms`,
+      `fleet         ${fleet.redis}, at most ${fleet.maxPerOrigin} per origin in all: ${fleet.permits} ${
+        fleet.permits === 1 ? "permit" : "permits"
+      } (${fleet.waited} waited over ${permitWaitedMillis} ms), ${fleet.calledOff} called off`,
       `permit waits  ${formatMs(fleet.waitTotalMs)} in total; p50 ${formatMs(fleet.waitP50Ms)}, p99 ${
         formatMs(fleet.waitP99Ms)
       }, max ${formatMs(fleet.waitMaxMs)}`
