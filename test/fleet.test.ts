@@ -193,4 +193,62 @@ describe.skipIf(skip)("a fleet sharing a per-origin cap on Redis", () => {
       expect(accepted).toBeLessThan(total / 4)
       console.log(`fleet: ${total} requests, ${accepted} connections, ${reused} reused, peaks ${origins.map((o) => o.peak).join("/")}`)
   }, 60_000)
+
+  it("a SIGKILLed holder's permits come free within its lease TTL and a refresh interval", async () => {
+    const origin = await server((url) => (url.startsWith("/hold") ? 200 : 2))
+    const keyPrefix = freshPrefix()
+    const leaseTtlMs = 1_500
+    const common = { redis, keyPrefix, cap: 3, leaseTtlMs, origins: [origin.url], idleTimeoutMs: 60_000 }
+    const holder = startWorker({ ...common, mode: "hold", name: "holder", hold: 3 })
+    const held = await holder.next("held")
+    expect(held.open).toBe(3)
+    const waiter = startWorker({ ...common, mode: "wait", name: "waiter" })
+    await waiter.next("ready")
+    holder.child.kill("SIGKILL")
+    await holder.exited
+    waiter.child.stdin!.write("go\n")
+    const waited = await waiter.next("waited", 10_000)
+    expect(waited.ok).toBe(true)
+    // It waited for the dead holder's leases to run out (renewed every third of the TTL), then at most a poll.
+    expect(waited.ms).toBeGreaterThan(leaseTtlMs / 3 * 2 - 200)
+    expect(waited.ms).toBeLessThan(leaseTtlMs + leaseTtlMs / 3 + 300)
+    console.log(`fleet: a killed holder's permit taken after ${waited.ms} ms (lease TTL ${leaseTtlMs} ms)`)
+  }, 30_000)
+
+  it("a process stalled past its lease loses its permits, closes those connections and does not use them again", async () => {
+    const origin = await server(() => 5)
+    const keyPrefix = freshPrefix()
+    const leaseTtlMs = 900
+    const common = { redis, keyPrefix, cap: 1, leaseTtlMs, origins: [origin.url], idleTimeoutMs: 60_000 }
+    const stalled = startWorker({ ...common, mode: "stall", name: "stalled", stallAfterMs: 1_500, stallMs: 2_500, afterMs: 1_500 })
+    const other = startWorker({ ...common, mode: "wait", name: "other" })
+    await other.next("ready")
+    const stalling = await stalled.next("stalling")
+    other.child.stdin!.write("go\n")
+    // The other process gets the permit while the stalled one cannot even renew it.
+    const waited = await other.next("waited", 10_000)
+    expect(waited.ok).toBe(true)
+    const resumed = await stalled.next("resumed")
+    expect(waited.receivedAt).toBeLessThan(resumed.receivedAt)
+    const done = await stalled.next("done", 15_000)
+    expect(done.failed, JSON.stringify(done.errors)).toBe(0)
+    expect(done.ok).toBeGreaterThan(0)
+    // The Agent closed the connection whose permit was lost...
+    expect(done.closedLost).toBeGreaterThanOrEqual(1)
+    const before = origin.connections.filter((c) => c.worker === "stalled" && c.arrivals[0]! < stalling.receivedAt)
+    expect(before).toHaveLength(1)
+    const old = before[0]!
+    // ...and sent nothing on it once it noticed. Before it noticed, one request may have gone out on it: the
+    // response that came during the stall is handled (poll phase) before the refresh timer that expired
+    // during it (libuv runs a timer only after the I/O of the iteration that saw its time pass), and the
+    // Agent does not ask the service at checkout. That one, and none after the connection was closed.
+    const late = old.arrivals.filter((t) => t > stalling.receivedAt + 50)
+    expect(late.length).toBeLessThanOrEqual(1)
+    expect(old.closedAt).toBeGreaterThan(0)
+    expect(old.arrivals.every((t) => t <= old.closedAt)).toBe(true)
+    // Once resumed it asked again and was served on a new connection.
+    const after = origin.connections.filter((c) => c.worker === "stalled" && c !== old)
+    expect(after.length).toBeGreaterThanOrEqual(1)
+    console.log(`fleet: stalled process, ${done.closedLost} connection(s) closed for a lost permit, ${done.ok} requests`)
+  }, 30_000)
 })
