@@ -2,6 +2,7 @@ import * as Options from "@effect/cli/Options"
 import { ConnectionPermits } from "@keepalive/agent/ConnectionPermits"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { bounded, UsageError } from "./options.js"
@@ -172,30 +173,36 @@ export const permitsLayer = (
   ))
 
 /**
- * The time each `acquire` of the fleet's permits took, whatever its end
- * (a permit, a failure, or called off by the Agent).
+ * The time each `acquire` of the fleet's permits took until it got one, and
+ * how many ended without one. Those the Agent called off, once the requests
+ * they were for had been served by other connections, held up no request:
+ * their waits are left out.
  *
  * @internal
  */
 export class PermitWaits {
   readonly #millis: Array<number> = []
+  #calledOff = 0
 
-  record(millis: number): void {
-    this.#millis.push(millis)
+  record(millis: number, granted: boolean): void {
+    if (granted) this.#millis.push(millis)
+    else this.#calledOff++
   }
 
   summary(plan: FleetPlan): FleetSummary {
     const sorted = [...this.#millis].sort((a, b) => a - b)
-    const tenth = (n: number | null) => n === null ? null : Math.round(n * 10) / 10
+    const tenth = (n: number) => Math.round(n * 10) / 10
+    const tenthOrNull = (n: number | null) => n === null ? null : tenth(n)
     return {
       redis: plan.key,
       maxPerOrigin: plan.maxPerOrigin,
-      acquires: sorted.length,
+      permits: sorted.length,
       waited: sorted.filter((ms) => ms > permitWaitedMillis).length,
-      waitTotalMs: tenth(sorted.reduce((sum, ms) => sum + ms, 0))!,
-      waitP50Ms: tenth(percentile(sorted, 50)),
-      waitP99Ms: tenth(percentile(sorted, 99)),
-      waitMaxMs: tenth(sorted.at(-1) ?? null)
+      calledOff: this.#calledOff,
+      waitTotalMs: tenth(sorted.reduce((sum, ms) => sum + ms, 0)),
+      waitP50Ms: tenthOrNull(percentile(sorted, 50)),
+      waitP99Ms: tenthOrNull(percentile(sorted, 99)),
+      waitMaxMs: tenthOrNull(sorted.at(-1) ?? null)
     }
   }
 }
@@ -204,8 +211,7 @@ const nowMillis = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos) / 
 
 /**
  * The `ConnectionPermits` below it, with each `acquire` timed into `waits`
- * by the Clock. Interruptible as the service below is: the time of an
- * acquire called off is recorded too.
+ * by the Clock; interruptible as the service below is.
  *
  * @internal
  */
@@ -216,9 +222,9 @@ export const timed = (waits: PermitWaits): Layer.Layer<ConnectionPermits, never,
       ConnectionPermits.of({
         acquire: (origin, holder) =>
           Effect.flatMap(nowMillis, (started) =>
-            Effect.ensuring(
+            Effect.onExit(
               permits.acquire(origin, holder),
-              Effect.map(nowMillis, (ended) => waits.record(ended - started))
+              (exit) => Effect.map(nowMillis, (ended) => waits.record(ended - started, Exit.isSuccess(exit)))
             ))
       }))
   )
