@@ -46,6 +46,15 @@ export interface Permit {
    * must not wait on the network (a service queues what it has to send).
    */
   readonly release: Effect.Effect<void>
+  /**
+   * Whether the permit still holds, as far as the service knows without
+   * I/O (its lease's deadline by a local clock). The Agent asks before each
+   * request it puts on the connection: false retires the connection as
+   * `lost()` would, so that a process that stalled past its lease uses the
+   * connection for nothing more, even before the service had a turn to say
+   * so. Without it, only `lost()` retires.
+   */
+  readonly valid?: (() => boolean) | undefined
 }
 
 /**

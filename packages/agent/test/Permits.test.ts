@@ -151,6 +151,20 @@ describe("ConnectionPermits: the Agent asks before it opens", () => {
     }).pipe(Effect.provide(agentWith(server, permits)))
   })
 
+  it.effect("a permit that no longer holds by the service's own clock retires its connection before the next request, before any lost()", () => {
+    const server = echoServer()
+    const permits = new MemoryPermits(2)
+    return Effect.gen(function*() {
+      expect(yield* Agent.requestString("http://a.test/1")).toBe("GET /1")
+      // The process stalled past its lease: the service has not run, so no lost() yet.
+      permits.heldOf(A)[0]!.valid = false
+      expect(yield* Agent.requestString("http://a.test/2")).toBe("GET /2")
+      expect(server.sockets).toHaveLength(2)
+      expect(server.sockets[0]!.destroyed).toBe(true)
+      expect(server.requests.map((r) => r.socket.id)).toEqual([1, 2])
+    }).pipe(Effect.provide(agentWith(server, permits)))
+  })
+
   it.effect("others waiting for the origin: an idle connection is closed and its permit given back; a busy one is left to its exchange", () => {
     const { answerAll, server } = heldServer()
     const permits = new MemoryPermits(2)

@@ -201,6 +201,7 @@ export class Opener {
               Effect.ensuring(restore(fleet.acquire(origin, holder!)), Effect.sync(() => this.#awaiting(origin, -1))),
               (permit) => {
                 resources.fleetPermit = permit
+                holder!.permit = permit
                 permitted = true
                 if (opening !== undefined) {
                   opening.awaitingPermit = false

@@ -54,6 +54,8 @@ export class Pooled implements IdleBreakListener, Deadline {
 
   /** Why it is not reused once past `retireAt`. */
   retiredBy: CloseReason = "max_age"
+  /** Its fleet permit's `valid`, asked before each request on it, when the service gives one. */
+  permitValid: (() => boolean) | undefined = undefined
 
   /** It carries no new request: closed when next idle (or now, by the caller, if idle). */
   retire(reason: CloseReason): void {

@@ -1,4 +1,4 @@
-import type { PermitHolder } from "../ConnectionPermits.js"
+import type { Permit, PermitHolder } from "../ConnectionPermits.js"
 
 /** Who carries out what a permit's holder is told, about its connection `C`: the pool. @internal */
 export interface PermitOwner<C> {
@@ -18,6 +18,8 @@ export interface PermitOwner<C> {
 export class Holder<C> implements PermitHolder {
   pooled: C | undefined = undefined
   lostEarly = false
+  /** The permit, once the service gave it. */
+  permit: Permit | undefined = undefined
   constructor(readonly owner: PermitOwner<C>) {}
   lost(): void {
     if (this.pooled === undefined) this.lostEarly = true

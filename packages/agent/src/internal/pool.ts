@@ -334,7 +334,9 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     if (line.unused && this.#lines.get(line.origin.key) === line) this.#lines.delete(line.origin.key)
   }
 
+  /** Past its age, or its fleet permit no longer holds: not reused (`retiredBy` says why). */
   #tooOld(pooled: Pooled): boolean {
+    if (pooled.permitValid !== undefined && !pooled.permitValid()) pooled.retire("permit_lost")
     return pooled.retireAt !== Infinity && this.#clock.unsafeCurrentTimeMillis() >= pooled.retireAt
   }
 
@@ -597,6 +599,8 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     const pooled = new Pooled(connection, line, scope, now, this.#retireAt(now), this)
     if (holder !== undefined) {
       holder.pooled = pooled
+      const permit = holder.permit
+      if (permit?.valid !== undefined) pooled.permitValid = () => permit.valid!()
       if (holder.lostEarly) pooled.retire("permit_lost")
     }
     if (calledOff) return this.#drop(pooled, "evicted")

@@ -9,6 +9,8 @@ export interface Held {
   readonly origin: string
   readonly holder: PermitHolder
   released: boolean
+  /** What the permit's `valid` answers (a lease past its deadline by the local clock: false). */
+  valid: boolean
 }
 
 /**
@@ -34,7 +36,7 @@ export class MemoryPermits {
   /** Takes a permit for another process of the fleet, if one is free. */
   takeFor(origin: string): Held | undefined {
     if (this.heldOf(origin).length >= this.max) return undefined
-    const held: Held = { origin, holder: { lost() {}, wanted() {} }, released: false }
+    const held: Held = { origin, holder: { lost() {}, wanted() {} }, released: false, valid: true }
     this.held.push(held)
     return held
   }
@@ -55,12 +57,12 @@ export class MemoryPermits {
           )
         }
         const grant = () => {
-          const held: Held = { origin: origin.key, holder, released: false }
+          const held: Held = { origin: origin.key, holder, released: false, valid: true }
           this.held.push(held)
-          return { release: Effect.sync(() => this.release(held)) }
+          return { release: Effect.sync(() => this.release(held)), valid: () => held.valid }
         }
         if (this.heldOf(origin.key).length < this.max) return Effect.succeed(grant())
-        return Effect.async<{ release: Effect.Effect<void> }>((resume) => {
+        return Effect.async<ReturnType<typeof grant>>((resume) => {
           const wake = () => resume(Effect.succeed(grant()))
           const line = this.#waiters.get(origin.key) ?? []
           line.push(wake)

@@ -42,6 +42,8 @@ class StoreError {
 class Held implements Permit {
   state: "held" | "lost" | "released" = "held"
   readonly release: Effect.Effect<void>
+  /** Whether its lease still holds by the local clock (see `Store.#valid`). */
+  readonly valid: () => boolean
   constructor(
     readonly id: string,
     readonly entry: Entry,
@@ -50,9 +52,11 @@ class Held implements Permit {
     public registered: boolean,
     /** When the last call that renewed its lease was sent (local monotonic ms). */
     public confirmedAt: number,
-    release: (held: Held) => void
+    release: (held: Held) => void,
+    valid: (held: Held) => boolean
   ) {
     this.release = Effect.sync(() => release(this))
+    this.valid = () => valid(this)
   }
 }
 
@@ -110,6 +114,19 @@ class RedisPermitsService {
 
   get channel(): string {
     return this.#channel
+  }
+
+  /**
+   * Whether a permit still holds without asking Redis: not lost or released,
+   * and its lease renewed within `leaseTtl` by the local clock, the rule of
+   * `refresh` (while Redis is unavailable, leases are not timed). The Agent
+   * asks before each request, so a process that stalled past its lease uses
+   * the connection for nothing more even before its refresh timer ran.
+   */
+  #valid(held: Held): boolean {
+    if (held.state !== "held") return false
+    if (!this.#available || !held.registered) return true
+    return this.#now() - held.confirmedAt < this.#config.leaseTtlMillis
   }
 
   /** Local monotonic time, ms: only ever compared with itself. */
@@ -228,7 +245,7 @@ class RedisPermitsService {
   }
 
   #grant(entry: Entry, waiter: Waiter, holder: PermitHolder, registered: boolean, sentAt: number): Held {
-    const held = new Held(waiter.id, entry, holder, registered, sentAt, (h) => this.#release(h))
+    const held = new Held(waiter.id, entry, holder, registered, sentAt, (h) => this.#release(h), (h) => this.#valid(h))
     entry.held.set(held.id, held)
     waiter.held = held
     entry.metrics.held(1)
