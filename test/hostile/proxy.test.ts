@@ -348,6 +348,25 @@ describe("a CONNECT tunnel through a hostile proxy", () => {
       yield* proxy.allClosed
     }), timeout)
 
+  for (const how of ["end", "destroy"] as const) {
+    it.scopedLive(`200, then the proxy closes (${how}) at the ClientHello: Proxy, the tunnel closed during the TLS handshake`, () =>
+      Effect.gen(function*() {
+        const proxy = yield* rawServer((accepted, chunk) => {
+          if (chunk.includes("\r\n\r\n")) accepted.socket.write("HTTP/1.1 200 Connection established\r\n\r\n")
+          else if (chunk[0] === 0x16) {
+            if (how === "end") accepted.socket.end()
+            else accepted.socket.resetAndDestroy()
+          }
+        })
+        const error = yield* connectFailure(origin, endpoint(`http://127.0.0.1:${proxy.port}`))
+        expect(summary(error)).toMatchObject({ reason: "Proxy", origin: "https://localhost:8443", requestSent: false })
+        expect(error.detail).toMatch(
+          new RegExp(`^the tunnel through proxy http://127\\.0\\.0\\.1:${proxy.port} closed during the TLS handshake with localhost:8443 \\(`)
+        )
+        yield* proxy.allClosed
+      }), timeout)
+  }
+
   it.scopedLive("200 with a body (Content-Length: 5 and 5 bytes): bytes after the reply head, before anything was sent, are Protocol", () =>
     Effect.gen(function*() {
       const proxy = yield* connectReplying((_request, accepted) =>

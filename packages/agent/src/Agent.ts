@@ -79,8 +79,9 @@ export interface Config {
    * scheme; `""` is none. An `https:` origin goes through an `http` proxy in
    * a CONNECT tunnel, an `http:` origin is forwarded to it; `socks5`/`socks5h`
    * proxies carry both. Connections through a proxy are pooled per origin
-   * like any other. A proxy URL that cannot be used throws `ProxyConfigError`
-   * when the Agent is built.
+   * like any other. A proxy string that cannot be used makes building the
+   * Agent die with `ProxyConfigError` (`Proxy.make` throws it for the caller
+   * to handle).
    */
   readonly proxy?: Proxy.Config | string | undefined
 }

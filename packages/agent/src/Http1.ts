@@ -221,8 +221,8 @@ export interface RequestHeadInput {
   readonly persist: boolean
   /**
    * When set (`http://host:port`), the request-target is written in
-   * absolute-form, this origin followed by `path`: a request forwarded by a
-   * proxy.
+   * absolute-form, this origin followed by `path` (alone for `OPTIONS *`,
+   * as RFC 9112 §3.2.4 has it): a request forwarded by a proxy.
    */
   readonly absoluteOrigin?: string | undefined
 }

@@ -11,8 +11,10 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as Proxy from "@keepalive/agent/Proxy"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
 import * as Redacted from "effect/Redacted"
+import * as TestClock from "effect/TestClock"
 import { agentOn } from "./support/agent.js"
 import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
 import { type RecordedSpan, recordingTracer } from "./support/tracing.js"
@@ -51,6 +53,30 @@ describe("Agent through a proxy", () => {
       // No credentials in the proxy URL: no Proxy-Authorization.
       expect(server.requests[0]!.headers["proxy-authorization"]).toBeUndefined()
     }).pipe(Effect.provide(agentOn(server, { proxy: "proxy.test:3128" })))
+  })
+
+  it.effect("OPTIONS * forwarded: the absolute-form with an empty path; through a tunnel, `*`", () => {
+    const server = echoServer()
+    return Effect.gen(function*() {
+      yield* Agent.request(HttpClientRequest.options("http://origin.test:8080/*")).pipe(Effect.scoped)
+      yield* Agent.request(HttpClientRequest.options("http://origin.test/*")).pipe(Effect.scoped)
+      yield* Agent.request(HttpClientRequest.options("https://origin.test/*")).pipe(Effect.scoped)
+      expect(server.requests.map((r) => r.path)).toEqual(["http://origin.test:8080", "http://origin.test", "*"])
+    }).pipe(Effect.provide(agentOn(server, { proxy: "http://proxy.test:3128" })))
+  })
+
+  it.effect("a connect through a proxy that times out names the proxy", () => {
+    const server = echoServer()
+    server.hang = true
+    return Effect.gen(function*() {
+      const fiber = yield* Effect.fork(Effect.flip(Agent.requestString("http://origin.test/")))
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* Fiber.join(fiber)).toMatchObject({
+        reason: "Timeout",
+        phase: "connect",
+        detail: "not connected within 2s through proxy http://proxy.test:3128"
+      })
+    }).pipe(Effect.provide(agentOn(server, { proxy: `http://${credentials}@proxy.test:3128`, connectTimeout: "2 seconds" })))
   })
 
   it.effect("a caller's own Proxy-Authorization is sent as given, not replaced", () => {

@@ -1076,7 +1076,9 @@ export const encodeRequestHead = (input: Http1.RequestHeadInput): Uint8Array | H
   }
   const absolute = input.absoluteOrigin
   if (absolute !== undefined && !isAbsoluteOrigin(absolute)) return refusal(`invalid absolute-form origin ${JSON.stringify(absolute)}`)
-  let head = method + " " + (absolute === undefined ? path : absolute + path) + " HTTP/1.1\r\nhost: " + host + "\r\n" + fields
+  // OPTIONS * forwarded: the absolute-form with an empty path (RFC 9112 §3.2.4); the last proxy sends `*`.
+  const target = absolute === undefined ? path : path === "*" ? absolute : absolute + path
+  let head = method + " " + target + " HTTP/1.1\r\nhost: " + host + "\r\n" + fields
   if (bodyLength === -1) {
     head += "transfer-encoding: chunked\r\n"
   } else if (body._tag === "Length" || method === "POST" || method === "PUT" || method === "PATCH") {

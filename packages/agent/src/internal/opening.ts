@@ -136,6 +136,11 @@ export class Opener {
   #scopesClosed = false
   /** Openings under way: interrupted when the pool shuts down. */
   readonly #fibers = new List<Fiber.RuntimeFiber<unknown, unknown>>()
+  /** The key of the proxy connections to `origin` go through, if any. */
+  proxyOf(origin: Origin): string | undefined {
+    return this.#env.routes?.of(origin).proxy?.key
+  }
+
   /** Whether connections need a fleet permit (`ConnectionPermits`) first. */
   get withPermits(): boolean {
     return this.#env.fleet !== undefined

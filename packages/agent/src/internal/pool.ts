@@ -642,7 +642,9 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
         reason: "Timeout",
         phase: "connect",
         origin: line.origin.key,
-        detail: `not connected within ${Duration.format(this.#options.connectTimeout)}`
+        detail: `not connected within ${Duration.format(this.#options.connectTimeout)}${
+          this.#opener.proxyOf(line.origin) === undefined ? "" : ` through proxy ${this.#opener.proxyOf(line.origin)}`
+        }`
       })
     }
     if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)) return undefined

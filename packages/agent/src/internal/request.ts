@@ -79,7 +79,7 @@ const encodeHead = (
   const head = Http1.encodeRequestHead(
     new HeadInput(
       method,
-      method === "OPTIONS" && url.pathname === "/*" && !forwarded ? "*" : url.pathname + url.search,
+      method === "OPTIONS" && url.pathname === "/*" ? "*" : url.pathname + url.search,
       origin.hostHeader,
       headers,
       framing,

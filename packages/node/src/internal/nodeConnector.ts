@@ -565,7 +565,21 @@ class ProxiedConnect implements Reader {
     })
     keepSessions(socket, this.sessions, sessionKey)
     const transport = new SocketTransport(socket, false, origin.host, this.#address)
-    const onError = (cause: unknown) => this.#fail("Connect", tlsFailure(cause, origin.host), cause)
+    const onError = (cause: unknown) => {
+      // Closed under the handshake: the tunnel went, whichever end closed it; any other failure is TLS's own.
+      const code = (cause as NodeJS.ErrnoException | undefined)?.code
+      const message = String((cause as Error | undefined)?.message ?? cause)
+      if (code === "ECONNRESET" || /socket disconnected before secure TLS connection/.test(message)) {
+        return this.#fail(
+          "Proxy",
+          `the tunnel through proxy ${this.proxy.key} closed during the TLS handshake with ${
+            authority(origin.host, origin.port)
+          } (${code ?? "ECONNRESET"})`,
+          cause
+        )
+      }
+      this.#fail("Connect", tlsFailure(cause, origin.host), cause)
+    }
     socket.once("error", onError)
     socket.once("secureConnect", () => {
       socket.off("error", onError)
