@@ -157,7 +157,7 @@ const clockTicks = (() => {
 })()
 
 /** utime + stime of a process, in seconds, from `/proc/<pid>/stat`; 0 when it cannot be read. */
-const cpuSecondsOf = (pid: number | undefined): number => {
+export const cpuSecondsOf = (pid: number | undefined): number => {
   if (pid === undefined) return 0
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
@@ -191,7 +191,7 @@ const openClientSockets = (port: number): number => {
   return open
 }
 
-const freePort = (): Promise<number> =>
+export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const probe = net.createServer()
     probe.once("error", reject)
