@@ -18,9 +18,12 @@ export interface BaselineHarness {
 }
 
 const keepalivePackages = ["agent", "node"] as const
+/** Copied too when the baseline has it built: `keepalive-fleet@baseline` rows need it, and fail without. */
+const optionalPackages = ["redis"] as const
+type PackageName = (typeof keepalivePackages)[number] | (typeof optionalPackages)[number]
 
 /** The compiled entry of a keepalive package in a checkout. */
-const entryOf = (checkout: string, name: (typeof keepalivePackages)[number]) =>
+const entryOf = (checkout: string, name: PackageName) =>
   path.join(checkout, "packages", name, "dist", "index.js")
 
 /** Undefined when `checkout` holds both compiled packages, else what is missing. */
@@ -47,8 +50,12 @@ export const prepareBaseline = (benchDir: string, checkout: string): BaselineHar
   const modules = path.join(dir, "node_modules")
   fs.copyFileSync(path.join(benchDir, "package.json"), path.join(dir, "package.json"))
   fs.cpSync(path.join(benchDir, "dist"), path.join(dir, "dist"), { recursive: true })
+  const copied: ReadonlyArray<PackageName> = [
+    ...keepalivePackages,
+    ...optionalPackages.filter((name) => fs.existsSync(entryOf(checkout, name)))
+  ]
   // Real copies, not links: node resolves a module's imports from its real path, which must be under `dir`.
-  for (const name of keepalivePackages) {
+  for (const name of copied) {
     const from = path.join(checkout, "packages", name)
     const to = path.join(modules, "@keepalive", name)
     fs.mkdirSync(to, { recursive: true })
@@ -57,7 +64,7 @@ export const prepareBaseline = (benchDir: string, checkout: string): BaselineHar
   }
   const names = new Set([
     ...dependencyNames(path.join(benchDir, "package.json")),
-    ...keepalivePackages.flatMap((name) => dependencyNames(path.join(checkout, "packages", name, "package.json")))
+    ...copied.flatMap((name) => dependencyNames(path.join(checkout, "packages", name, "package.json")))
   ])
   const checkoutOfBench = path.join(benchDir, "..", "..")
   for (const name of names) {
@@ -65,8 +72,8 @@ export const prepareBaseline = (benchDir: string, checkout: string): BaselineHar
     // This checkout's copy first, so that effect and @effect/* are the harness's own; the baseline's only for what this checkout lacks.
     const candidates = [
       path.join(benchDir, "node_modules", name),
-      ...keepalivePackages.map((pkg) => path.join(checkoutOfBench, "packages", pkg, "node_modules", name)),
-      ...keepalivePackages.map((pkg) => path.join(checkout, "packages", pkg, "node_modules", name))
+      ...copied.map((pkg) => path.join(checkoutOfBench, "packages", pkg, "node_modules", name)),
+      ...copied.map((pkg) => path.join(checkout, "packages", pkg, "node_modules", name))
     ]
     const found = candidates.find((candidate) => fs.existsSync(candidate))
     if (found === undefined) continue

@@ -8,7 +8,7 @@
  * per measurement keeps one client's heap, JIT state and sockets out of the
  * next one's numbers.
  */
-import type { Runner } from "./closedLoop.js"
+import type { ClientCounts, Runner } from "./closedLoop.js"
 import { MeasurementWindow } from "./closedLoop.js"
 import type { Measurement } from "./closedLoop.js"
 import { ownAffinity } from "./pinning.js"
@@ -21,6 +21,8 @@ export type ClientReport =
     readonly maxRssMB: number
     /** The cores this process was allowed to run on (`Cpus_allowed_list`), so the harness can check its pinning. */
     readonly cores?: string
+    /** What a keepalive client counted (connections the Agent opened, its permits' acquires), warm-up included. */
+    readonly counts?: ClientCounts
   } & Measurement)
   | { readonly outcome: "unavailable"; readonly reason: string }
   | { readonly outcome: "failed"; readonly reason: string }
@@ -35,9 +37,15 @@ const keepaliveClients = () =>
     throw new KeepaliveUnavailable(cause instanceof Error ? cause.message : String(cause))
   })
 
+/** The fleet client alone loads @keepalive/redis. */
+const keepaliveFleetClient = () =>
+  import("./clients/keepaliveFleet.js").catch((cause: unknown) => {
+    throw new KeepaliveUnavailable(cause instanceof Error ? cause.message : String(cause))
+  })
+
 class KeepaliveUnavailable extends Error {
   constructor(detail: string) {
-    super(`not available yet: @keepalive/node or @keepalive/agent could not be loaded (${detail.split("\n")[0]})`)
+    super(`not available yet: @keepalive/node, @keepalive/agent or @keepalive/redis could not be loaded (${detail.split("\n")[0]})`)
   }
 }
 
@@ -49,6 +57,8 @@ const makeRunner = async (client: ClientName, scenario: Scenario, urls: Readonly
       return (await keepaliveClients()).agentRequestScoped(scenario, urls)
     case "keepalive-with":
       return (await keepaliveClients()).agentRequestWith(scenario, urls)
+    case "keepalive-fleet":
+      return (await keepaliveFleetClient()).agentRequestFleet(scenario, urls)
     case "keepalive-no-persist":
       return (await keepaliveClients()).agentRequest(scenario, urls, false)
     case "keepalive-httpclient":
@@ -102,6 +112,8 @@ const measure = async (argv: ReadonlyArray<string>): Promise<ClientReport> => {
   measurementWindow = window
   window.start()
   await runner.run(window)
+  // A baseline build without `Agent.stats` only loses the counts.
+  const counts = await runner.counts?.(window).catch(() => undefined)
   // A client that cannot close within 2 s must not hold up the report; the process exits anyway.
   await Promise.race([runner.close(), new Promise((resolve) => setTimeout(resolve, 2000))])
   const cores = ownAffinity()
@@ -109,6 +121,7 @@ const measure = async (argv: ReadonlyArray<string>): Promise<ClientReport> => {
     outcome: "measured",
     maxRssMB: process.resourceUsage().maxRSS / 1024,
     ...(cores === undefined ? {} : { cores }),
+    ...(counts === undefined ? {} : { counts }),
     ...window.measurement()
   }
 }

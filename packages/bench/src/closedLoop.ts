@@ -56,6 +56,11 @@ export class MeasurementWindow {
     }, this.warmupMs)
   }
 
+  /** When the measured window opened (`performance.now()`); 0 before it did. */
+  get startedAt(): number {
+    return this.#startedAt
+  }
+
   get isOver(): boolean {
     return this.#phase === "over"
   }
@@ -123,4 +128,24 @@ export interface Runner {
   readonly run: (window: MeasurementWindow) => Promise<void>
   /** Closes the client's connections. */
   readonly close: () => Promise<void>
+  /** Counts the client keeps of its own (keepalive: `Agent.stats`, its permits), read after the run, before `close`. */
+  readonly counts?: (window: MeasurementWindow) => Promise<ClientCounts>
+}
+
+/** What a keepalive client counted over its whole process, warm-up included. */
+export interface ClientCounts {
+  /** `Agent.stats.opened`: connections the Agent opened. */
+  readonly agentOpened?: number
+  /** Fleet clients: `ConnectionPermits.acquire` calls, and how many were granted (the others were called off). */
+  readonly permitAcquires?: number
+  readonly permitsGranted?: number
+  /**
+   * Fleet clients: how long the granted acquires called inside the measured
+   * window took, in ms (from the call to the grant), and how many there were;
+   * the warm-up's first burst of acquires (every connection opened at once,
+   * the scripts loaded into Redis) is in `permitWaitAllMs` only.
+   */
+  readonly permitWaitMs?: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number }
+  /** The same over the whole process, warm-up included. */
+  readonly permitWaitAllMs?: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number }
 }

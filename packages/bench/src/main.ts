@@ -8,7 +8,8 @@
  *   BENCH_BASELINE=../other-checkout (its keepalive clients as extra rows, same rounds)
  *
  * The proxied scenarios (bp, gp) also start squid (`squid.ts`), installing it
- * with apt-get when it is missing and we are root.
+ * with apt-get when it is missing and we are root; the fleet scenarios (bf,
+ * df) a redis-server (`redis.ts`), likewise.
  */
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -22,7 +23,9 @@ import { affinityOf, choosePinning, onCore } from "./pinning.js"
 import type { Pinning } from "./pinning.js"
 import { renderTable, summarize } from "./report.js"
 import type { Run, ScenarioResult } from "./report.js"
-import { capSupport, proxyEnv, scenarios, tlsCaEnv, tlsPortOffset } from "./scenarios.js"
+import { obtainRedis, startRedis } from "./redis.js"
+import type { RedisServer } from "./redis.js"
+import { capSupport, proxyEnv, redisEnv, scenarios, tlsCaEnv, tlsPortOffset } from "./scenarios.js"
 import type { ClientName, Scenario } from "./scenarios.js"
 import { nginxVersion, startServer } from "./server.js"
 import type { Server } from "./server.js"
@@ -151,6 +154,8 @@ const measureClient = async (
   server: Server,
   /** The proxy of a proxied scenario; undefined otherwise. */
   squid: Squid | undefined,
+  /** The Redis of a fleet scenario; undefined otherwise. */
+  redis: RedisServer | undefined,
   scenario: Scenario,
   client: ClientName,
   seconds: number,
@@ -158,10 +163,12 @@ const measureClient = async (
 ): Promise<Run> => {
   const before = await server.acceptedConnections()
   const squidBefore = squid?.counts()
+  const redisBefore = redis?.cpuSeconds()
   const report = await spawnClient(pinning, [client, scenario.id, String(seconds), String(basePortFor(server, scenario))], seconds, script)
   // squid logs a tunnel when it closes: after the client process has exited.
   await squid?.settle()
   const squidAfter = squid?.counts()
+  const redisAfter = redis?.cpuSeconds()
   // The second /status request opens a connection of its own.
   const serverConnections = (await server.acceptedConnections()) - before - 1
   if (report.outcome === "idle") return { outcome: "failed", reason: "the client process did not run a client" }
@@ -183,6 +190,25 @@ const measureClient = async (
   const connectionsOpened = proxied?.connections ?? serverConnections
   // Every count per 1,000 responses covers the whole process, warm-up included.
   const perThousand = (count: number) => (count / report.completedTotal) * 1000
+  const counts = report.counts
+  const fleet = {
+    ...(counts?.agentOpened === undefined ? {} : { agentConnectionsOpened: counts.agentOpened }),
+    ...(counts?.permitAcquires === undefined ? {} : {
+      permitAcquires: counts.permitAcquires,
+      ...(counts.permitsGranted === undefined ? {} : { permitsGranted: counts.permitsGranted }),
+      ...(report.completedTotal === 0 ? {} : { permitAcquiresPerThousandResponses: perThousand(counts.permitAcquires) })
+    }),
+    ...(counts?.permitWaitMs === undefined ? {} : {
+      permitWaitP50Ms: counts.permitWaitMs.p50,
+      permitWaitP99Ms: counts.permitWaitMs.p99,
+      permitWaitMaxMs: counts.permitWaitMs.max,
+      permitWaitsInWindow: counts.permitWaitMs.count
+    }),
+    ...(counts?.permitWaitAllMs === undefined ? {} : { permitWaitAllMs: counts.permitWaitAllMs }),
+    ...(redisBefore === undefined || redisAfter === undefined || report.completedTotal === 0
+      ? {}
+      : { redisCpuMicrosPerResponse: ((redisAfter - redisBefore) * 1e6) / report.completedTotal })
+  }
   return {
     outcome: "measured",
     requestsPerSecond: report.completed / report.seconds,
@@ -198,6 +224,7 @@ const measureClient = async (
         proxyCpuMicrosPerResponse: (proxied.cpuSeconds * 1e6) / report.completedTotal
       })
     }),
+    ...fleet,
     errors: report.errors,
     ...(report.firstError === undefined ? {} : { firstError: report.firstError })
   }
@@ -242,6 +269,9 @@ const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string>
   if (client === "node-http-no-keepalive") notes.push("keepAlive: false")
   if (client === "keepalive" || client === "keepalive-no-persist") notes.push("Agent.request")
   if (client === "keepalive-scoped") notes.push("Agent.requestScoped in Effect.scoped")
+  if (client === "keepalive-fleet") {
+    notes.push(`Agent.request with RedisPermits.layer, fleet cap ${scenario.connectionsPerOrigin} per origin (never binds: one process)`)
+  }
   if (client === "keepalive-with") notes.push("Agent.requestWith")
   if (scenario.proxy === true) {
     const http = scenario.tls !== true
@@ -269,6 +299,7 @@ const runScenario = async (
   options: Options,
   server: Server,
   squid: Squid | undefined,
+  redis: RedisServer | undefined,
   scenario: Scenario,
   wrk: boolean,
   /** The client script of the baseline's rows, when there is a baseline. */
@@ -294,6 +325,7 @@ const runScenario = async (
     const shift = (round - 1) % order.length
     for (const client of [...order.slice(shift), ...order.slice(0, shift)]) {
       const proxy = scenario.proxy === true ? squid : undefined
+      const store = scenario.fleet === true ? redis : undefined
       const run = client === "wrk"
         ? await measureWrk(pinning, server, scenario, scenario.wrkConnections!, seconds)
         : client.endsWith(baselineSuffix)
@@ -301,12 +333,13 @@ const runScenario = async (
           pinning,
           server,
           proxy,
+          store,
           scenario,
           client.slice(0, -baselineSuffix.length) as ClientName,
           seconds,
           baselineScript
         )
-        : await measureClient(pinning, server, proxy, scenario, client as ClientName, seconds)
+        : await measureClient(pinning, server, proxy, store, scenario, client as ClientName, seconds)
       runsByClient.get(client)!.push(run)
       const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
       log(`[${scenario.id} ${round}/${rounds}] ${client.padEnd(32)} ${shown}`)
@@ -328,9 +361,10 @@ const baselineRssMB = async (pinning: Pinning): Promise<number | undefined> => {
 const checkServerPinning = (
   pinning: Pinning,
   server: Server,
-  squid: Squid | undefined
+  squid: Squid | undefined,
+  redis: RedisServer | undefined
 ): ReadonlyArray<{ readonly pid: number; readonly cores: string }> => {
-  const pids = [...server.servingPids(), ...(squid?.pid === undefined ? [] : [squid.pid])]
+  const pids = [...server.servingPids(), ...(squid?.pid === undefined ? [] : [squid.pid]), ...(redis?.pid === undefined ? [] : [redis.pid])]
   const processes = pids.map((pid) => ({ pid, cores: affinityOf(pid) ?? "unknown" }))
   if (pinning.pinned) {
     const expected = String(pinning.serverCore)
@@ -375,9 +409,11 @@ const main = async () => {
   if (server.tlsCaFile !== undefined) process.env[tlsCaEnv] = server.tlsCaFile
   let baseline: BaselineHarness | undefined
   let squid: Squid | undefined
+  let redis: RedisServer | undefined
   const stopServer = async () => {
     baseline?.remove()
     await squid?.stop()
+    await redis?.stop()
     return server.stop()
   }
   const onSignal = () => void stopServer().finally(() => process.exit(130))
@@ -408,14 +444,33 @@ const main = async () => {
         process.env[proxyEnv] = squid.url
       }
     }
+    if (runnable.some((scenario) => scenario.fleet === true)) {
+      const found = obtainRedis(log)
+      let unavailable = "unavailable" in found ? found.unavailable : undefined
+      if ("binary" in found) {
+        try {
+          redis = await startRedis({ ...found, pinning })
+        } catch (cause) {
+          unavailable = cause instanceof Error ? cause.message : String(cause)
+        }
+      }
+      if (redis === undefined) {
+        for (const scenario of runnable) if (scenario.fleet === true) log(`scenario ${scenario.id} skipped: ${unavailable}`)
+        runnable = runnable.filter((scenario) => scenario.fleet !== true)
+      } else {
+        // The fleet clients take their permits from it (client processes inherit the environment).
+        process.env[redisEnv] = redis.url
+      }
+    }
     if (options.baseline !== undefined) baseline = prepareBaseline(packageDir, options.baseline)
-    const serverProcesses = checkServerPinning(pinning, server, squid)
+    const serverProcesses = checkServerPinning(pinning, server, squid, redis)
     const serverNote = serverKind === "nginx"
       ? server.description
       : `${server.description} (${nginx === undefined ? "nginx not found on PATH" : "BENCH_SERVER=node"})`
     const meta = {
       server: serverNote,
       ...(squid === undefined ? {} : { proxy: `${squid.description}, ${squid.url}, on the server's core` }),
+      ...(redis === undefined ? {} : { permitStore: `${redis.description}, ${redis.url}, on the server's core` }),
       ports: `127.0.0.1:${server.basePort}–${server.basePort + ports - 1}`,
       node: process.version,
       cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "unknown"}`,
@@ -440,6 +495,7 @@ const main = async () => {
         "",
         `- server: ${meta.server}, ${meta.ports}`,
         ...(meta.proxy === undefined ? [] : [`- proxy: ${meta.proxy}`]),
+        ...(meta.permitStore === undefined ? [] : [`- fleet permits: ${meta.permitStore}`]),
         `- node ${meta.node}, ${meta.cpus} (1-minute load average at start: ${meta.loadAverageAtStart.toFixed(2)}), undici ${meta.undici} (npm), wrk ${meta.wrk}`,
         `- ${pinningLine(pinning, serverProcesses)}`,
         `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
@@ -451,7 +507,7 @@ const main = async () => {
     }
     const results: Array<ScenarioResult> = []
     for (const scenario of runnable) {
-      const result = await runScenario(options, server, squid, scenario, wrk !== undefined, baseline?.clientScript)
+      const result = await runScenario(options, server, squid, redis, scenario, wrk !== undefined, baseline?.clientScript)
       results.push(result)
       if (!options.json) console.log(renderTable(result) + "\n")
     }

@@ -33,6 +33,23 @@ export type Run =
     readonly originConnectionsOpened?: number
     /** Proxied scenarios: squid's user + system CPU over the whole run ÷ every response of the run, in µs. */
     readonly proxyCpuMicrosPerResponse?: number
+    /** keepalive clients: connections the Agent says it opened (`Agent.stats.opened`), warm-up included. */
+    readonly agentConnectionsOpened?: number
+    /** Fleet scenarios, `keepalive-fleet`: `ConnectionPermits.acquire` calls during the run, warm-up included. */
+    readonly permitAcquires?: number
+    /** Of `permitAcquires`, those granted; the others were called off by the Agent (their requests served by other connections). */
+    readonly permitsGranted?: number
+    /** `permitAcquires` ÷ every response the client completed in its run × 1,000. */
+    readonly permitAcquiresPerThousandResponses?: number
+    /** The time from call to grant of the acquires called inside the window, in ms: p50, p99 and max, and how many. */
+    readonly permitWaitP50Ms?: number
+    readonly permitWaitP99Ms?: number
+    readonly permitWaitMaxMs?: number
+    readonly permitWaitsInWindow?: number
+    /** The same over the whole process, warm-up included (its first burst of acquires, the scripts loaded). */
+    readonly permitWaitAllMs?: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number }
+    /** Fleet scenarios: redis-server's user + system CPU over the whole run ÷ every response of the run, in µs. */
+    readonly redisCpuMicrosPerResponse?: number
     readonly errors: number
     readonly firstError?: string
   }
@@ -70,6 +87,16 @@ export interface Row {
   readonly connectsPerThousandResponses?: number
   readonly originConnectionsOpened?: number
   readonly proxyCpuMicrosPerResponse?: number
+  /** Fleet scenarios, each the median over rounds. */
+  readonly agentConnectionsOpened?: number
+  readonly permitAcquires?: number
+  readonly permitsGranted?: number
+  readonly permitAcquiresPerThousandResponses?: number
+  readonly permitWaitP50Ms?: number
+  readonly permitWaitP99Ms?: number
+  readonly permitWaitMaxMs?: number
+  readonly permitWaitsInWindow?: number
+  readonly redisCpuMicrosPerResponse?: number
   readonly errors: number
   readonly notes: ReadonlyArray<string>
   /** One per round, in round order. */
@@ -81,6 +108,8 @@ export interface ScenarioResult {
   readonly title: string
   /** Through squid: the connection columns count connections to squid, and CONNECTs and squid's CPU are added. */
   readonly proxied: boolean
+  /** With the harness's Redis: the permits' acquires, their wait and Redis's CPU are added. */
+  readonly fleet: boolean
   readonly rows: ReadonlyArray<Row>
 }
 
@@ -141,6 +170,18 @@ export const summarize = (
     const connectChurn = medianOf(measured.map((run) => run.connectsPerThousandResponses))
     const originConnections = medianOf(measured.map((run) => run.originConnectionsOpened))
     const proxyCpu = medianOf(measured.map((run) => run.proxyCpuMicrosPerResponse))
+    const fleet = {
+      agentConnectionsOpened: medianOf(measured.map((run) => run.agentConnectionsOpened)),
+      permitAcquires: medianOf(measured.map((run) => run.permitAcquires)),
+      permitsGranted: medianOf(measured.map((run) => run.permitsGranted)),
+      permitAcquiresPerThousandResponses: medianOf(measured.map((run) => run.permitAcquiresPerThousandResponses)),
+      permitWaitP50Ms: medianOf(measured.map((run) => run.permitWaitP50Ms)),
+      permitWaitP99Ms: medianOf(measured.map((run) => run.permitWaitP99Ms)),
+      permitWaitMaxMs: medianOf(measured.map((run) => run.permitWaitMaxMs)),
+      permitWaitsInWindow: medianOf(measured.map((run) => run.permitWaitsInWindow)),
+      redisCpuMicrosPerResponse: medianOf(measured.map((run) => run.redisCpuMicrosPerResponse))
+    }
+    const fleetPresent = Object.fromEntries(Object.entries(fleet).filter(([, value]) => value !== undefined))
     return {
       client,
       ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
@@ -154,12 +195,13 @@ export const summarize = (
       ...(connectChurn === undefined ? {} : { connectsPerThousandResponses: connectChurn }),
       ...(originConnections === undefined ? {} : { originConnectionsOpened: originConnections }),
       ...(proxyCpu === undefined ? {} : { proxyCpuMicrosPerResponse: proxyCpu }),
+      ...fleetPresent,
       errors,
       notes,
       runs
     }
   })
-  return { id: scenario.id, title: scenario.title, proxied: scenario.proxy === true, rows }
+  return { id: scenario.id, title: scenario.title, proxied: scenario.proxy === true, fleet: scenario.fleet === true, rows }
 }
 
 const integer = (value: number) => Math.round(value).toLocaleString("en-US")
@@ -179,6 +221,7 @@ export const renderTable = (result: ScenarioResult): string => {
     result.proxied ? "conns to proxy" : "conns opened",
     "conns/1k resp",
     ...(result.proxied ? ["CONNECTs/1k resp", "squid µs/resp"] : []),
+    ...(result.fleet ? ["acquires/1k resp", "acquires in window: p50 / p99 / max ms (n)", "redis µs/resp"] : []),
     "notes"
   ]
   const lines = result.rows.map((row) => {
@@ -187,6 +230,14 @@ export const renderTable = (result: ScenarioResult): string => {
       ? [
         row.connectsPerThousandResponses === undefined ? "—" : short(row.connectsPerThousandResponses),
         row.proxyCpuMicrosPerResponse === undefined ? "—" : row.proxyCpuMicrosPerResponse.toFixed(1)
+      ]
+      : []
+    const ms = (value: number | undefined) => (value === undefined ? "—" : value.toFixed(2))
+    const fleetCells = result.fleet
+      ? [
+        row.permitAcquiresPerThousandResponses === undefined ? "—" : short(row.permitAcquiresPerThousandResponses),
+        row.permitWaitP50Ms === undefined ? "—" : `${ms(row.permitWaitP50Ms)} / ${ms(row.permitWaitP99Ms)} / ${ms(row.permitWaitMaxMs)} (${integer(row.permitWaitsInWindow ?? 0)})`,
+        row.redisCpuMicrosPerResponse === undefined ? "—" : row.redisCpuMicrosPerResponse.toFixed(2)
       ]
       : []
     return [
@@ -200,6 +251,7 @@ export const renderTable = (result: ScenarioResult): string => {
       row.connectionsOpened === undefined ? "—" : integer(row.connectionsOpened),
       row.connectionsPerThousandResponses === undefined ? "—" : short(row.connectionsPerThousandResponses),
       ...proxyCells,
+      ...fleetCells,
       row.notes.join("; ")
     ]
   })

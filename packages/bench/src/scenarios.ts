@@ -18,6 +18,7 @@ export type ClientName =
   | "keepalive-with"
   | "keepalive-httpclient"
   | "keepalive-no-persist"
+  | "keepalive-fleet"
   | "keepalive-httpclient-no-persist"
   | "undici-pool"
   | "undici-request"
@@ -66,11 +67,24 @@ const tlsClients: ReadonlyArray<ClientName> = ["keepalive", "keepalive-httpclien
 const proxyClients: ReadonlyArray<ClientName> = ["keepalive", "undici-proxy-agent", "undici-proxy-agent-forward", "undici-env-proxy-agent"]
 const proxyTlsClients: ReadonlyArray<ClientName> = ["keepalive", "undici-proxy-agent", "undici-env-proxy-agent"]
 
+/**
+ * The fleet scenarios compare keepalive's `Agent.request` with a fleet-wide
+ * per-origin cap on the harness's Redis (`RedisPermits.layer`) against the
+ * same client without one, in the same rounds. The fleet's cap equals the
+ * scenario's own per-origin cap, so with one process it never binds: what
+ * differs is what the permits cost (an acquire per connection opened, its
+ * release, the lease refresh, the fleet's pub/sub).
+ */
+const fleetClients: ReadonlyArray<ClientName> = ["keepalive", "keepalive-fleet"]
+
 /** The HTTPS port: this far above the base port, past the plain origins' ports. */
 export const tlsPortOffset = 50
 
 /** The CA certificate (PEM file) the HTTPS clients trust: set by the harness for its client processes. */
 export const tlsCaEnv = "BENCH_TLS_CA"
+
+/** The URL of the harness's Redis (`redis://127.0.0.1:<port>`): set by the harness for its client processes. */
+export const redisEnv = "BENCH_REDIS"
 
 /** The URL of the harness's squid (`http://127.0.0.1:<port>`): set by the harness for its client processes. */
 export const proxyEnv = "BENCH_PROXY"
@@ -99,6 +113,12 @@ export interface Scenario {
    * by a client that tunnels every origin), an https origin in a CONNECT tunnel.
    */
   readonly proxy?: boolean
+  /**
+   * With the harness's Redis: `keepalive-fleet` takes its per-origin cap
+   * from `RedisPermits.layer` as well, the fleet's cap equal to
+   * `connectionsPerOrigin`.
+   */
+  readonly fleet?: boolean
 }
 
 export const scenarios: ReadonlyArray<Scenario> = [
@@ -221,6 +241,32 @@ export const scenarios: ReadonlyArray<Scenario> = [
     clients: proxyTlsClients,
     tls: true,
     proxy: true
+  },
+  {
+    // b with a fleet cap on Redis that never binds: what the permits cost where connections are kept.
+    id: "bf",
+    title: "b with a fleet cap on Redis (2 per origin, never binding): 1 origin, 16 in flight over 2 connections",
+    origins: 1,
+    inFlightPerOrigin: 16,
+    connectionsPerOrigin: 2,
+    maxConnections: 2,
+    path: "/small",
+    read: "whole",
+    clients: fleetClients,
+    fleet: true
+  },
+  {
+    // d with a fleet cap on Redis that never binds: every connection the global cap makes the Agent reopen is an acquire.
+    id: "df",
+    title: "d with a fleet cap on Redis (8 per origin, never binding): 50 origins, 8 in flight each, 8 per origin, 64 in all",
+    origins: 50,
+    inFlightPerOrigin: 8,
+    connectionsPerOrigin: 8,
+    maxConnections: 64,
+    path: "/small",
+    read: "whole",
+    clients: fleetClients,
+    fleet: true
   }
 ]
 
@@ -250,6 +296,14 @@ export const tlsCa = (scenario: Scenario): string | undefined => {
   return fs.readFileSync(file, "utf8")
 }
 
+/** The Redis of a fleet scenario, read from the variable the harness sets; undefined when it has none. */
+export const redisUrl = (scenario: Scenario): string | undefined => {
+  if (scenario.fleet !== true) return undefined
+  const url = process.env[redisEnv]
+  if (url === undefined || url === "") throw new Error(`${redisEnv} is not set: the fleet scenarios run under pnpm bench`)
+  return url
+}
+
 /** The proxy a scenario's clients go through, read from the variable the harness sets; undefined when it has none. */
 export const proxyUrl = (scenario: Scenario): string | undefined => {
   if (scenario.proxy !== true) return undefined
@@ -270,6 +324,7 @@ export const capSupport: Record<ClientName, CapSupport> = {
   "keepalive-with": "per-origin and global",
   "keepalive-httpclient": "per-origin and global",
   "keepalive-no-persist": "per-origin and global",
+  "keepalive-fleet": "per-origin and global",
   "keepalive-httpclient-no-persist": "per-origin and global",
   "undici-pool": "per-origin",
   "undici-request": "none",

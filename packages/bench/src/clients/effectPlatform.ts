@@ -61,13 +61,19 @@ export const effectRunner = async <Out, LayerError, E, R extends Out>(
   layer: Layer.Layer<Out, LayerError>,
   urls: ReadonlyArray<string>,
   once: (url: string) => Effect.Effect<number, E, R>
-): Promise<Runner> => {
+): Promise<EffectRunner<Out>> => {
   const runtime = ManagedRuntime.make(layer)
   await runtime.runtime()
   return {
     run: (window) => runtime.runPromise(closedLoopEffect(window, urls, once)),
-    close: () => runtime.dispose()
+    close: () => runtime.dispose(),
+    runPromise: (effect) => runtime.runPromise(effect)
   }
+}
+
+/** A runner on a layer built once, which can also run other effects on it (reading `Agent.stats` after the run). */
+export interface EffectRunner<Out> extends Runner {
+  readonly runPromise: <A, E>(effect: Effect.Effect<A, E, Out>) => Promise<A>
 }
 
 export const effectUndici = (scenario: Scenario, urls: ReadonlyArray<string>): Promise<Runner> =>

@@ -5,7 +5,8 @@
  * `Agent.requestWith`, and @effect/platform's `HttpClient` as the keepalive
  * layer provides it, with persistent connections or (`persist: false`) a
  * connection per request. In the proxied scenarios each goes through the
- * harness's squid (`proxy`).
+ * harness's squid (`proxy`). `keepalive-fleet` (scenarios bf, df) is in
+ * `keepaliveFleet.ts`, so that only it loads `@keepalive/redis`.
  */
 import { Agent } from "@keepalive/agent"
 import { NodeAgent } from "@keepalive/node"
@@ -13,11 +14,11 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import type { Runner } from "../closedLoop.js"
+import type { ClientCounts, MeasurementWindow, Runner } from "../closedLoop.js"
 import { proxyUrl, type Scenario, tlsCa } from "../scenarios.js"
-import { effectRunner, httpClientGet } from "./effectPlatform.js"
+import { effectRunner, type EffectRunner, httpClientGet } from "./effectPlatform.js"
 
-const layerFor = (scenario: Scenario, persist: boolean) => {
+export const layerFor = (scenario: Scenario, persist: boolean) => {
   const ca = tlsCa(scenario)
   // Through squid in the proxied scenarios: one URL for both schemes.
   const proxy = proxyUrl(scenario)
@@ -41,7 +42,7 @@ const readBody = (read: Scenario["read"]) =>
     return Effect.map(Agent.forEachChunk(response, count), () => size)
   }
 
-const agentGet = (read: Scenario["read"]) => {
+export const agentGet = (read: Scenario["read"]) => {
   const body = readBody(read)
   return (url: string) => Effect.flatMap(Agent.request(HttpClientRequest.get(url)), body)
 }
@@ -59,11 +60,17 @@ const agentGetWith = (read: Scenario["read"]) => {
   return (url: string) => Agent.requestWith(HttpClientRequest.get(url), body)
 }
 
+/** Adds `Agent.stats.opened` (and whatever else `more` counted) to a runner's report. */
+export const withCounts = (runner: EffectRunner<Agent.Agent>, more?: (window: MeasurementWindow) => ClientCounts): Runner => ({
+  ...runner,
+  counts: async (window) => ({ agentOpened: (await runner.runPromise(Agent.stats)).opened, ...more?.(window) })
+})
+
 export const agentRequestWith = (scenario: Scenario, urls: ReadonlyArray<string>): Promise<Runner> =>
   effectRunner(layerFor(scenario, true), urls, agentGetWith(scenario.read))
 
-export const agentRequest = (scenario: Scenario, urls: ReadonlyArray<string>, persist: boolean): Promise<Runner> =>
-  effectRunner(layerFor(scenario, persist), urls, agentGet(scenario.read))
+export const agentRequest = async (scenario: Scenario, urls: ReadonlyArray<string>, persist: boolean): Promise<Runner> =>
+  withCounts(await effectRunner(layerFor(scenario, persist), urls, agentGet(scenario.read)))
 
 export const agentRequestScoped = (scenario: Scenario, urls: ReadonlyArray<string>): Promise<Runner> =>
   effectRunner(layerFor(scenario, true), urls, agentGetScoped(scenario.read))
