@@ -10,6 +10,7 @@ import { RedisPermits } from "@keepalive/redis"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Scripts from "../src/internal/scripts.js"
 import {
   eventually,
   freshPrefix,
@@ -215,6 +216,46 @@ describe.skipIf(skipRedis)("RedisPermits", () => {
       expect(holder.lostCalls).toBe(0)
       expect(yield* Effect.promise(() => redis.zcard(keysOf(keyPrefix).leases))).toBe(1)
       yield* next.release
+    }))
+
+  it.scopedLive("an acquire interrupted after SCRIPT FLUSH holds nothing, though ioredis sends it again after NOSCRIPT", () =>
+    Effect.gen(function*() {
+      const keyPrefix = freshPrefix()
+      const keys = keysOf(keyPrefix)
+      const redis = yield* plainClient()
+      const permits = yield* service({ redis: redisUrl(), maxConnectionsPerOrigin: 1, keyPrefix })
+      // Both scripts known to the service's connection: the next calls go as EVALSHA.
+      yield* (yield* permits.acquire(origin, new TestHolder())).release
+      yield* eventually(() => Effect.promise(() => redis.zcard(keys.leases)).pipe(Effect.map((n) => n === 0)))
+      // Flushed, then `release` loaded again by another process: the acquire is answered NOSCRIPT and sent
+      // again as EVAL, after a withdrawal sent at once would have run.
+      yield* Effect.promise(() => redis.script("FLUSH"))
+      yield* Effect.promise(() => redis.script("LOAD", Scripts.release))
+      const fiber = yield* Effect.fork(permits.acquire(origin, new TestHolder()))
+      yield* Effect.yieldNow()
+      yield* Effect.yieldNow()
+      const exit = yield* Fiber.interrupt(fiber)
+      if (Exit.isSuccess(exit)) yield* exit.value.release
+      // Every call answered by now; nothing left (a lease would be for its whole TTL).
+      yield* Effect.sleep(200)
+      expect(yield* Effect.promise(() => Promise.all([redis.zcard(keys.leases), redis.zcard(keys.queue)]))).toEqual([0, 0])
+    }))
+
+  it.scopedLive("acquire renews a lease already granted to the id that asks (an earlier answer it did not wait for)", () =>
+    Effect.gen(function*() {
+      const keys = keysOf(freshPrefix())
+      const redis = yield* plainClient()
+      Scripts.register(redis)
+      const scripts = redis as unknown as Scripts.ScriptCommands<Promise<unknown>>
+      const ask = () =>
+        scripts.keepalivePermitsAcquire(keys.leases, keys.queue, keys.tickets, keys.seq, "w", 1, 1_000, "channel", origin.key, "0")
+      expect(yield* Effect.promise(ask)).toEqual([1, 1])
+      const first = Number(yield* Effect.promise(() => redis.zscore(keys.leases, "w")))
+      yield* Effect.sleep(300)
+      expect(yield* Effect.promise(ask)).toEqual([1, 1])
+      // The holder counts its lease from the second answer: so must Redis.
+      const second = Number(yield* Effect.promise(() => redis.zscore(keys.leases, "w")))
+      expect(second - first).toBeGreaterThanOrEqual(250)
     }))
 
   it.scopedLive("counts the live processes with the heartbeat, and forgets one that left", () =>

@@ -115,6 +115,48 @@ describe.skipIf(skipRedis)("RedisPermits, Redis unavailable", () => {
       expect(logs.lines.some((line) => line.includes("answers again"))).toBe(true)
     }), 20_000)
 
+  it.scopedLive("restarted mid-run, policy local: what was admitted beyond the cap meanwhile is lost once Redis rules again", () =>
+    Effect.gen(function*() {
+      const redis = yield* ownRedis
+      const keyPrefix = freshPrefix()
+      const config = { redis: redisUrl(redis.port), maxConnectionsPerOrigin: 2, keyPrefix, leaseTtl: "600 millis" } as const
+      const one = yield* service(config)
+      const two = yield* service(config)
+      // One process holds the whole cap when Redis goes; the other takes its share meanwhile.
+      const holders = [new TestHolder(), new TestHolder(), new TestHolder()] as const
+      yield* one.acquire(origin, holders[0])
+      yield* one.acquire(origin, holders[1])
+      yield* Effect.sleep(300)
+      yield* Effect.promise(() => redis.stop())
+      yield* Effect.sleep(500)
+      yield* two.acquire(origin, holders[2]).pipe(Effect.timeout(1_000))
+      expect(yield* Effect.promise(() => redis.start())).toBe(true)
+      const client = yield* plainClient(redis.port)
+      const held = () => holders.filter((holder) => holder.lostCalls === 0).length
+      // Back under the fleet's cap: one permit is lost (its connection closes), the others are registered.
+      expect(yield* eventually(() => Effect.succeed(held() === 2), 3_000)).toBe(true)
+      yield* Effect.sleep(400)
+      expect(held()).toBe(2)
+      expect(yield* Effect.promise(() => client.zcard(keysOf(keyPrefix).leases))).toBe(2)
+    }), 20_000)
+
+  it.scopedLive("restarted: the fleet's messages are subscribed to again", () =>
+    Effect.gen(function*() {
+      const redis = yield* ownRedis
+      const keyPrefix = freshPrefix()
+      yield* service({ redis: redisUrl(redis.port), maxConnectionsPerOrigin: 1, keyPrefix, leaseTtl: "600 millis" })
+      const client = yield* plainClient(redis.port)
+      const subscribers = () =>
+        Effect.promise(() => client.pubsub("NUMSUB", `${keyPrefix}:events`)).pipe(
+          Effect.map((reply) => Number((reply as ReadonlyArray<unknown>)[1]))
+        )
+      expect(yield* eventually(() => Effect.map(subscribers(), (n) => n === 1))).toBe(true)
+      yield* Effect.promise(() => redis.stop())
+      yield* Effect.sleep(300)
+      expect(yield* Effect.promise(() => redis.start())).toBe(true)
+      expect(yield* eventually(() => Effect.map(subscribers(), (n) => n === 1))).toBe(true)
+    }), 20_000)
+
   it.scopedLive("stopped mid-run, policy fail: acquires fail until Redis answers again", () =>
     Effect.gen(function*() {
       const redis = yield* ownRedis

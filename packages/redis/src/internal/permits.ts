@@ -66,6 +66,8 @@ class Waiter {
   queued = false
   /** Woken since it last looked: look again before waiting. */
   woken = false
+  /** Its last acquire sent to Redis: a withdrawal waits for it to settle. */
+  asking: Promise<unknown> | undefined = undefined
   wake: Deferred.Deferred<void> | undefined
   held: Held | undefined
   constructor(readonly id: string) {}
@@ -77,6 +79,8 @@ class Entry {
   readonly waiters: Array<Waiter> = []
   constructor(readonly origin: Origin, readonly keys: Keys.OriginKeys, readonly metrics: OriginMetrics) {}
 }
+
+const settled = (): void => {}
 
 const wakeWaiter = (waiter: Waiter): void => {
   waiter.woken = true
@@ -198,11 +202,11 @@ class RedisPermitsService {
           const sentAt = self.#now()
           waiter.queued = true
           const result = yield* Effect.either(self.#call("acquire", () =>
-            self.#client.keepalivePermitsAcquire(
+            (waiter.asking = self.#client.keepalivePermitsAcquire(
               keys.leases, keys.queue, keys.tickets, keys.seq,
               waiter.id, config.maxConnectionsPerOrigin, config.leaseTtlMillis,
               self.#channel, entry.origin.key, announce ? "1" : "0"
-            )
+            ))
           ))
           if (Either.isLeft(result)) {
             self.#unavailable(result.left)
@@ -257,10 +261,14 @@ class RedisPermitsService {
     if (waiter.held !== undefined) {
       this.#release(waiter.held)
     } else if (waiter.queued) {
-      // Sent after its acquire on the same connection, so Redis runs it after: a lease granted meanwhile goes too.
+      // Sent once its acquire settled, so Redis runs it after: a lease granted meanwhile goes too. Sent at
+      // once, it could run first: ioredis sends again, as EVAL, an acquire Redis answered NOSCRIPT.
       const keys = entry.keys
+      const asking = waiter.asking ?? Promise.resolve()
       this.#background("release", () =>
-        this.#client.keepalivePermitsRelease(keys.leases, keys.queue, keys.tickets, keys.seq, waiter.id, this.#channel, entry.origin.key)
+        asking.then(settled, settled).then(() =>
+          this.#client.keepalivePermitsRelease(keys.leases, keys.queue, keys.tickets, keys.seq, waiter.id, this.#channel, entry.origin.key)
+        )
       )
     }
     if (entry.waiters.length > 0) wakeWaiter(entry.waiters[0]!)
@@ -371,7 +379,7 @@ class RedisPermitsService {
         const keys = entry.keys
         pipeline.keepalivePermitsRefresh(
           keys.leases, keys.queue, keys.tickets, keys.seq,
-          config.leaseTtlMillis, adopt ? "1" : "0", leases.length, ...leases.map((held) => held.id), ...tickets
+          config.leaseTtlMillis, adopt ? "1" : "0", config.maxConnectionsPerOrigin, leases.length, ...leases.map((held) => held.id), ...tickets
         )
         sent.push(leases)
       }

@@ -58,6 +58,10 @@ export const acquire = `${preamble}${keepKeys}${purge}
 local id, max, ttl, channel, origin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local changed = purge()
 if redis.call('ZSCORE', KEYS[1], id) then
+  -- Granted to it by an earlier call whose answer it did not wait for: renewed, as the
+  -- holder counts its lease from this call.
+  redis.call('ZADD', KEYS[1], now + ttl, id)
+  keep(ttl)
   return {1, redis.call('ZCARD', KEYS[1])}
 end
 local held = redis.call('ZCARD', KEYS[1])
@@ -117,25 +121,30 @@ return removed
  * Renews this process's leases and tickets of one origin.
  * KEYS: leases, queue, tickets, seq.
  * ARGV: ttl (ms), adopt ("1": re-register leases Redis lost, after an
- * outage), the count of lease ids, the lease ids, then the ticket ids.
+ * outage), max, the count of lease ids, the lease ids, then the ticket ids.
  * Returns the lease ids that were lost (expired, or gone), which are now
  * another's to take; a lost ticket is dropped and the waiter queues again
  * at its next attempt.
+ *
+ * Adopting, a lease Redis lost is registered again only within `max`: what
+ * the processes admitted on their own during the outage is lost beyond it,
+ * so that the fleet's cap holds again once Redis rules.
  */
 export const refresh = `${preamble}${keepKeys}
-local ttl, adopt, n = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
+local ttl, adopt, max, n = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
 local lost = {}
-for i = 4, 3 + n do
+if adopt then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
+for i = 5, 4 + n do
   local id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], id)
-  if adopt or (score and tonumber(score) > now) then
+  if (score and tonumber(score) > now) or (adopt and redis.call('ZCARD', KEYS[1]) < max) then
     redis.call('ZADD', KEYS[1], now + ttl, id)
   else
     if score then redis.call('ZREM', KEYS[1], id) end
     lost[#lost + 1] = id
   end
 end
-for i = 4 + n, #ARGV do
+for i = 5 + n, #ARGV do
   local id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[3], id)
   if score and tonumber(score) > now then
