@@ -46,7 +46,9 @@ const parent = Effect.gen(function*() {
     peak = Math.max(peak, ++open)
     socket.on("close", () => open--)
   })
-  yield* Effect.async<void>((resume) => server.listen(0, "127.0.0.1", () => resume(Effect.void)))
+  yield* Effect.async<void>((resume) => {
+    server.listen(0, "127.0.0.1", () => resume(Effect.void))
+  })
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const run = () =>
     Effect.async<number>((resume) => {
