@@ -17,8 +17,10 @@ import * as internal from "./internal/permits.js"
  * What the fleet does when Redis cannot be reached (at start or mid-run):
  * - `local`: each process caps each origin on its own at its share of
  *   `maxConnectionsPerOrigin` among the processes it last saw alive (at
- *   least one), logs it once, and goes back to the fleet's cap when Redis
- *   answers again, registering the permits it holds.
+ *   least one; the whole cap for a process that never reached Redis), logs
+ *   it once, and goes back to the fleet's cap when Redis answers again,
+ *   registering the permits it holds within the cap (those beyond it are
+ *   lost).
  * - `fail`: an acquire fails with an `AgentError` of reason `Unavailable`.
  *
  * @since 0.1.0
