@@ -291,6 +291,11 @@ describe.skipIf(skipRedis)("RedisPermits", () => {
         [{ redis: "http://127.0.0.1:6379", maxConnectionsPerOrigin: 1 }, "redis"],
         [{ redis: "not a url", maxConnectionsPerOrigin: 1 }, "redis"],
         [{ redis: {} as never, maxConnectionsPerOrigin: 1 }, "redis"],
+        // The shape of an ioredis Cluster client.
+        [{
+          redis: { isCluster: true, defineCommand() {}, duplicate() {}, pipeline() {} } as never,
+          maxConnectionsPerOrigin: 1
+        }, "redis"],
         [{ redis: "redis://127.0.0.1:1", maxConnectionsPerOrigin: 0 }, "maxConnectionsPerOrigin"],
         [{ redis: "redis://127.0.0.1:1", maxConnectionsPerOrigin: 1.5 }, "maxConnectionsPerOrigin"],
         [{ redis: "redis://127.0.0.1:1", maxConnectionsPerOrigin: 1, leaseTtl: "1 millis" }, "leaseTtl"],

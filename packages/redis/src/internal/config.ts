@@ -59,6 +59,9 @@ export const resolve = (config: RedisPermits.Config): Either.Either<Resolved, Re
     }
   } else if (!looksLikeClient(redis)) {
     return invalid("redis", "expected a redis:// URL or an ioredis client")
+  } else if ((redis as { readonly isCluster?: unknown }).isCluster === true) {
+    // Each origin's keys share a slot, but one refresh pipeline spans several origins' slots.
+    return invalid("redis", "a Redis Cluster client is not supported: give a client of one Redis (or its primary)")
   }
   const max = config.maxConnectionsPerOrigin
   if (typeof max !== "number" || !Number.isInteger(max) || max < 1) {
