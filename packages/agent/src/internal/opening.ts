@@ -46,8 +46,8 @@ export class Opening implements Deadline {
  */
 class Resources {
   transport: Transport | undefined = undefined
-  constructor(readonly releasePermit: Effect.Effect<void>) {}
-  readonly finalize = (): Effect.Effect<void> => {
+  constructor(readonly releasePermit: Effect.Effect<unknown>) {}
+  readonly finalize = (): Effect.Effect<unknown> => {
     const transport = this.transport
     this.transport = undefined
     if (transport !== undefined) {
@@ -106,7 +106,8 @@ export interface OpenerEnv {
 export class Opener {
   readonly #env: OpenerEnv
   readonly #runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-  readonly #releasePermit: Effect.Effect<void>
+  /** A finalizer's value is never read: the permit count it returns is not turned into void first. */
+  readonly #releasePermit: Effect.Effect<number>
   /** The scopes of the connections open or being opened. */
   readonly #scopes = new List<ConnectionScope>()
   #scopesClosed = false
@@ -116,7 +117,7 @@ export class Opener {
   constructor(env: OpenerEnv) {
     this.#env = env
     this.#runFork = Runtime.runFork(env.runtime)
-    this.#releasePermit = Effect.asVoid(env.permits.release(1))
+    this.#releasePermit = env.permits.release(1)
   }
 
   /**
@@ -190,7 +191,8 @@ export class Opener {
    */
   closeScope(scope: ListNode<ConnectionScope>): void {
     this.#scopes.remove(scope)
-    this.#runFork(scope.value.close(Exit.void))
+    // Closed now; only its finalizers need a fiber.
+    this.#runFork(scope.value.unsafeClose(Exit.void))
   }
 
   /** Interrupts the openings under way (the pool shuts down). */
