@@ -144,22 +144,23 @@ export class Opener {
     // resumes just as the fiber is interrupted would lose the permit.
     // Undefined inside when the opening completes before the fork returns.
     let opening: Opening | undefined = undefined
+    let resources: Resources | undefined = undefined
     const fiber = this.#forkIn(
       scope.value,
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
           Effect.exit(Effect.flatMap(env.permits.take(1), () => {
-            const resources = new Resources(this.#releasePermit)
-            const connect = Effect.map(restore(transport), (t) => {
-              resources.transport = t
-              return env.makeConnection(origin, t)
-            })
+            resources = new Resources(this.#releasePermit)
             // Its scope closed already (the Agent shut down): the permit goes back, nothing opens.
             const closed = scope.value.addNow(resources.finalize)
-            return closed === undefined ? connect : Effect.zipRight(closed, Effect.interrupt)
+            return closed === undefined ? restore(transport) : Effect.zipRight(closed, Effect.interrupt)
           })),
-          (exit) => {
+          (connected) => {
             const timedOut = this.#ended(opening)
+            // The Connection is made here, in the step that sees the connect's outcome.
+            const exit = Exit.isSuccess(connected)
+              ? this.#connection(origin, connected.value, resources!)
+              : Exit.failCause(connected.cause)
             if (Exit.isSuccess(exit)) {
               outcome.connected(context, exit.value, scope, opening)
               return Effect.void
@@ -177,6 +178,20 @@ export class Opener {
     opening = new Opening(fiber, env.watchdog.clock.unsafeCurrentTimeMillis() + env.connectMillis)
     if (opening.deadline !== Infinity) env.watchdog.watch(opening, opening.deadline)
     return opening
+  }
+
+  /**
+   * The Connection over a transport just connected, which its scope's
+   * finalizer now destroys; a `makeConnection` that throws is a defect of
+   * the opening, as it would be inside an effect.
+   */
+  #connection(origin: Origin, transport: Transport, resources: Resources): Exit.Exit<Connection> {
+    resources.transport = transport
+    try {
+      return Exit.succeed(this.#env.makeConnection(origin, transport))
+    } catch (defect) {
+      return Exit.die(defect)
+    }
   }
 
   /** An opening called off: its deadline is no longer watched. */
