@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Http1 from "../src/Http1.js"
+import { ResponseParser as InternalResponseParser } from "../src/internal/http1.js"
 
 /** Latin1: every char of `s` becomes one byte, so fixtures can hold any byte. */
 const bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0))
@@ -855,6 +856,24 @@ describe("ResponseParser: lifecycle", () => {
     expect(Object.getPrototypeOf(head!.headers)).toBeNull()
     expect(Object.keys(head!.headers)).toEqual(["__proto__", "constructor", "tostring", "content-length"])
     expect(head!.headers["constructor"]).toBe("y")
+  })
+
+  it("parsers sharing remembered field values each read the values of their own bytes", () => {
+    const remembered = new Map<string, string>()
+    const heads: Array<Http1.ResponseHead> = []
+    const parse = (server: string) => {
+      const parser = new InternalResponseParser({ onHead: (h) => heads.push(h), onBody: () => {}, onComplete: () => {} }, {
+        remembered
+      })
+      parser.expect("GET")
+      parser.execute(bytes(ok + `Server: ${server}\r\nContent-Length: 0\r\n\r\n`))
+    }
+    parse("one/1.0")
+    parse("one/1.0")
+    parse("two/1.0")
+    parse("one/1.1")
+    expect(heads.map((h) => h.headers["server"])).toEqual(["one/1.0", "one/1.0", "two/1.0", "one/1.1"])
+    expect(remembered.get("server")).toBe("one/1.1")
   })
 
   it("refuses limits that are not positive integers", () => {

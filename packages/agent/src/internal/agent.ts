@@ -14,6 +14,7 @@ import { ConnectionPermits } from "../ConnectionPermits.js"
 import { Connector } from "../Connector.js"
 import * as Config from "./config.js"
 import { Connection, type Timing } from "./connection.js"
+import type * as Http1 from "./http1.js"
 import { AgentMetrics } from "./metrics.js"
 import { Opener } from "./opening.js"
 import type { OriginLine, Pooled } from "./originLine.js"
@@ -367,7 +368,12 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const runtime = yield* Effect.runtime<never>()
     const clock = yield* Effect.clock
     const watchdog = new Watchdog(clock, Runtime.runFork(runtime))
-    const parserOptions = { maxHeaderSize: config.maxHeaderSize, maxHeaderCount: config.maxHeaderCount }
+    // One map of remembered field values for all the Agent's connections (see http1.ts).
+    const parserOptions: Http1.InternalParserOptions = {
+      maxHeaderSize: config.maxHeaderSize,
+      maxHeaderCount: config.maxHeaderCount,
+      remembered: new Map()
+    }
     const idleMillis = Config.millisOrInfinity(config.idleTimeout)
     const timing: Timing = {
       clock,

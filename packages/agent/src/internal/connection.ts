@@ -97,7 +97,7 @@ export class Connection implements TransportListener, Deadline {
     transport: Transport,
     idleTimeoutMillis: number,
     maxResponses: number,
-    parserOptions: Http1.ParserOptions,
+    parserOptions: Http1.InternalParserOptions,
     timing: Timing
   ) {
     this.idleTimeoutMillis = idleTimeoutMillis

@@ -64,6 +64,22 @@ for (const name of [
 /** Field values a parser remembers (see `#lastValues`): enough for a server's usual response head. */
 const MAX_REMEMBERED_VALUES = 32
 
+/**
+ * The last value of each field seen, by field name: what `ResponseParser`
+ * takes instead of building a value again when the bytes match. Parsers may
+ * share one (the Agent's connections do: a connection per request would
+ * otherwise start empty each time); a value is only ever taken for the very
+ * bytes it was built from, whichever server sent them.
+ *
+ * @internal
+ */
+export type RememberedValues = Map<string, string>
+
+/** `ParserOptions`, and the remembered values to use (a parser's own by default). @internal */
+export interface InternalParserOptions extends Http1.ParserOptions {
+  readonly remembered?: RememberedValues
+}
+
 /** The lower-cased name of the token at `bytes[start, end)`; common names come from a table, unallocated. */
 const fieldName = (bytes: Uint8Array, start: number, end: number): string => {
   const candidates = KNOWN_NAMES[end - start]
@@ -343,10 +359,11 @@ export class ResponseParser implements Http1.ResponseParser {
   #contentLength = -1
   #setCookie: Array<string> | undefined = undefined
   #trailers: Record<string, string> = EMPTY_FIELDS
-  // The last value of each field seen on this connection: a server sends the
-  // same values response after response, and a value whose bytes match is
-  // taken from here instead of being built again.
-  readonly #lastValues = new Map<string, string>()
+  // The last value of each field seen (on this connection, or on every
+  // connection sharing the map): a server sends the same values response
+  // after response, and a value whose bytes match is taken from here instead
+  // of being built again.
+  readonly #lastValues: RememberedValues
 
   // Body bytes left: of the Content-Length body, or of the current chunk (also its size while it is read).
   #remaining = 0
@@ -354,8 +371,9 @@ export class ResponseParser implements Http1.ResponseParser {
   // Where in a chunk extension's grammar the parser is (EXT_*).
   #extState = EXT_BEFORE_NAME
 
-  constructor(handler: Http1.ResponseHandler, options?: Http1.ParserOptions) {
+  constructor(handler: Http1.ResponseHandler, options?: InternalParserOptions) {
     this.#handler = handler
+    this.#lastValues = options?.remembered ?? new Map<string, string>()
     this.#maxHeaderSize = positiveIntegerOption("maxHeaderSize", options?.maxHeaderSize, 16384)
     this.#maxHeaderCount = positiveIntegerOption("maxHeaderCount", options?.maxHeaderCount, 100)
     this.#maxChunkExtensionSize = positiveIntegerOption(

@@ -56,8 +56,8 @@ export class Opening implements Deadline {
 class Resources {
   transport: Transport | undefined = undefined
   fleetPermit: Permit | undefined = undefined
-  constructor(readonly releasePermit: Effect.Effect<void>) {}
-  readonly finalize = (): Effect.Effect<void> => {
+  constructor(readonly releasePermit: Effect.Effect<unknown>) {}
+  readonly finalize = (): Effect.Effect<unknown> => {
     const transport = this.transport
     this.transport = undefined
     const fleetPermit = this.fleetPermit
@@ -130,7 +130,8 @@ export interface OpenerEnv {
 export class Opener {
   readonly #env: OpenerEnv
   readonly #runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-  readonly #releasePermit: Effect.Effect<void>
+  /** A finalizer's value is never read: the permit count it returns is not turned into void first. */
+  readonly #releasePermit: Effect.Effect<number>
   /** The scopes of the connections open or being opened. */
   readonly #scopes = new List<ConnectionScope>()
   #scopesClosed = false
@@ -154,7 +155,7 @@ export class Opener {
   constructor(env: OpenerEnv) {
     this.#env = env
     this.#runFork = Runtime.runFork(env.runtime)
-    this.#releasePermit = Effect.asVoid(env.permits.release(1))
+    this.#releasePermit = env.permits.release(1)
   }
 
   /**
@@ -186,38 +187,40 @@ export class Opener {
     const fleet = env.fleet
     const holder = fleet === undefined ? undefined : new Holder<unknown>(this.permitOwner!)
     let permitted = fleet === undefined
+    let resources: Resources | undefined = undefined
     const fiber = this.#forkIn(
       scope.value,
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
           Effect.exit(Effect.flatMap(env.permits.take(1), () => {
-            const resources = new Resources(this.#releasePermit)
-            const connect = Effect.map(restore(transport), (t) => {
-              resources.transport = t
-              return env.makeConnection(origin, t)
-            })
+            resources = new Resources(this.#releasePermit)
             // Its scope closed already (the Agent shut down): the permit goes back, nothing opens.
             const closed = scope.value.addNow(resources.finalize)
             if (closed !== undefined) return Effect.zipRight(closed, Effect.interrupt)
-            if (fleet === undefined) return connect
+            if (fleet === undefined) return restore(transport)
             // Interrupted while it waits (its request gave up, shutdown), the service holds nothing.
             this.#awaiting(origin, 1)
+            const held = resources
             return Effect.flatMap(
               Effect.ensuring(restore(fleet.acquire(origin, holder!)), Effect.sync(() => this.#awaiting(origin, -1))),
               (permit) => {
-                resources.fleetPermit = permit
+                held.fleetPermit = permit
                 holder!.permit = permit
                 permitted = true
                 if (opening !== undefined) {
                   opening.awaitingPermit = false
                   this.#arm(opening)
                 }
-                return connect
+                return restore(transport)
               }
             )
           })),
-          (exit) => {
+          (connected) => {
             const timedOut = this.#ended(opening)
+            // The Connection is made here, in the step that sees the connect's outcome.
+            const exit = Exit.isSuccess(connected)
+              ? this.#connection(origin, connected.value, resources!)
+              : Exit.failCause(connected.cause)
             if (Exit.isSuccess(exit)) {
               outcome.connected(context, exit.value, scope, opening, holder)
               return Effect.void
@@ -252,6 +255,20 @@ export class Opener {
     else this.awaitingPermit.set(origin.key, count)
   }
 
+  /**
+   * The Connection over a transport just connected, which its scope's
+   * finalizer now destroys; a `makeConnection` that throws is a defect of
+   * the opening, as it would be inside an effect.
+   */
+  #connection(origin: Origin, transport: Transport, resources: Resources): Exit.Exit<Connection> {
+    resources.transport = transport
+    try {
+      return Exit.succeed(this.#env.makeConnection(origin, transport))
+    } catch (defect) {
+      return Exit.die(defect)
+    }
+  }
+
   /** An opening called off: its deadline is no longer watched. */
   cancel(opening: Opening): void {
     this.#env.watchdog.unwatch(opening)
@@ -264,7 +281,8 @@ export class Opener {
    */
   closeScope(scope: ListNode<ConnectionScope>): void {
     this.#scopes.remove(scope)
-    this.#runFork(scope.value.close(Exit.void))
+    // Closed now; only its finalizers need a fiber.
+    this.#runFork(scope.value.unsafeClose(Exit.void))
   }
 
   /** Interrupts the openings under way (the pool shuts down). */

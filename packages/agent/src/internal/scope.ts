@@ -111,14 +111,18 @@ const runFinalizers = (
   i: number,
   exit: Exit.Exit<unknown, unknown>,
   failed: Cause.Cause<never> | undefined
-): Effect.Effect<void> =>
-  Effect.flatMap(Effect.exit(runFinalizer(finalizers[i]!, exit)), (result) => {
+): Effect.Effect<void> => {
+  // The last to run, with none failed before it: its outcome is the close's
+  // (its value, like any finalizer's, is never read).
+  if (i === 0 && failed === undefined) return runFinalizer(finalizers[0]!, exit)
+  return Effect.flatMap(Effect.exit(runFinalizer(finalizers[i]!, exit)), (result) => {
     const cause = Exit.isFailure(result)
       ? (failed === undefined ? result.cause : Cause.sequential(failed, result.cause))
       : failed
     if (i > 0) return runFinalizers(finalizers, i - 1, exit, cause)
     return cause === undefined ? Effect.void : Effect.failCause(cause)
   })
+}
 
 /** The same object, as the type Effect's `Scope` functions take. @internal */
 export const asCloseable = (scope: ConnectionScope): Scope.CloseableScope => scope as unknown as Scope.CloseableScope

@@ -82,10 +82,14 @@ const lingerAfterWriteError = (socket: net.Socket, onEnd: () => void): void => {
   }
 }
 
+/** What a closed socket still listens with: an 'error' emitted with no listener would throw. */
+const ignoreError = (): void => {}
+
 /** A net.Socket as a Transport; events before `listen` are queued. */
 class SocketTransport implements Transport {
   #listener: TransportListener | undefined = undefined
   #queued: Array<Event> | undefined = []
+  readonly #tlsHost: string | undefined
 
   /**
    * `copiesReads`: the socket reads with `onread` and calls `received` itself,
@@ -98,26 +102,50 @@ class SocketTransport implements Transport {
     tlsHost: string | undefined,
     readonly address: string | undefined
   ) {
-    if (!copiesReads) socket.on("data", (chunk: Buffer) => this.received(chunk))
-    lingerAfterWriteError(socket, () => this.#ended())
-    socket.on("end", () => this.#ended())
-    socket.on("error", (raw) => {
-      // A TLS alert after the handshake (TLS 1.3: a server refusing the
-      // client's certificate) is one readable line too, not OpenSSL's.
-      const cause = tlsHost !== undefined && isOpenSslError(raw) ? new Error(tlsFailure(raw, tlsHost), { cause: raw }) : raw
-      if (this.#listener) this.#listener.onError(cause)
-      else this.#queue({ _tag: "error", cause })
-    })
-    socket.on("close", () => {
-      const listener = this.#listener
-      if (listener === undefined) return this.#queue({ _tag: "close" })
-      // Nothing follows a close: the socket, which Node's handle keeps
-      // reachable until a full GC, lets go of the connection's graph.
-      this.#listener = undefined
-      this.#queued = undefined
-      listener.onClose()
-    })
-    socket.on("drain", () => this.#listener ? this.#listener.onDrain() : this.#queue({ _tag: "drain" }))
+    this.#tlsHost = tlsHost
+    if (!copiesReads) socket.on("data", this.#onData)
+    lingerAfterWriteError(socket, this.#onEnd)
+    socket.on("end", this.#onEnd)
+    socket.on("error", this.#onError)
+    socket.on("close", this.#onClose)
+    socket.on("drain", this.#onDrain)
+  }
+
+  readonly #onData = (chunk: Buffer): void => this.received(chunk)
+
+  readonly #onEnd = (): void => this.#ended()
+
+  readonly #onError = (raw: unknown): void => {
+    // A TLS alert after the handshake (TLS 1.3: a server refusing the
+    // client's certificate) is one readable line too, not OpenSSL's.
+    const tlsHost = this.#tlsHost
+    const cause = tlsHost !== undefined && isOpenSslError(raw) ? new Error(tlsFailure(raw, tlsHost), { cause: raw }) : raw
+    if (this.#listener) this.#listener.onError(cause)
+    else this.#queue({ _tag: "error", cause })
+  }
+
+  readonly #onClose = (): void => {
+    const listener = this.#listener
+    if (listener === undefined) return this.#queue({ _tag: "close" })
+    // Nothing follows a close. The socket, which Node keeps reachable until
+    // a full GC, lets go of the connection's graph and of this transport's
+    // listeners: only a shared no-op 'error' listener stays.
+    this.#listener = undefined
+    this.#queued = undefined
+    this.#unlisten()
+    listener.onClose()
+  }
+
+  readonly #onDrain = (): void => this.#listener ? this.#listener.onDrain() : this.#queue({ _tag: "drain" })
+
+  #unlisten(): void {
+    const socket = this.socket
+    socket.on("error", ignoreError)
+    socket.off("data", this.#onData)
+    socket.off("end", this.#onEnd)
+    socket.off("error", this.#onError)
+    socket.off("close", this.#onClose)
+    socket.off("drain", this.#onDrain)
   }
 
   /** Bytes read, lent to the listener for this call only. */
@@ -162,6 +190,8 @@ class SocketTransport implements Transport {
           listener.onError(event.cause)
           break
         case "close":
+          this.#listener = undefined
+          this.#unlisten()
           listener.onClose()
           break
         case "drain":
