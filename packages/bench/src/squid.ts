@@ -19,14 +19,12 @@
  * written, a CONNECT when its tunnel closes: `settle` waits for squid to
  * have closed every client connection before the counts are read.
  */
-import { spawn, spawnSync } from "node:child_process"
-import type { ChildProcess } from "node:child_process"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { onCore } from "./pinning.js"
+import * as Daemon from "./daemon.js"
 import type { Pinning } from "./pinning.js"
 
 export interface SquidCounts {
@@ -51,36 +49,16 @@ export interface Squid {
   readonly stop: () => Promise<void>
 }
 
-const squidPaths = ["squid", "/usr/sbin/squid"]
-
-/** The squid binary and its version, or undefined when there is none. */
-const findSquid = (): { readonly binary: string; readonly version: string } | undefined => {
-  for (const binary of squidPaths) {
-    const result = spawnSync(binary, ["-v"], { encoding: "utf8" })
-    if (result.error === undefined && result.status === 0) {
-      return { binary, version: /Version (\S+)/.exec(result.stdout)?.[1] ?? "unknown version" }
-    }
-  }
-  return undefined
+const squid: Daemon.Program = {
+  name: "squid",
+  paths: ["squid", "/usr/sbin/squid"],
+  versionArgs: ["-v"],
+  versionPattern: /Version (\S+)/
 }
 
-/**
- * squid, installed with `apt-get update && apt-get install -y squid` when it
- * is missing and this process is root (apt's output goes to stderr); else why
- * there is none.
- */
-export const obtainSquid = (
-  log: (line: string) => void
-): { readonly binary: string; readonly version: string } | { readonly unavailable: string } => {
-  const found = findSquid()
-  if (found !== undefined) return found
-  if (process.getuid?.() !== 0) return { unavailable: "squid is not installed and we are not root to install it" }
-  log("squid not found: apt-get update && apt-get install -y squid")
-  const apt = (...args: Array<string>) =>
-    spawnSync("apt-get", args, { stdio: ["ignore", 2, 2], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } }).status === 0
-  if (!apt("update") || !apt("install", "-y", "squid")) return { unavailable: "apt-get install squid failed" }
-  return findSquid() ?? { unavailable: "squid installed but not found on PATH or in /usr/sbin" }
-}
+/** squid, installed with apt-get when it is missing and we are root; else why there is none. */
+export const obtainSquid = (log: (line: string) => void): Daemon.Found | { readonly unavailable: string } =>
+  Daemon.obtain(squid, log)
 
 /** uid, gid and name of the user squid drops to when started as root (it refuses to run as root). */
 const squidUser = (): { readonly name: string; readonly uid: number; readonly gid: number } | undefined => {
@@ -150,25 +128,6 @@ const lines = (file: string): number => {
   }
 }
 
-const clockTicks = (() => {
-  const result = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" })
-  const ticks = Number(result.stdout?.trim())
-  return result.status === 0 && ticks > 0 ? ticks : 100
-})()
-
-/** utime + stime of a process, in seconds, from `/proc/<pid>/stat`; 0 when it cannot be read. */
-export const cpuSecondsOf = (pid: number | undefined): number => {
-  if (pid === undefined) return 0
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based, as proc(5) numbers them).
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks
-  } catch {
-    return 0
-  }
-}
-
 /**
  * Sockets on squid's port that squid has not finished with: established,
  * half-open, or closed by the client and not yet by squid (`/proc/net/tcp`,
@@ -191,16 +150,6 @@ const openClientSockets = (port: number): number => {
   return open
 }
 
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
-
 /** A GET of `url` through the proxy, in absolute-form, on a connection of its own; resolves to the status. */
 const getThrough = (proxyPort: number, url: string): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -212,28 +161,8 @@ const getThrough = (proxyPort: number, url: string): Promise<number> =>
     request.on("error", reject)
   })
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-const exitedWithin = (child: ChildProcess, ms: number): Promise<boolean> =>
-  child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve(true)
-    : new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms)
-      child.once("exit", () => {
-        clearTimeout(timer)
-        resolve(true)
-      })
-    })
-
-const stopSquid = async (child: ChildProcess): Promise<void> => {
-  // SIGINT is squid's immediate shutdown (about 1 s); SIGTERM waits out shutdown_lifetime and more.
-  if (child.exitCode !== null || child.signalCode !== null) return
-  child.kill("SIGINT")
-  if (!(await exitedWithin(child, 5000))) {
-    child.kill("SIGKILL")
-    await exitedWithin(child, 2000)
-  }
-}
+// SIGINT is squid's immediate shutdown (about 1 s); SIGTERM waits out shutdown_lifetime and more.
+const stopSignal = "SIGINT"
 
 export const startSquid = async (options: {
   readonly binary: string
@@ -259,64 +188,49 @@ export const startSquid = async (options: {
   const removeDir = () => fs.rmSync(dir, { recursive: true, force: true })
   const cacheLogTail = () => fs.readFileSync(file("cache.log"), "utf8").trim().split("\n").slice(-3).join(" | ")
 
-  // A free port probed, then bound by squid: a second try if something took it in between.
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort()
-    fs.writeFileSync(file("squid.conf"), squidConfig(dir, port, user?.name, options.connectPorts), { mode: 0o644 })
-    const command = onCore(options.pinning, "server", { command: options.binary, args: ["-N", "-f", file("squid.conf")] })
-    // taskset execs squid, so the child is squid itself, on the server's core.
-    const child = spawn(command.command, command.args, { stdio: ["ignore", "ignore", "ignore"] })
-    const deadline = Date.now() + 10_000
-    let failure: string | undefined
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        failure = `squid exited before serving: ${cacheLogTail()}`
-        break
-      }
-      const status = await getThrough(port, options.probeUrl).catch(() => undefined)
-      if (status === 200) break
-      if (status !== undefined) {
-        failure = `squid answered ${status} to ${options.probeUrl}: ${cacheLogTail()}`
-        break
-      }
-      if (Date.now() > deadline) {
-        failure = `squid did not serve on 127.0.0.1:${port} within 10 s: ${cacheLogTail()}`
-        break
-      }
-      await sleep(50)
-    }
-    if (failure !== undefined) {
-      await stopSquid(child)
-      if (attempt < 2 && /bind|Address already in use/i.test(failure)) continue
-      removeDir()
-      throw new Error(failure)
-    }
-    const counts = (): SquidCounts => ({
-      connections: lines(file("connections.log")),
-      connects: lines(file("connects.log")),
-      cpuSeconds: cpuSecondsOf(child.pid)
-    })
-    return {
-      description: `squid ${options.version} (workers 1, no cache, persistent connections both sides, a log line per client connection and per CONNECT)`,
-      url: `http://127.0.0.1:${port}`,
-      port,
-      pid: child.pid,
-      counts,
-      settle: async () => {
-        const until = Date.now() + 5000
-        while (openClientSockets(port) > 0 && Date.now() < until) await sleep(20)
-        // squid logs a closed connection's transaction as it finishes with it: wait until the logs stop growing.
-        for (let last = counts(); Date.now() < until;) {
-          await sleep(50)
-          const now = counts()
-          if (now.connections === last.connections && now.connects === last.connects) break
-          last = now
-        }
+  const { child, port } = await Daemon.start({
+      name: "squid",
+      pinning: options.pinning,
+      command: (port) => {
+        fs.writeFileSync(file("squid.conf"), squidConfig(dir, port, user?.name, options.connectPorts), { mode: 0o644 })
+        return { command: options.binary, args: ["-N", "-f", file("squid.conf")] }
       },
-      stop: async () => {
-        await stopSquid(child)
-        removeDir()
+      probe: async (port) => {
+        const status = await getThrough(port, options.probeUrl).catch(() => undefined)
+        if (status === undefined) return "not yet"
+        return status === 200 ? "serving" : { failed: `squid answered ${status} to ${options.probeUrl}` }
+      },
+      logTail: cacheLogTail,
+      stopSignal
+    }).catch((error) => {
+      removeDir()
+      throw error
+    })
+  const counts = (): SquidCounts => ({
+    connections: lines(file("connections.log")),
+    connects: lines(file("connects.log")),
+    cpuSeconds: Daemon.cpuSecondsOf(child.pid)
+  })
+  return {
+    description: `squid ${options.version} (workers 1, no cache, persistent connections both sides, a log line per client connection and per CONNECT)`,
+    url: `http://127.0.0.1:${port}`,
+    port,
+    pid: child.pid,
+    counts,
+    settle: async () => {
+      const until = Date.now() + 5000
+      while (openClientSockets(port) > 0 && Date.now() < until) await Daemon.sleep(20)
+      // squid logs a closed connection's transaction as it finishes with it: wait until the logs stop growing.
+      for (let last = counts(); Date.now() < until;) {
+        await Daemon.sleep(50)
+        const now = counts()
+        if (now.connections === last.connections && now.connects === last.connects) break
+        last = now
       }
+    },
+    stop: async () => {
+      await Daemon.stop(child, stopSignal)
+      removeDir()
     }
   }
 }
