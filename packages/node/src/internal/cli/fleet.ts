@@ -5,7 +5,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { bounded, UsageError } from "./options.js"
+import { bounded, optionalText, UsageError } from "./options.js"
 import { type FleetSummary, messageOf, percentile, permitWaitedMillis } from "./summary.js"
 
 /**
@@ -14,13 +14,10 @@ import { type FleetSummary, messageOf, percentile, permitWaitedMillis } from "./
  * @internal
  */
 export const fleetOptions = {
-  fleet: Options.optional(
-    Options.text("fleet").pipe(
-      Options.withPseudoName("URL"),
-      Options.withDescription(
-        "share a per-origin connection cap with every keepalive fetch using this Redis (redis:// or rediss://; needs @keepalive/redis installed)"
-      )
-    )
+  fleet: optionalText(
+    "fleet",
+    "URL",
+    "share a per-origin connection cap with every keepalive fetch using this Redis (redis:// or rediss://; needs @keepalive/redis installed)"
   ),
   fleetMaxPerOrigin: Options.optional(
     bounded("fleet-max-per-origin", { min: 1, max: 10_000 }).pipe(
@@ -29,13 +26,10 @@ export const fleetOptions = {
       )
     )
   ),
-  fleetKeyPrefix: Options.optional(
-    Options.text("fleet-key-prefix").pipe(
-      Options.withPseudoName("PREFIX"),
-      Options.withDescription(
-        "with --fleet: the prefix of the fleet's Redis keys; only processes with the same one share the cap (default keepalive:permits)"
-      )
-    )
+  fleetKeyPrefix: optionalText(
+    "fleet-key-prefix",
+    "PREFIX",
+    "with --fleet: the prefix of the fleet's Redis keys; only processes with the same one share the cap (default keepalive:permits)"
   )
 }
 

@@ -146,25 +146,25 @@ export const agentOptions = {
 }
 
 /**
+ * A text option that may be left out, its value called `value` in the help.
+ *
+ * @internal
+ */
+export const optionalText = (name: string, value: string, description: string): Options.Options<Option.Option<string>> =>
+  Options.optional(Options.text(name).pipe(Options.withPseudoName(value), Options.withDescription(description)))
+
+/**
  * `--proxy` and `--noproxy`, curl's flags, shared by `fetch` and `probe`.
  *
  * @internal
  */
 export const proxyOptions = {
-  proxy: Options.optional(
-    Options.text("proxy").pipe(
-      Options.withPseudoName("URL"),
-      Options.withDescription(
-        "one proxy for every scheme (http://, socks5://, socks5h://), instead of http_proxy, https_proxy and all_proxy; '' for none at all"
-      )
-    )
+  proxy: optionalText(
+    "proxy",
+    "URL",
+    "one proxy for every scheme (http://, socks5://, socks5h://), instead of http_proxy, https_proxy and all_proxy; '' for none at all"
   ),
-  noproxy: Options.optional(
-    Options.text("noproxy").pipe(
-      Options.withPseudoName("LIST"),
-      Options.withDescription("hosts that go direct, comma-separated, instead of NO_PROXY ('*' for all)")
-    )
-  )
+  noproxy: optionalText("noproxy", "LIST", "hosts that go direct, comma-separated, instead of NO_PROXY ('*' for all)")
 }
 
 /**
