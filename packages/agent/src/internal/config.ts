@@ -1,7 +1,6 @@
 import * as Duration from "effect/Duration"
 import type * as Agent from "../Agent.js"
 import type * as Proxy from "../Proxy.js"
-import { ProxyConfigError } from "../Proxy.js"
 import * as InternalProxy from "./proxy.js"
 
 /** Every default of `Agent.Config`, in one place. @internal */
@@ -59,16 +58,8 @@ export const resolve = (config: Agent.Config = {}): Agent.ResolvedConfig => ({
  * A proxy setting as a config: a string is one proxy for every scheme, `""`
  * none. A string that cannot be used throws `ProxyConfigError` naming `proxy`.
  */
-const proxyOf = (proxy: Proxy.Config | string | undefined): Proxy.Config => {
-  if (proxy === undefined || proxy === "") return InternalProxy.none
-  if (typeof proxy !== "string") return proxy
-  try {
-    return InternalProxy.make({ all: proxy })
-  } catch (error) {
-    if (error instanceof ProxyConfigError) throw new ProxyConfigError({ reason: error.reason, setting: "proxy", detail: error.detail })
-    throw error
-  }
-}
+const proxyOf = (proxy: Proxy.Config | string | undefined): Proxy.Config =>
+  proxy === undefined || proxy === "" ? InternalProxy.none : typeof proxy === "string" ? InternalProxy.through("proxy", proxy) : proxy
 
 /** True when the config sends some origin through a proxy. @internal */
 export const hasProxy = (proxy: Proxy.Config): boolean =>

@@ -350,6 +350,15 @@ export const make = (options: Proxy.Options): Proxy.Config =>
     options.noProxy ?? ""
   )
 
+/**
+ * A config that sends every origin through the proxy at `url`; throws
+ * `ProxyConfigError` naming `setting`.
+ *
+ * @internal
+ */
+export const through = (setting: string, url: string): Proxy.Config =>
+  new ProxyConfig(undefined, undefined, endpointOf(setting, url), "")
+
 type Env = Readonly<Record<string, string | undefined>>
 
 const processEnv = (): Env => (globalThis as { readonly process?: { readonly env?: Env } }).process?.env ?? {}
