@@ -9,47 +9,76 @@
  */
 import type { Scenario } from "./scenarios.js"
 
+/**
+ * What a client's run measured beyond its rate; a row shows the median of
+ * each over the rounds that measured it.
+ */
+export interface Measures {
+  /** The client's user + system CPU over the window ÷ the responses completed in it, in µs; absent when nothing completed. */
+  readonly cpuMicrosPerResponse?: number
+  /** Absent for wrk, whose memory is not the question. */
+  readonly peakRssMB?: number
+  /**
+   * Connections the client opened during the run, warm-up included: those
+   * the server accepted, or in a proxied scenario those squid accepted.
+   */
+  readonly connectionsOpened?: number
+  /** `connectionsOpened` ÷ every response the client completed in its run (warm-up included) × 1,000. */
+  readonly connectionsPerThousandResponses?: number
+  /** Proxied scenarios: the CONNECT requests squid answered during the run. */
+  readonly connectsSent?: number
+  /** Proxied scenarios: `connectsSent` ÷ every response the client completed in its run × 1,000. */
+  readonly connectsPerThousandResponses?: number
+  /** Proxied scenarios: connections the server accepted from squid during the run. */
+  readonly originConnectionsOpened?: number
+  /** Proxied scenarios: squid's user + system CPU over the whole run ÷ every response of the run, in µs. */
+  readonly proxyCpuMicrosPerResponse?: number
+  /** keepalive clients: connections the Agent says it opened (`Agent.stats.opened`), warm-up included. */
+  readonly agentConnectionsOpened?: number
+  /** Fleet scenarios, `keepalive-fleet`: `ConnectionPermits.acquire` calls during the run, warm-up included. */
+  readonly permitAcquires?: number
+  /** Of `permitAcquires`, those granted; the others were called off by the Agent (their requests served by other connections). */
+  readonly permitsGranted?: number
+  /** `permitAcquires` ÷ every response the client completed in its run × 1,000. */
+  readonly permitAcquiresPerThousandResponses?: number
+  /** The time from call to grant of the acquires called inside the window, in ms: p50, p99 and max, and how many. */
+  readonly permitWaitP50Ms?: number
+  readonly permitWaitP99Ms?: number
+  readonly permitWaitMaxMs?: number
+  readonly permitWaitsInWindow?: number
+  /** Fleet scenarios: redis-server's user + system CPU over the whole run ÷ every response of the run, in µs. */
+  readonly redisCpuMicrosPerResponse?: number
+}
+
+const measureKeys = Object.keys(
+  {
+    cpuMicrosPerResponse: true,
+    peakRssMB: true,
+    connectionsOpened: true,
+    connectionsPerThousandResponses: true,
+    connectsSent: true,
+    connectsPerThousandResponses: true,
+    originConnectionsOpened: true,
+    proxyCpuMicrosPerResponse: true,
+    agentConnectionsOpened: true,
+    permitAcquires: true,
+    permitsGranted: true,
+    permitAcquiresPerThousandResponses: true,
+    permitWaitP50Ms: true,
+    permitWaitP99Ms: true,
+    permitWaitMaxMs: true,
+    permitWaitsInWindow: true,
+    redisCpuMicrosPerResponse: true
+  } satisfies { readonly [Key in keyof Measures]-?: true }
+) as ReadonlyArray<keyof Measures>
+
 /** One client's result in one round. */
 export type Run =
-  | {
+  | Measures & {
     readonly outcome: "measured"
     readonly requestsPerSecond: number
-    /** The client's user + system CPU over the window ÷ the responses completed in it, in µs; absent when nothing completed. */
-    readonly cpuMicrosPerResponse?: number
-    /** Absent for wrk, whose memory is not the question. */
-    readonly peakRssMB?: number
-    /**
-     * Connections the client opened during the run, warm-up included: those
-     * the server accepted, or in a proxied scenario those squid accepted.
-     */
-    readonly connectionsOpened?: number
-    /** `connectionsOpened` ÷ every response the client completed in its run (warm-up included) × 1,000. */
-    readonly connectionsPerThousandResponses?: number
-    /** Proxied scenarios: the CONNECT requests squid answered during the run. */
-    readonly connectsSent?: number
-    /** Proxied scenarios: `connectsSent` ÷ every response the client completed in its run × 1,000. */
-    readonly connectsPerThousandResponses?: number
-    /** Proxied scenarios: connections the server accepted from squid during the run. */
-    readonly originConnectionsOpened?: number
-    /** Proxied scenarios: squid's user + system CPU over the whole run ÷ every response of the run, in µs. */
-    readonly proxyCpuMicrosPerResponse?: number
-    /** keepalive clients: connections the Agent says it opened (`Agent.stats.opened`), warm-up included. */
-    readonly agentConnectionsOpened?: number
-    /** Fleet scenarios, `keepalive-fleet`: `ConnectionPermits.acquire` calls during the run, warm-up included. */
-    readonly permitAcquires?: number
-    /** Of `permitAcquires`, those granted; the others were called off by the Agent (their requests served by other connections). */
-    readonly permitsGranted?: number
-    /** `permitAcquires` ÷ every response the client completed in its run × 1,000. */
-    readonly permitAcquiresPerThousandResponses?: number
-    /** The time from call to grant of the acquires called inside the window, in ms: p50, p99 and max, and how many. */
-    readonly permitWaitP50Ms?: number
-    readonly permitWaitP99Ms?: number
-    readonly permitWaitMaxMs?: number
-    readonly permitWaitsInWindow?: number
     /** The same over the whole process, warm-up included (its first burst of acquires, the scripts loaded). */
     readonly permitWaitAllMs?: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number }
-    /** Fleet scenarios: redis-server's user + system CPU over the whole run ÷ every response of the run, in µs. */
-    readonly redisCpuMicrosPerResponse?: number
     readonly errors: number
     readonly firstError?: string
   }
@@ -69,34 +98,14 @@ export interface Spread {
   readonly max: number
 }
 
-export interface Row {
+/** One client's rounds summed up: each of its `Measures` the median over rounds. */
+export interface Row extends Measures {
   readonly client: string
   readonly requestsPerSecond?: Spread
   /** The median over rounds of this client's req/s ÷ keepalive's req/s in the same round. */
   readonly ratioToKeepalive?: number
-  /** Median over rounds. */
-  readonly cpuMicrosPerResponse?: number
   /** The median over rounds of this client's CPU µs per response ÷ keepalive's in the same round. */
   readonly cpuRatioToKeepalive?: number
-  readonly peakRssMB?: number
-  readonly connectionsOpened?: number
-  /** Median over rounds. */
-  readonly connectionsPerThousandResponses?: number
-  /** Proxied scenarios, each the median over rounds. */
-  readonly connectsSent?: number
-  readonly connectsPerThousandResponses?: number
-  readonly originConnectionsOpened?: number
-  readonly proxyCpuMicrosPerResponse?: number
-  /** Fleet scenarios, each the median over rounds. */
-  readonly agentConnectionsOpened?: number
-  readonly permitAcquires?: number
-  readonly permitsGranted?: number
-  readonly permitAcquiresPerThousandResponses?: number
-  readonly permitWaitP50Ms?: number
-  readonly permitWaitP99Ms?: number
-  readonly permitWaitMaxMs?: number
-  readonly permitWaitsInWindow?: number
-  readonly redisCpuMicrosPerResponse?: number
   readonly errors: number
   readonly notes: ReadonlyArray<string>
   /** One per round, in round order. */
@@ -161,41 +170,17 @@ export const summarize = (
     ]
     const rates = measured.map((run) => run.requestsPerSecond)
     const rateRatio = medianOf(measured.map((run) => run.ratioToKeepalive))
-    const cpu = medianOf(measured.map((run) => run.cpuMicrosPerResponse))
     const cpuRatio = medianOf(measured.map((run) => run.cpuRatioToKeepalive))
-    const rss = medianOf(measured.map((run) => run.peakRssMB))
-    const connections = medianOf(measured.map((run) => run.connectionsOpened))
-    const churn = medianOf(measured.map((run) => run.connectionsPerThousandResponses))
-    const connects = medianOf(measured.map((run) => run.connectsSent))
-    const connectChurn = medianOf(measured.map((run) => run.connectsPerThousandResponses))
-    const originConnections = medianOf(measured.map((run) => run.originConnectionsOpened))
-    const proxyCpu = medianOf(measured.map((run) => run.proxyCpuMicrosPerResponse))
-    const fleet = {
-      agentConnectionsOpened: medianOf(measured.map((run) => run.agentConnectionsOpened)),
-      permitAcquires: medianOf(measured.map((run) => run.permitAcquires)),
-      permitsGranted: medianOf(measured.map((run) => run.permitsGranted)),
-      permitAcquiresPerThousandResponses: medianOf(measured.map((run) => run.permitAcquiresPerThousandResponses)),
-      permitWaitP50Ms: medianOf(measured.map((run) => run.permitWaitP50Ms)),
-      permitWaitP99Ms: medianOf(measured.map((run) => run.permitWaitP99Ms)),
-      permitWaitMaxMs: medianOf(measured.map((run) => run.permitWaitMaxMs)),
-      permitWaitsInWindow: medianOf(measured.map((run) => run.permitWaitsInWindow)),
-      redisCpuMicrosPerResponse: medianOf(measured.map((run) => run.redisCpuMicrosPerResponse))
-    }
-    const fleetPresent = Object.fromEntries(Object.entries(fleet).filter(([, value]) => value !== undefined))
+    const medians = Object.fromEntries(measureKeys.flatMap((key) => {
+      const value = medianOf(measured.map((run) => run[key]))
+      return value === undefined ? [] : [[key, value]]
+    }))
     return {
       client,
       ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
       ...(rateRatio === undefined ? {} : { ratioToKeepalive: rateRatio }),
-      ...(cpu === undefined ? {} : { cpuMicrosPerResponse: cpu }),
       ...(cpuRatio === undefined ? {} : { cpuRatioToKeepalive: cpuRatio }),
-      ...(rss === undefined ? {} : { peakRssMB: rss }),
-      ...(connections === undefined ? {} : { connectionsOpened: connections }),
-      ...(churn === undefined ? {} : { connectionsPerThousandResponses: churn }),
-      ...(connects === undefined ? {} : { connectsSent: connects }),
-      ...(connectChurn === undefined ? {} : { connectsPerThousandResponses: connectChurn }),
-      ...(originConnections === undefined ? {} : { originConnectionsOpened: originConnections }),
-      ...(proxyCpu === undefined ? {} : { proxyCpuMicrosPerResponse: proxyCpu }),
-      ...fleetPresent,
+      ...medians,
       errors,
       notes,
       runs
