@@ -126,7 +126,7 @@ export interface Stats {
   readonly busy: number
   /** Requests waiting for a connection. */
   readonly waiting: number
-  /** Connections to open that wait for a permit of `ConnectionPermits` (0 without one). */
+  /** Connections being opened for waiting requests that wait for a permit of `ConnectionPermits` first (0 without one). */
   readonly awaitingPermit: number
   /** Connections opened since start. */
   readonly opened: number
@@ -160,7 +160,7 @@ export interface OriginStats {
   readonly busy: number
   /** Requests waiting for a connection. */
   readonly waiting: number
-  /** Connections to open that wait for a permit of `ConnectionPermits` (0 without one). */
+  /** Connections being opened for waiting requests that wait for a permit of `ConnectionPermits` first (0 without one). */
   readonly awaitingPermit: number
   /** Connections opened since the Agent last held nothing of the origin. */
   readonly opened: number

@@ -42,7 +42,6 @@ type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, 
  */
 export class AgentService implements Agent.Service {
   readonly #pool: ConnectionPool
-  readonly #opener: Opener
   readonly #env: AttemptEnv
   /** The route of each origin, when some go through a proxy. */
   readonly routes: Routes | undefined
@@ -50,7 +49,6 @@ export class AgentService implements Agent.Service {
   constructor(
     readonly config: Agent.ResolvedConfig,
     pool: ConnectionPool,
-    opener: Opener,
     connector: Context.Tag.Service<typeof Connector>,
     clock: Clock.Clock,
     metrics: boolean,
@@ -58,7 +56,6 @@ export class AgentService implements Agent.Service {
   ) {
     this.routes = routes
     this.#pool = pool
-    this.#opener = opener
     this.#env = { pool, connector, clock, metrics }
   }
 
@@ -123,16 +120,17 @@ export class AgentService implements Agent.Service {
   readonly stats: Effect.Effect<Agent.Stats> = Effect.sync((): Agent.Stats => {
     const pool = this.#pool
     const origins: Record<string, Agent.OriginStats> = {}
-    const awaitingPermit = this.#opener.awaitingPermit
     let awaiting = 0
-    for (const count of awaitingPermit.values()) awaiting += count
     for (const line of pool.lines()) {
+      let awaitingPermit = 0
+      for (const node of line.openings.nodes()) if (node.value.awaitingPermit) awaitingPermit++
+      awaiting += awaitingPermit
       origins[line.origin.key] = {
         open: line.open,
         idle: line.idle.length,
         busy: line.open - line.idle.length,
         waiting: line.waiters.size,
-        awaitingPermit: awaitingPermit.get(line.origin.key) ?? 0,
+        awaitingPermit,
         opened: line.opened,
         reused: line.reused
       }
@@ -426,7 +424,7 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
       )
     )
     yield* Effect.addFinalizer(() => Effect.ensuring(pool.shutdown(), watchdog.shutdown()))
-    return new AgentService(config, pool, opener, connector, clock, config.metrics, routes)
+    return new AgentService(config, pool, connector, clock, config.metrics, routes)
   })
 
 /** The body as text, failing with the Agent's own error. @internal */

@@ -149,8 +149,6 @@ export class Opener {
 
   /** Who acts on what fleet permits' holders are told (the pool sets itself). */
   permitOwner: PermitOwner<unknown> | undefined = undefined
-  /** Openings waiting for a fleet permit, by origin key. */
-  readonly awaitingPermit = new Map<string, number>()
 
   constructor(env: OpenerEnv) {
     this.#env = env
@@ -199,10 +197,9 @@ export class Opener {
             if (closed !== undefined) return Effect.zipRight(closed, Effect.interrupt)
             if (fleet === undefined) return restore(transport)
             // Interrupted while it waits (its request gave up, shutdown), the service holds nothing.
-            this.#awaiting(origin, 1)
             const held = resources
             return Effect.flatMap(
-              Effect.ensuring(restore(fleet.acquire(origin, holder!)), Effect.sync(() => this.#awaiting(origin, -1))),
+              restore(fleet.acquire(origin, holder!)),
               (permit) => {
                 held.fleetPermit = permit
                 holder!.permit = permit
@@ -247,12 +244,6 @@ export class Opener {
     if (env.connectMillis === Infinity) return
     opening.deadline = env.watchdog.clock.unsafeCurrentTimeMillis() + env.connectMillis
     env.watchdog.watch(opening, opening.deadline)
-  }
-
-  #awaiting(origin: Origin, delta: number): void {
-    const count = (this.awaitingPermit.get(origin.key) ?? 0) + delta
-    if (count === 0) this.awaitingPermit.delete(origin.key)
-    else this.awaitingPermit.set(origin.key, count)
   }
 
   /**

@@ -1,5 +1,6 @@
 import type * as Effect from "effect/Effect"
 import type { AgentError } from "../AgentError.js"
+import type { Permit } from "../ConnectionPermits.js"
 import type { Origin } from "../Origin.js"
 import type { CloseReason, Connection, IdleBreakListener } from "./connection.js"
 import { List, ListNode } from "./list.js"
@@ -54,8 +55,8 @@ export class Pooled implements IdleBreakListener, Deadline {
 
   /** Why it is not reused once past `retireAt`. */
   retiredBy: CloseReason = "max_age"
-  /** Its fleet permit's `valid`, asked before each request on it, when the service gives one. */
-  permitValid: (() => boolean) | undefined = undefined
+  /** Its fleet permit, whose `valid` is asked before each request on it. */
+  permit: Permit | undefined = undefined
 
   /** It carries no new request: closed when next idle (or now, by the caller, if idle). */
   retire(reason: CloseReason): void {

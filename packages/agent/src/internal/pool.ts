@@ -336,7 +336,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
 
   /** Past its age, or its fleet permit no longer holds: not reused (`retiredBy` says why). */
   #tooOld(pooled: Pooled): boolean {
-    if (pooled.permitValid !== undefined && !pooled.permitValid()) pooled.retire("permit_lost")
+    if (pooled.permit?.valid !== undefined && !pooled.permit.valid()) pooled.retire("permit_lost")
     return pooled.retireAt !== Infinity && this.#clock.unsafeCurrentTimeMillis() >= pooled.retireAt
   }
 
@@ -599,8 +599,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     const pooled = new Pooled(connection, line, scope, now, this.#retireAt(now), this)
     if (holder !== undefined) {
       holder.pooled = pooled
-      const permit = holder.permit
-      if (permit?.valid !== undefined) pooled.permitValid = () => permit.valid!()
+      pooled.permit = holder.permit
       if (holder.lostEarly) pooled.retire("permit_lost")
     }
     if (calledOff) return this.#drop(pooled, "evicted")
@@ -638,12 +637,13 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
    */
   openError(line: OriginLine, exit: Exit.Exit<unknown, AgentError>, timedOut: boolean): AgentError | undefined {
     if (timedOut && !this.#closed) {
+      const proxy = this.#opener.proxyOf(line.origin)
       return new AgentError({
         reason: "Timeout",
         phase: "connect",
         origin: line.origin.key,
         detail: `not connected within ${Duration.format(this.#options.connectTimeout)}${
-          this.#opener.proxyOf(line.origin) === undefined ? "" : ` through proxy ${this.#opener.proxyOf(line.origin)}`
+          proxy === undefined ? "" : ` through proxy ${proxy}`
         }`
       })
     }
