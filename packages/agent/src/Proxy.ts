@@ -55,7 +55,30 @@ export interface Config {
   readonly https: Endpoint | undefined
   /** The proxy of either scheme when its own is not set. */
   readonly all: Endpoint | undefined
-  /** The `NO_PROXY` list as given (entries separated by commas; see `bypasses`). */
+  /**
+   * The `NO_PROXY` list as given: the hosts that go direct, by the rules of
+   * curl's `Curl_check_noproxy` (a host is a name or an address, IPv6 with or
+   * without brackets):
+   *
+   * - Entries are separated by commas; blanks around an entry and empty
+   *   entries are ignored. An entry ends at a blank, and the list ends at
+   *   anything but a comma after it: `"a b,c"` is the single entry `a`.
+   * - `*` as the whole list matches every host; among other entries it is an
+   *   ordinary name, and `*.example.com` matches no host.
+   * - A host name matches an entry equal to it or to one of its parent
+   *   domains, case-insensitively, the entry with or without a leading dot:
+   *   `example.com` and `.example.com` both match `example.com` and
+   *   `www.example.com`, not `nexample.com`. One trailing dot of the host and
+   *   of the entry is ignored.
+   * - An IPv4 host (dotted quad) matches IPv4 entries and an IPv6 host IPv6
+   *   entries, as addresses, with an optional prefix length (`10.0.0.0/8`,
+   *   `::1/64`). A prefix of `/0` compares the whole address; one longer than
+   *   the family's (`/33`, `/129`) or not a number matches nothing. An
+   *   address host is compared as an address only and a name host as a name
+   *   only: `localhost` and `127.0.0.1` do not match each other.
+   * - An entry with a port (`example.com:8080`) or an IPv6 entry in brackets
+   *   (`[::1]`) matches no host.
+   */
   readonly noProxy: string
 }
 
@@ -132,7 +155,7 @@ export const none: Config = internal.none
 /**
  * The proxy that a request to `url` goes through, or none: the proxy of
  * the URL's scheme (else `all`) unless the URL's host is in `noProxy` (see
- * `bypasses`). The URL is the proxy's `key` as a URL, without credentials.
+ * `Config`). The URL is the proxy's `key` as a URL, without credentials.
  * A URL that is not `http:` or `https:`, or a string that does not parse,
  * gets none.
  *
@@ -140,32 +163,3 @@ export const none: Config = internal.none
  * @category selection
  */
 export const select: (config: Config, url: string | URL) => Option.Option<URL> = internal.select
-
-/**
- * True when `host` (a name or an address, IPv6 with or without brackets)
- * goes direct under the `noProxy` list, by the rules of curl's
- * `Curl_check_noproxy`:
- *
- * - Entries are separated by commas; blanks around an entry and empty
- *   entries are ignored. An entry ends at a blank, and the list ends at
- *   anything but a comma after it: `"a b,c"` is the single entry `a`.
- * - `*` as the whole list matches every host; among other entries it is an
- *   ordinary name, and `*.example.com` matches no host.
- * - A host name matches an entry equal to it or to one of its parent
- *   domains, case-insensitively, the entry with or without a leading dot:
- *   `example.com` and `.example.com` both match `example.com` and
- *   `www.example.com`, not `nexample.com`. One trailing dot of the host and
- *   of the entry is ignored.
- * - An IPv4 host (dotted quad) matches IPv4 entries and an IPv6 host IPv6
- *   entries, as addresses, with an optional prefix length (`10.0.0.0/8`,
- *   `::1/64`). A prefix of `/0` compares the whole address; one longer than
- *   the family's (`/33`, `/129`) or not a number matches nothing. An
- *   address host is compared as an address only and a name host as a name
- *   only: `localhost` and `127.0.0.1` do not match each other.
- * - An entry with a port (`example.com:8080`) or an IPv6 entry in brackets
- *   (`[::1]`) matches no host.
- *
- * @since 0.2.0
- * @category selection
- */
-export const bypasses: (noProxy: string, host: string) => boolean = internal.bypasses

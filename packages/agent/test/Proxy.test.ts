@@ -14,6 +14,10 @@ import * as Proxy from "../src/Proxy.js"
 const direct = (noProxy: string, url: string): boolean =>
   Option.isNone(Proxy.select(Proxy.make({ all: "http://proxy.internal:3128", noProxy }), url))
 
+/** Whether `host` goes direct under the list `noProxy`: what the Agent asks of each origin. */
+const bypasses = (noProxy: string, host: string): boolean =>
+  internal.endpointFor(Proxy.make({ all: "http://proxy.internal:3128", noProxy }), "http", host) === undefined
+
 /** The URL of a request to `host` (an IPv6 address gets its brackets). */
 const urlOf = (host: string): string => `http://${host.includes(":") ? `[${host}]` : host}/`
 
@@ -156,18 +160,18 @@ describe("NO_PROXY: curl's unit1614", () => {
   })
 
   it.each(cidr4)("list4: %s in %s/%i is %s", (address, network, bits, matches) => {
-    expect(Proxy.bypasses(`${network}/${bits}`, address)).toBe(matches)
+    expect(bypasses(`${network}/${bits}`, address)).toBe(matches)
   })
 
   it.each(cidr6)("list6: %s in %s/%i is %s", (address, network, bits, matches) => {
-    expect(Proxy.bypasses(`${network}/${bits}`, address)).toBe(matches)
-    expect(Proxy.bypasses(`${network}/${bits}`, `[${address}]`)).toBe(matches)
+    expect(bypasses(`${network}/${bits}`, address)).toBe(matches)
+    expect(bypasses(`${network}/${bits}`, `[${address}]`)).toBe(matches)
   })
 
   it.each(noproxy)("bypasses: %s in %j is %s", (host, list, matches) => {
-    expect(Proxy.bypasses(list, host)).toBe(matches)
+    expect(bypasses(list, host)).toBe(matches)
     // A bracketed IPv6 host is the same address.
-    if (host.includes(":")) expect(Proxy.bypasses(list, `[${host}]`)).toBe(matches)
+    if (host.includes(":")) expect(bypasses(list, `[${host}]`)).toBe(matches)
   })
 
   it.each(noproxy)("select: %s in %j is %s", (host, list, matches) => {
@@ -177,115 +181,115 @@ describe("NO_PROXY: curl's unit1614", () => {
 
 describe("NO_PROXY: the edges, as curl has them", () => {
   it("no host never matches, even `*`; an empty or blank list matches nothing", () => {
-    expect(Proxy.bypasses("*", "")).toBe(false)
-    expect(Proxy.bypasses("", "example.com")).toBe(false)
-    expect(Proxy.bypasses(" ,, \t", "example.com")).toBe(false)
+    expect(bypasses("*", "")).toBe(false)
+    expect(bypasses("", "example.com")).toBe(false)
+    expect(bypasses(" ,, \t", "example.com")).toBe(false)
   })
 
   it("`*` matches everything only as the whole list; `*.example.com` is an ordinary name that no host has", () => {
-    expect(Proxy.bypasses("*", "example.com")).toBe(true)
-    expect(Proxy.bypasses("*", "10.1.2.3")).toBe(true)
-    expect(Proxy.bypasses("*", "[::1]")).toBe(true)
-    expect(Proxy.bypasses("foo,*", "example.com")).toBe(false)
-    expect(Proxy.bypasses("*,foo", "example.com")).toBe(false)
-    expect(Proxy.bypasses(" *", "example.com")).toBe(false)
-    expect(Proxy.bypasses("*.example.com", "www.example.com")).toBe(false)
-    expect(Proxy.bypasses("*.example.com", "example.com")).toBe(false)
+    expect(bypasses("*", "example.com")).toBe(true)
+    expect(bypasses("*", "10.1.2.3")).toBe(true)
+    expect(bypasses("*", "[::1]")).toBe(true)
+    expect(bypasses("foo,*", "example.com")).toBe(false)
+    expect(bypasses("*,foo", "example.com")).toBe(false)
+    expect(bypasses(" *", "example.com")).toBe(false)
+    expect(bypasses("*.example.com", "www.example.com")).toBe(false)
+    expect(bypasses("*.example.com", "example.com")).toBe(false)
   })
 
   it("a name matches itself and its subdomains, with or without a leading dot, case-insensitively", () => {
     for (const entry of ["example.com", ".example.com", "EXAMPLE.com", "example.com.", ".example.com."]) {
-      expect(Proxy.bypasses(entry, "example.com")).toBe(true)
-      expect(Proxy.bypasses(entry, "WWW.Example.COM")).toBe(true)
-      expect(Proxy.bypasses(entry, "a.b.example.com.")).toBe(true)
-      expect(Proxy.bypasses(entry, "nexample.com")).toBe(false)
-      expect(Proxy.bypasses(entry, "example.com.evil")).toBe(false)
+      expect(bypasses(entry, "example.com")).toBe(true)
+      expect(bypasses(entry, "WWW.Example.COM")).toBe(true)
+      expect(bypasses(entry, "a.b.example.com.")).toBe(true)
+      expect(bypasses(entry, "nexample.com")).toBe(false)
+      expect(bypasses(entry, "example.com.evil")).toBe(false)
     }
     // A longer entry never matches a shorter name.
-    expect(Proxy.bypasses("www.example.com", "example.com")).toBe(false)
+    expect(bypasses("www.example.com", "example.com")).toBe(false)
   })
 
   it("one trailing dot and one leading dot are ignored, not more", () => {
-    expect(Proxy.bypasses("..example.com", "www.example.com")).toBe(false)
-    expect(Proxy.bypasses("example.com..", "example.com")).toBe(false)
-    expect(Proxy.bypasses("example.com", "example.com..")).toBe(false)
+    expect(bypasses("..example.com", "www.example.com")).toBe(false)
+    expect(bypasses("example.com..", "example.com")).toBe(false)
+    expect(bypasses("example.com", "example.com..")).toBe(false)
   })
 
   it("entries end at a blank; after one, anything but a comma ends the list (tabs are blanks, line breaks are not)", () => {
-    expect(Proxy.bypasses("a b,c", "a")).toBe(true)
-    expect(Proxy.bypasses("a b,c", "b")).toBe(false)
-    expect(Proxy.bypasses("a b,c", "c")).toBe(false)
-    expect(Proxy.bypasses("a\t,\tb", "b")).toBe(true)
-    expect(Proxy.bypasses(" , ,a ,, b ,", "b")).toBe(true)
-    expect(Proxy.bypasses("a\nb", "a")).toBe(false)
-    expect(Proxy.bypasses("a\nb", "a\nb")).toBe(true)
+    expect(bypasses("a b,c", "a")).toBe(true)
+    expect(bypasses("a b,c", "b")).toBe(false)
+    expect(bypasses("a b,c", "c")).toBe(false)
+    expect(bypasses("a\t,\tb", "b")).toBe(true)
+    expect(bypasses(" , ,a ,, b ,", "b")).toBe(true)
+    expect(bypasses("a\nb", "a")).toBe(false)
+    expect(bypasses("a\nb", "a\nb")).toBe(true)
   })
 
   it("an entry with a port matches no host", () => {
-    expect(Proxy.bypasses("example.com:8080", "example.com")).toBe(false)
-    expect(Proxy.bypasses("example.com:8080", "www.example.com")).toBe(false)
-    expect(Proxy.bypasses("127.0.0.1:8080", "127.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("[::1]:8080", "::1")).toBe(false)
+    expect(bypasses("example.com:8080", "example.com")).toBe(false)
+    expect(bypasses("example.com:8080", "www.example.com")).toBe(false)
+    expect(bypasses("127.0.0.1:8080", "127.0.0.1")).toBe(false)
+    expect(bypasses("[::1]:8080", "::1")).toBe(false)
     expect(direct("example.com:8080", "http://example.com:8080/")).toBe(false)
   })
 
   it("an IPv6 entry in brackets matches no host; the host may have brackets", () => {
-    expect(Proxy.bypasses("[::1]", "::1")).toBe(false)
-    expect(Proxy.bypasses("[::1]", "[::1]")).toBe(false)
-    expect(Proxy.bypasses("[::1]/64", "::1")).toBe(false)
-    expect(Proxy.bypasses("::1", "[::1]")).toBe(true)
+    expect(bypasses("[::1]", "::1")).toBe(false)
+    expect(bypasses("[::1]", "[::1]")).toBe(false)
+    expect(bypasses("[::1]/64", "::1")).toBe(false)
+    expect(bypasses("::1", "[::1]")).toBe(true)
     expect(direct("::1", "http://[::1]:8080/")).toBe(true)
   })
 
   it("a prefix too long for the family, or not a number, matches nothing; /0 compares the whole address", () => {
-    expect(Proxy.bypasses("10.0.0.0/33", "10.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("10.0.0.1/33", "10.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("10.0.0.0/200", "10.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("10.0.0.0/", "10.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("10.0.0.0/-8", "10.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("::/129", "::1")).toBe(false)
-    expect(Proxy.bypasses("0.0.0.0/0", "10.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("::/0", "::1")).toBe(false)
-    expect(Proxy.bypasses("10.0.0.1/0", "10.0.0.1")).toBe(true)
-    expect(Proxy.bypasses("10.0.0.0/008", "10.9.9.9")).toBe(true)
-    expect(Proxy.bypasses("10.0.0.0/8", "11.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("10.128.0.0/9", "10.200.0.1")).toBe(true)
-    expect(Proxy.bypasses("10.128.0.0/9", "10.100.0.1")).toBe(false)
+    expect(bypasses("10.0.0.0/33", "10.0.0.1")).toBe(false)
+    expect(bypasses("10.0.0.1/33", "10.0.0.1")).toBe(false)
+    expect(bypasses("10.0.0.0/200", "10.0.0.1")).toBe(false)
+    expect(bypasses("10.0.0.0/", "10.0.0.1")).toBe(false)
+    expect(bypasses("10.0.0.0/-8", "10.0.0.1")).toBe(false)
+    expect(bypasses("::/129", "::1")).toBe(false)
+    expect(bypasses("0.0.0.0/0", "10.0.0.1")).toBe(false)
+    expect(bypasses("::/0", "::1")).toBe(false)
+    expect(bypasses("10.0.0.1/0", "10.0.0.1")).toBe(true)
+    expect(bypasses("10.0.0.0/008", "10.9.9.9")).toBe(true)
+    expect(bypasses("10.0.0.0/8", "11.0.0.1")).toBe(false)
+    expect(bypasses("10.128.0.0/9", "10.200.0.1")).toBe(true)
+    expect(bypasses("10.128.0.0/9", "10.100.0.1")).toBe(false)
   })
 
   it("an address host is compared as an address only, a name host as a name only", () => {
-    expect(Proxy.bypasses("127.0.0.1", "localhost")).toBe(false)
-    expect(Proxy.bypasses("localhost", "127.0.0.1")).toBe(false)
+    expect(bypasses("127.0.0.1", "localhost")).toBe(false)
+    expect(bypasses("localhost", "127.0.0.1")).toBe(false)
     // No tail match on addresses: `0.0.1` is not a parent domain of 127.0.0.1.
-    expect(Proxy.bypasses("0.0.1", "127.0.0.1")).toBe(false)
-    expect(Proxy.bypasses("1", "127.0.0.1")).toBe(false)
+    expect(bypasses("0.0.1", "127.0.0.1")).toBe(false)
+    expect(bypasses("1", "127.0.0.1")).toBe(false)
     // No cross-family match: an IPv4-mapped IPv6 host is an IPv6 address.
-    expect(Proxy.bypasses("1.2.3.4", "::ffff:1.2.3.4")).toBe(false)
-    expect(Proxy.bypasses("::ffff:1.2.3.4", "1.2.3.4")).toBe(false)
+    expect(bypasses("1.2.3.4", "::ffff:1.2.3.4")).toBe(false)
+    expect(bypasses("::ffff:1.2.3.4", "1.2.3.4")).toBe(false)
     // Hosts that are not a dotted quad of canonical octets are names.
-    expect(Proxy.bypasses("127.0.0.0/8", "127.000.0.1")).toBe(false)
-    expect(Proxy.bypasses("127.0.0.0/8", "127.1")).toBe(false)
-    expect(Proxy.bypasses("127.1", "127.1")).toBe(true)
+    expect(bypasses("127.0.0.0/8", "127.000.0.1")).toBe(false)
+    expect(bypasses("127.0.0.0/8", "127.1")).toBe(false)
+    expect(bypasses("127.1", "127.1")).toBe(true)
   })
 
   it("IPv6 addresses are compared as addresses: `::`, leading zeros, case, embedded IPv4", () => {
-    expect(Proxy.bypasses("2001:db8::1", "2001:0DB8:0000:0000:0000:0000:0000:0001")).toBe(true)
-    expect(Proxy.bypasses("2001:DB8:0:0:0:0:0:1", "2001:db8::1")).toBe(true)
-    expect(Proxy.bypasses("::", "::")).toBe(true)
-    expect(Proxy.bypasses("::", "::1")).toBe(false)
-    expect(Proxy.bypasses("1::", "1:0:0:0:0:0:0:0")).toBe(true)
-    expect(Proxy.bypasses("::ffff:0:0/96", "::ffff:1.2.3.4")).toBe(true)
-    expect(Proxy.bypasses("::ffff:1.2.3.4", "::ffff:102:304")).toBe(true)
-    expect(Proxy.bypasses("64:ff9b::/96", "64:ff9b::10.0.0.1")).toBe(true)
-    expect(Proxy.bypasses("fe80::/10", "febf::1")).toBe(true)
-    expect(Proxy.bypasses("fe80::/10", "fec0::1")).toBe(false)
+    expect(bypasses("2001:db8::1", "2001:0DB8:0000:0000:0000:0000:0000:0001")).toBe(true)
+    expect(bypasses("2001:DB8:0:0:0:0:0:1", "2001:db8::1")).toBe(true)
+    expect(bypasses("::", "::")).toBe(true)
+    expect(bypasses("::", "::1")).toBe(false)
+    expect(bypasses("1::", "1:0:0:0:0:0:0:0")).toBe(true)
+    expect(bypasses("::ffff:0:0/96", "::ffff:1.2.3.4")).toBe(true)
+    expect(bypasses("::ffff:1.2.3.4", "::ffff:102:304")).toBe(true)
+    expect(bypasses("64:ff9b::/96", "64:ff9b::10.0.0.1")).toBe(true)
+    expect(bypasses("fe80::/10", "febf::1")).toBe(true)
+    expect(bypasses("fe80::/10", "fec0::1")).toBe(false)
     // Not addresses, so names: compared as strings.
-    expect(Proxy.bypasses("::1", "1::2::3")).toBe(false)
-    expect(Proxy.bypasses("1::2::3", "1::2::3")).toBe(true)
-    expect(Proxy.bypasses("::/0,1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7:8:9")).toBe(true)
-    expect(Proxy.bypasses("1:2:3:4:5:6:7::8", "1:2:3:4:5:6:7:8")).toBe(false)
-    expect(Proxy.bypasses("::1.2.3.4.5", "::1.2.3.4")).toBe(false)
-    expect(Proxy.bypasses("1.2.3.4::", "1.2.3.4::")).toBe(true)
+    expect(bypasses("::1", "1::2::3")).toBe(false)
+    expect(bypasses("1::2::3", "1::2::3")).toBe(true)
+    expect(bypasses("::/0,1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7:8:9")).toBe(true)
+    expect(bypasses("1:2:3:4:5:6:7::8", "1:2:3:4:5:6:7:8")).toBe(false)
+    expect(bypasses("::1.2.3.4.5", "::1.2.3.4")).toBe(false)
+    expect(bypasses("1.2.3.4::", "1.2.3.4::")).toBe(true)
   })
 })
 

@@ -389,9 +389,6 @@ export const fromEnv = (env: Env = processEnv()): Proxy.Config => {
 /** @internal */
 export const none: Proxy.Config = new ProxyConfig(undefined, undefined, undefined, "")
 
-/** @internal */
-export const bypasses = (noProxy: string, host: string): boolean => NoProxyList.parse(noProxy).matches(host)
-
 /**
  * The proxy of an origin, or undefined for a direct connection: the
  * scheme's own proxy, else `all`, unless the host is in the config's
