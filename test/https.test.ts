@@ -9,92 +9,15 @@ import { Agent } from "@keepalive/agent"
 import { NodeAgent, NodeConnector } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { execFileSync } from "node:child_process"
-import * as fs from "node:fs"
 import * as http from "node:http"
 import * as https from "node:https"
 import * as net from "node:net"
-import * as os from "node:os"
-import * as path from "node:path"
 import type * as tls from "node:tls"
 import { SessionCache } from "../packages/node/src/internal/nodeConnector.js"
-import { findBinary, freePort } from "./setup/servers.js"
+import { testCertificates } from "./setup/certificates.js"
+import { freePort } from "./setup/servers.js"
 
-const openssl = findBinary("openssl")
-const inCi = process.env.CI === "true"
-if (openssl === undefined && !inCi) console.warn("HTTPS tests skipped: no openssl to make certificates")
-
-interface Certificates {
-  readonly ca: string
-  /** For localhost and 127.0.0.1. */
-  readonly key: string
-  readonly cert: string
-  /** For other.test only. */
-  readonly otherKey: string
-  readonly otherCert: string
-  /** For localhost, valid for one day in 2020. */
-  readonly expiredKey: string
-  readonly expiredCert: string
-  /** A client certificate (mutual TLS). */
-  readonly clientKey: string
-  readonly clientCert: string
-}
-
-/** A minimal `openssl ca` setup: the one way to sign with a validity window in the past. */
-const caConfig = `
-[ ca ]
-default_ca = test_ca
-[ test_ca ]
-dir = .
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = anything
-copy_extensions = copy
-unique_subject = no
-[ anything ]
-commonName = supplied
-`
-
-/** A CA and two server certificates signed by it, made now in a temporary directory (removed at once). */
-const makeCertificates = (): Certificates => {
-  if (openssl === undefined) throw new Error("openssl is required under CI")
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-tls-"))
-  const run = (...args: Array<string>) => execFileSync(openssl, args, { cwd: dir, stdio: "ignore" })
-  try {
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=keepalive test CA")
-    const leaf = (name: string, san: string) => {
-      run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`)
-      fs.writeFileSync(path.join(dir, `${name}.ext`), `subjectAltName=${san}\n`)
-      run("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", `${name}.crt`, "-days", "2", "-extfile", `${name}.ext`)
-    }
-    leaf("localhost", "DNS:localhost,IP:127.0.0.1")
-    leaf("other", "DNS:other.test")
-    leaf("client", "DNS:client.test")
-    fs.writeFileSync(path.join(dir, "ca.cnf"), caConfig)
-    fs.writeFileSync(path.join(dir, "index.txt"), "")
-    fs.writeFileSync(path.join(dir, "serial"), "1000\n")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost")
-    run("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key", "-in", "expired.csr", "-out", "expired.crt", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z")
-    const read = (file: string) => fs.readFileSync(path.join(dir, file), "utf8")
-    return {
-      ca: read("ca.crt"),
-      key: read("localhost.key"),
-      cert: read("localhost.crt"),
-      otherKey: read("other.key"),
-      otherCert: read("other.crt"),
-      expiredKey: read("expired.key"),
-      expiredCert: read("expired.crt"),
-      clientKey: read("client.key"),
-      clientCert: read("client.crt")
-    }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true })
-  }
-}
-
-const certificates = openssl === undefined && !inCi ? undefined : makeCertificates()
+const certificates = testCertificates("HTTPS tests")
 
 interface Handshakes {
   readonly port: number

@@ -1,7 +1,8 @@
 /**
  * Certificates for TLS origins of the tests, made at test time with Debian's
  * `openssl` (no key is committed): a CA, a certificate for localhost and
- * 127.0.0.1, and one for other.test only.
+ * 127.0.0.1, one for other.test only, an expired one for localhost, and a
+ * client certificate for mutual TLS.
  */
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -18,7 +19,30 @@ export interface TestCertificates {
   /** For other.test only. */
   readonly otherKey: string
   readonly otherCert: string
+  /** For localhost, valid for one day in 2020. */
+  readonly expiredKey: string
+  readonly expiredCert: string
+  /** A client certificate (mutual TLS). */
+  readonly clientKey: string
+  readonly clientCert: string
 }
+
+/** A minimal `openssl ca` setup: the one way to sign with a validity window in the past. */
+const caConfig = `
+[ ca ]
+default_ca = test_ca
+[ test_ca ]
+dir = .
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = anything
+copy_extensions = copy
+unique_subject = no
+[ anything ]
+commonName = supplied
+`
 
 /** Makes them in a directory removed at once. */
 const make = (openssl: string): TestCertificates => {
@@ -33,8 +57,24 @@ const make = (openssl: string): TestCertificates => {
     }
     leaf("localhost", "DNS:localhost,IP:127.0.0.1")
     leaf("other", "DNS:other.test")
+    leaf("client", "DNS:client.test")
+    fs.writeFileSync(path.join(dir, "ca.cnf"), caConfig)
+    fs.writeFileSync(path.join(dir, "index.txt"), "")
+    fs.writeFileSync(path.join(dir, "serial"), "1000\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost")
+    run("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key", "-in", "expired.csr", "-out", "expired.crt", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z")
     const read = (file: string) => fs.readFileSync(path.join(dir, file), "utf8")
-    return { ca: read("ca.crt"), key: read("localhost.key"), cert: read("localhost.crt"), otherKey: read("other.key"), otherCert: read("other.crt") }
+    return {
+      ca: read("ca.crt"),
+      key: read("localhost.key"),
+      cert: read("localhost.crt"),
+      otherKey: read("other.key"),
+      otherCert: read("other.crt"),
+      expiredKey: read("expired.key"),
+      expiredCert: read("expired.crt"),
+      clientKey: read("client.key"),
+      clientCert: read("client.crt")
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
