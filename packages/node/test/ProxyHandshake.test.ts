@@ -44,14 +44,14 @@ const splits = (input: Uint8Array): Array<{ readonly name: string; readonly piec
 const readReply = (
   chunks: ReadonlyArray<Uint8Array>,
   maxSize?: number
-): Omit<ConnectReply, "headers"> & { headers: Record<string, string> } | MalformedReply | "incomplete" => {
+): ConnectReply | MalformedReply | "incomplete" => {
   const reader = new ConnectReplyReader(maxSize)
   for (let i = 0; i < chunks.length; i++) {
     const outcome = reader.push(chunks[i]!)
     if (outcome === undefined) continue
     if (outcome._tag === "Malformed") return outcome
     const unfed = chunks.slice(i + 1).reduce((n, c) => n + c.length, 0)
-    return { ...outcome, headers: { ...outcome.headers }, trailing: outcome.trailing + unfed }
+    return { ...outcome, trailing: outcome.trailing + unfed }
   }
   return "incomplete"
 }
@@ -67,54 +67,48 @@ const replyFixtures: Array<ReplyFixture> = [
   {
     name: "200 Connection established",
     reply: "HTTP/1.1 200 Connection established\r\n\r\n",
-    expected: { _tag: "Reply", status: 200, statusText: "Connection established", headers: {}, trailing: 0 }
+    expected: { _tag: "Reply", status: 200, statusText: "Connection established", trailing: 0 }
   },
   {
-    name: "HTTP/1.0 200 with fields, names lower-cased, blanks around values dropped, repeats joined",
+    name: "HTTP/1.0 200 with fields, blanks around values and repeated names allowed",
     reply: "HTTP/1.0 200 OK\r\nProxy-Agent:  squid \r\nVia: a\r\nvia: b\r\n\r\n",
-    expected: { _tag: "Reply", status: 200, statusText: "OK", headers: { "proxy-agent": "squid", via: "a, b" }, trailing: 0 }
+    expected: { _tag: "Reply", status: 200, statusText: "OK", trailing: 0 }
   },
   {
     name: "no reason phrase, with or without its space",
     reply: "HTTP/1.1 204\r\n\r\n",
-    expected: { _tag: "Reply", status: 204, statusText: "", headers: {}, trailing: 0 }
+    expected: { _tag: "Reply", status: 204, statusText: "", trailing: 0 }
   },
   {
     name: "an empty reason phrase after its space",
     reply: "HTTP/1.1 200 \r\n\r\n",
-    expected: { _tag: "Reply", status: 200, statusText: "", headers: {}, trailing: 0 }
+    expected: { _tag: "Reply", status: 200, statusText: "", trailing: 0 }
   },
   {
     name: "bytes after a 2xx head are counted, not read",
     reply: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-    expected: { _tag: "Reply", status: 200, statusText: "OK", headers: { "content-length": "5" }, trailing: 5 }
+    expected: { _tag: "Reply", status: 200, statusText: "OK", trailing: 5 }
   },
   {
     name: "interim 1xx heads are skipped",
     reply: "HTTP/1.1 100 Continue\r\nX: 1\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
-    expected: { _tag: "Reply", status: 200, statusText: "OK", headers: {}, trailing: 0 }
+    expected: { _tag: "Reply", status: 200, statusText: "OK", trailing: 0 }
   },
   {
     name: "101 is final (and not a 2xx)",
     reply: "HTTP/1.1 101 Switching Protocols\r\n\r\n",
-    expected: { _tag: "Reply", status: 101, statusText: "Switching Protocols", headers: {}, trailing: 0 }
+    expected: { _tag: "Reply", status: 101, statusText: "Switching Protocols", trailing: 0 }
   },
   {
     name: "407 with its challenge and a body",
     reply: "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 3\r\n\r\nno!",
-    expected: {
-      _tag: "Reply",
-      status: 407,
-      statusText: "Proxy Authentication Required",
-      headers: { "proxy-authenticate": "Basic realm=\"p\"", "content-length": "3" },
-      trailing: 3
-    }
+    expected: { _tag: "Reply", status: 407, statusText: "Proxy Authentication Required", trailing: 3 }
   },
   {
     name: "a head of exactly maxSize bytes",
     reply: "HTTP/1.1 200 OK\r\nX: 123456\r\n\r\n",
     maxSize: 30,
-    expected: { _tag: "Reply", status: 200, statusText: "OK", headers: { x: "123456" }, trailing: 0 }
+    expected: { _tag: "Reply", status: 200, statusText: "OK", trailing: 0 }
   },
   {
     name: "a head one byte over maxSize",
@@ -303,17 +297,17 @@ const socksReplies: Array<{ readonly name: string; readonly reply: Array<number>
   {
     name: "IPv4 bound address",
     reply: [5, 0, 0, 1, 10, 0, 0, 7, 0x1f, 0x90],
-    expected: { _tag: "Succeeded", length: 10, boundAddress: "10.0.0.7", boundPort: 8080 }
+    expected: { _tag: "Succeeded", length: 10 }
   },
   {
     name: "IPv6 bound address",
     reply: [5, 0, 0, 4, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 80],
-    expected: { _tag: "Succeeded", length: 22, boundAddress: "2001:db8:0:0:0:0:0:1", boundPort: 80 }
+    expected: { _tag: "Succeeded", length: 22 }
   },
   {
     name: "domain name bound address",
     reply: [5, 0, 0, 3, 9, ...bytes("proxy.lan"), 0x04, 0x38],
-    expected: { _tag: "Succeeded", length: 16, boundAddress: "proxy.lan", boundPort: 1080 }
+    expected: { _tag: "Succeeded", length: 16 }
   },
   {
     name: "a failure code, known from its second byte",

@@ -75,14 +75,12 @@ export const encodeConnectRequest = (host: string, port: number, credentials: Cr
   return Buffer.from(`${head}\r\n`, "latin1")
 }
 
-/** The final reply to a CONNECT: its status line and header fields, and the bytes that followed the head. */
+/** The final reply to a CONNECT: its status line (its fields are checked, not kept), and the bytes that followed the head. */
 export interface ConnectReply {
   readonly _tag: "Reply"
   readonly status: number
   /** The reason phrase, latin1-decoded; `""` when absent. */
   readonly statusText: string
-  /** Lower-cased names; a repeated field's values joined with `", "`. */
-  readonly headers: Readonly<Record<string, string>>
   /** Bytes of the last chunk after the head (for a 2xx, the tunnel's first bytes). */
   readonly trailing: number
 }
@@ -98,7 +96,7 @@ export const maxConnectReplySize = 16 * 1024
 
 const CRLFCRLF = Buffer.from("\r\n\r\n", "latin1")
 const statusLine = /^HTTP\/1\.[01] ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/
-const fieldLine = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*([\t\x20-\x7e\x80-\xff]*?)[\t ]*$/
+const fieldLine = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*$/
 
 /**
  * Reads the reply to a CONNECT as it arrives: the interim (1xx) heads it
@@ -146,15 +144,10 @@ const parseHead = (text: string): Omit<ConnectReply, "trailing"> | MalformedRepl
   const lines = text.split("\r\n")
   const status = statusLine.exec(lines[0]!)
   if (status === null) return { _tag: "Malformed", detail: `its status line is not HTTP/1.1's: ${printable(lines[0]!)}` }
-  const headers: Record<string, string> = Object.create(null)
   for (let i = 1; i < lines.length; i++) {
-    const field = fieldLine.exec(lines[i]!)
-    if (field === null) return { _tag: "Malformed", detail: `a header line is malformed: ${printable(lines[i]!)}` }
-    const name = field[1]!.toLowerCase()
-    const value = field[2]!
-    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
+    if (!fieldLine.test(lines[i]!)) return { _tag: "Malformed", detail: `a header line is malformed: ${printable(lines[i]!)}` }
   }
-  return { _tag: "Reply", status: Number(status[1]), statusText: status[2] ?? "", headers }
+  return { _tag: "Reply", status: Number(status[1]), statusText: status[2] ?? "" }
 }
 
 /** A line from the peer as it may be shown: control bytes escaped, at most 80 characters. */
@@ -302,14 +295,8 @@ export type Socks5Reply =
   | { readonly _tag: "Malformed"; readonly detail: string }
   /** REP is not 0: known as soon as its byte arrives (the bound address of a failure means nothing). */
   | { readonly _tag: "Refused"; readonly code: number }
-  | {
-    readonly _tag: "Succeeded"
-    /** The reply's length in bytes: what follows is not the reply's. */
-    readonly length: number
-    /** BND.ADDR as text: an address, or the name the proxy gave. */
-    readonly boundAddress: string
-    readonly boundPort: number
-  }
+  /** `length`: the reply's length in bytes, BND.ADDR and BND.PORT included (a CONNECT's bound address is of no use to the tunnel); what follows is not the reply's. */
+  | { readonly _tag: "Succeeded"; readonly length: number }
 
 const incomplete: Socks5Reply = { _tag: "Incomplete" }
 
@@ -324,14 +311,7 @@ export const readSocks5Reply = (bytes: Uint8Array): Socks5Reply => {
   const addressLength = type === ATYP_IPV4 ? 4 : type === ATYP_IPV6 ? 16 : type === ATYP_DOMAIN ? 1 + bytes[4]! : -1
   if (addressLength === -1) return { _tag: "Malformed", detail: `its reply's address type is ${hex(type)}` }
   const length = 4 + addressLength + 2
-  if (bytes.length < length) return incomplete
-  const address = bytes.subarray(4, 4 + addressLength)
-  const boundAddress = type === ATYP_IPV4
-    ? address.join(".")
-    : type === ATYP_IPV6
-    ? Array.from({ length: 8 }, (_, i) => ((address[2 * i]! << 8) | address[2 * i + 1]!).toString(16)).join(":")
-    : Buffer.from(address.subarray(1)).toString("latin1")
-  return { _tag: "Succeeded", length, boundAddress, boundPort: (bytes[length - 2]! << 8) | bytes[length - 1]! }
+  return bytes.length < length ? incomplete : { _tag: "Succeeded", length }
 }
 
 /** What a SOCKS5 handshake waits for. */
