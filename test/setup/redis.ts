@@ -73,26 +73,21 @@ export const startRedis = async (): Promise<RedisInstance | { readonly error: st
   const started = await startOnFreePort((port) => (child = spawnRedis(obtained.binary, dir, port)), path.join(dir, "redis.log"), removeDir)
   if ("error" in started) return started
   const port = started.port
-  let stopped = false
-  const killOnExit = () => child?.kill("SIGKILL")
+  // startOnFreePort's exit hook knows only the first process; this one kills whichever runs now.
+  let current = child!
+  const killOnExit = () => current.kill("SIGKILL")
+  process.once("exit", killOnExit)
   return {
     port,
-    stop: async () => {
-      if (child !== undefined && !stopped) {
-        stopped = true
-        await stop(child)
-      }
-    },
+    stop: () => stop(current),
     start: async () => {
-      if (!stopped) return true
-      child = spawnRedis(obtained.binary, dir, port)
-      process.once("exit", killOnExit)
-      stopped = false
-      return waitForStart(child, port)
+      if (current.exitCode === null && current.signalCode === null) return true
+      current = spawnRedis(obtained.binary, dir, port)
+      return waitForStart(current, port)
     },
     teardown: async () => {
       process.off("exit", killOnExit)
-      if (!stopped && child !== undefined) await stop(child)
+      await stop(current)
       await started.teardown()
     }
   }
