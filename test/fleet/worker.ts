@@ -38,7 +38,6 @@ interface Settings {
   readonly cap: number
   readonly leaseTtlMs: number
   readonly origins: ReadonlyArray<string>
-  readonly agentMaxPerOrigin?: number
   readonly idleTimeoutMs?: number
   readonly fibers?: number
   readonly requests?: number
@@ -152,7 +151,7 @@ const stall = Effect.gen(function*() {
 const program = { load, hold, wait, stall }[settings.mode]
 
 const layer = NodeAgent.layer({
-  maxConnectionsPerOrigin: settings.agentMaxPerOrigin ?? settings.cap,
+  maxConnectionsPerOrigin: settings.cap,
   idleTimeout: settings.idleTimeoutMs ?? 30_000,
   shutdownTimeout: 1_000
 }).pipe(
