@@ -7,7 +7,7 @@ import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type { AgentError } from "../AgentError.js"
-import type { ConnectionPermits, Permit } from "../ConnectionPermits.js"
+import type { ConnectionPermits } from "../ConnectionPermits.js"
 import type { Connector, Transport } from "../Connector.js"
 import type { Origin } from "../Origin.js"
 import type { Connection } from "./connection.js"
@@ -50,18 +50,18 @@ export class Opening implements Deadline {
 
 /**
  * What a connection's scope gives back when it closes, in one finalizer: its
- * transport, destroyed, then its fleet permit, if any, and its permit of the
+ * transport, destroyed, then its fleet permit (its holder's), if any, and its permit of the
  * global Semaphore (each even if what comes before fails).
  */
 class Resources {
   transport: Transport | undefined = undefined
-  fleetPermit: Permit | undefined = undefined
-  constructor(readonly releasePermit: Effect.Effect<unknown>) {}
+  /** `holder`: the holder of its fleet permit (once given), when permits are held outside the Agent. */
+  constructor(readonly releasePermit: Effect.Effect<unknown>, readonly holder: Holder<unknown> | undefined) {}
   readonly finalize = (): Effect.Effect<unknown> => {
     const transport = this.transport
     this.transport = undefined
-    const fleetPermit = this.fleetPermit
-    this.fleetPermit = undefined
+    const fleetPermit = this.holder?.permit
+    if (fleetPermit !== undefined) this.holder!.permit = undefined
     const release = fleetPermit === undefined ? this.releasePermit : Effect.ensuring(fleetPermit.release, this.releasePermit)
     if (transport !== undefined) {
       try {
@@ -191,17 +191,15 @@ export class Opener {
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
           Effect.exit(Effect.flatMap(env.permits.take(1), () => {
-            resources = new Resources(this.#releasePermit)
+            resources = new Resources(this.#releasePermit, holder)
             // Its scope closed already (the Agent shut down): the permit goes back, nothing opens.
             const closed = scope.value.addNow(resources.finalize)
             if (closed !== undefined) return Effect.zipRight(closed, Effect.interrupt)
             if (fleet === undefined) return restore(transport)
             // Interrupted while it waits (its request gave up, shutdown), the service holds nothing.
-            const held = resources
             return Effect.flatMap(
               restore(fleet.acquire(origin, holder!)),
               (permit) => {
-                held.fleetPermit = permit
                 holder!.permit = permit
                 permitted = true
                 if (opening !== undefined) {
