@@ -374,17 +374,8 @@ const open = (
   let transport: SocketTransport | undefined = undefined
   const tcp = origin.scheme !== "https"
   const literal = net.isIP(host) !== 0
-  const servername = connectOptions.servername ?? (literal ? "" : host)
-  const sessionKey = `${origin.key} ${servername}`
   const socket: net.Socket = !tcp
-    ? tls.connect({
-      ...options.tls,
-      host,
-      port: origin.port,
-      servername,
-      ALPNProtocols: ["http/1.1"],
-      session: sessions.get(sessionKey)
-    })
+    ? tlsConnect(options, sessions, origin, connectOptions, literal, undefined)
     : net.connect({
       host,
       port: origin.port,
@@ -400,21 +391,43 @@ const open = (
       }
     })
   // TLS sockets take no `onread` (they read through 'data' events); no-delay is set on them by call.
-  if (!tcp) {
-    socket.setNoDelay(true)
-    keepSessions(socket as tls.TLSSocket, sessions, sessionKey)
-  }
+  if (!tcp) socket.setNoDelay(true)
   return transport = new SocketTransport(socket, tcp, tcp ? undefined : host, literal ? host : undefined)
 }
 
-/** Keeps the TLS sessions of a connecting socket for the next connection to its server. */
-const keepSessions = (socket: tls.TLSSocket, sessions: SessionCache, sessionKey: string): void => {
+/**
+ * A TLS socket to the origin, connecting: directly, or over `tunnel` (a
+ * socket through a proxy). `host` is passed either way: without a server name
+ * (an IP literal) the certificate is checked against it, which through a
+ * tunnel would otherwise be the proxy's. Its sessions are kept for the next
+ * connection to the same server.
+ */
+const tlsConnect = (
+  options: NodeConnector.Options,
+  sessions: SessionCache,
+  origin: Origin,
+  connectOptions: ConnectOptions,
+  literal: boolean,
+  tunnel: net.Socket | undefined
+): tls.TLSSocket => {
+  const servername = connectOptions.servername ?? (literal ? "" : origin.host)
+  const sessionKey = `${origin.key} ${servername}`
+  const socket = tls.connect({
+    ...options.tls,
+    socket: tunnel,
+    host: origin.host,
+    port: origin.port,
+    servername,
+    ALPNProtocols: ["http/1.1"],
+    session: sessions.get(sessionKey)
+  })
   // TLS 1.3 sends its tickets after the handshake; the last one is kept.
   socket.on("session", (session: Buffer) => sessions.set(sessionKey, session))
   // A session that led to a failed handshake is not offered again.
   socket.once("error", () => {
     if (!socket.authorized) sessions.delete(sessionKey)
   })
+  return socket
 }
 
 /** What reads of a socket with `onread` go to. */
@@ -581,19 +594,8 @@ class ProxiedConnect implements Reader {
       return this.#succeed(transport)
     }
     this.#reader = undefined
-    const servername = this.connectOptions.servername ?? (net.isIP(origin.host) !== 0 ? "" : origin.host)
-    const sessionKey = `${origin.key} ${servername}`
-    // `host` too: without a server name (an IP literal) the certificate is
-    // checked against `host`, which would otherwise be the proxy's.
-    const socket = this.#tls = tls.connect({
-      ...this.options.tls,
-      socket: raw,
-      host: origin.host,
-      servername,
-      ALPNProtocols: ["http/1.1"],
-      session: this.sessions.get(sessionKey)
-    })
-    keepSessions(socket, this.sessions, sessionKey)
+    const literal = net.isIP(origin.host) !== 0
+    const socket = this.#tls = tlsConnect(this.options, this.sessions, origin, this.connectOptions, literal, raw)
     const transport = new SocketTransport(socket, false, origin.host, this.#address)
     const onError = (cause: unknown) => {
       // Closed under the handshake: the tunnel went, whichever end closed it; any other failure is TLS's own.
