@@ -6,7 +6,7 @@
  *
  * Modes:
  * - `load`: `fibers` fibers send `requests` GETs in all, spread over
- *   `origins`, then it reports its outcomes and the Agent's stats.
+ *   `origins`, then it reports its outcomes.
  * - `hold`: opens `hold` connections to the first origin at once (concurrent
  *   requests), says `held`, and keeps them idle until killed.
  * - `wait`: builds its layers, says `ready`, and on a line on stdin sends one
@@ -88,8 +88,7 @@ const load = Effect.gen(function*() {
         }
       }
     }), { concurrency: "unbounded", discard: true })
-  const stats = yield* Agent.stats
-  yield* say("done", { ok, reused, failed: errors.length, errors: errors.slice(0, 5), opened: stats.opened })
+  yield* say("done", { ok, reused, failed: errors.length, errors: errors.slice(0, 5) })
 })
 
 const hold = Effect.gen(function*() {
