@@ -55,7 +55,12 @@ export const otherOrigin = Origin.make("http", "127.0.0.1", 8081)
 /** A plain client, closed with the scope, to look at and meddle with the keys. */
 export const plainClient = (port: number = redisPort): Effect.Effect<Redis, never, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.sync(() => new Redis(port, "127.0.0.1", { lazyConnect: false, maxRetriesPerRequest: 1 })),
+    Effect.sync(() => {
+      const client = new Redis(port, "127.0.0.1", { lazyConnect: false, maxRetriesPerRequest: 1 })
+      // Its calls fail when its Redis is stopped; without a listener ioredis would also print each reconnect's error.
+      client.on("error", () => {})
+      return client
+    }),
     (client) => Effect.sync(() => client.disconnect())
   )
 
