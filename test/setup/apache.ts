@@ -15,7 +15,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { TestProject } from "vitest/node"
-import { apt, aptCandidate, findBinary, startOnFreePort } from "./servers.js"
+import { obtain, type Obtained, startOnFreePort } from "./servers.js"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -51,16 +51,7 @@ export const apacheFileContent = (size: number): Uint8Array => {
   return out
 }
 
-const obtainApache = (): { readonly binary: string } | { readonly unavailable: string } => {
-  const found = findBinary("apache2")
-  if (found !== undefined) return { binary: found }
-  if (process.getuid?.() !== 0) return { unavailable: "apache2 is not installed and we are not root to install it" }
-  if (!aptCandidate("apache2") && !apt(["update"])) return { unavailable: "apt-get update failed" }
-  if (!aptCandidate("apache2")) return { unavailable: "apt has no apache2" }
-  if (!apt(["install", "-y", "--no-install-recommends", "apache2"])) return { unavailable: "apt-get install apache2 failed" }
-  const installed = findBinary("apache2")
-  return installed === undefined ? { unavailable: "apache2 installed but no apache2 binary found" } : { binary: installed }
-}
+const obtainApache = (): Obtained => obtain("apache2", ["apache2"])
 
 const modules = "/usr/lib/apache2/modules"
 

@@ -20,7 +20,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { TestProject } from "vitest/node"
-import { accepts, apt, aptCandidate, findBinary, freePort, startOnFreePort } from "./servers.js"
+import { accepts, freePort, obtain, type Obtained, startOnFreePort } from "./servers.js"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -80,27 +80,6 @@ export const squidPassword = "s3cret:p@ss"
 
 /** The host every test proxy refuses explicitly (squid 403, tinyproxy 403, dante SOCKS5 reply 0x02). */
 export const proxyRefusedHost = "127.0.0.2"
-
-type Obtained = { readonly binary: string } | { readonly unavailable: string }
-
-let aptUpdated = false
-
-/** A binary, installing the first package apt offers when allowed; or the reason there is none. */
-const obtain = (name: string, packages: ReadonlyArray<string>): Obtained => {
-  const found = findBinary(name)
-  if (found !== undefined) return { binary: found }
-  if (process.getuid?.() !== 0) return { unavailable: `${name} is not installed and we are not root to install it` }
-  let pkg = packages.find(aptCandidate)
-  if (pkg === undefined && !aptUpdated) {
-    aptUpdated = true
-    if (!apt(["update"])) return { unavailable: "apt-get update failed" }
-    pkg = packages.find(aptCandidate)
-  }
-  if (pkg === undefined) return { unavailable: `apt has none of ${packages.join(", ")}` }
-  if (!apt(["install", "-y", "--no-install-recommends", pkg])) return { unavailable: `apt-get install ${pkg} failed` }
-  const installed = findBinary(name)
-  return installed === undefined ? { unavailable: `${pkg} installed but no ${name} binary found` } : { binary: installed }
-}
 
 /** uid and gid of the first of `names` that exists. */
 const systemUser = (names: ReadonlyArray<string>): { readonly name: string; readonly uid: number; readonly gid: number } | undefined => {

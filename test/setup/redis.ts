@@ -16,7 +16,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { TestProject } from "vitest/node"
-import { apt, aptCandidate, findBinary, startOnFreePort, stop, waitForStart } from "./servers.js"
+import { obtain, type Obtained, startOnFreePort, stop, waitForStart } from "./servers.js"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -28,16 +28,7 @@ declare module "vitest" {
 }
 
 /** redis-server's binary, installing it when allowed; or why there is none. */
-export const obtainRedis = (): { readonly binary: string } | { readonly unavailable: string } => {
-  const found = findBinary("redis-server")
-  if (found !== undefined) return { binary: found }
-  if (process.getuid?.() !== 0) return { unavailable: "redis-server is not installed and we are not root to install it" }
-  if (!aptCandidate("redis-server") && !apt(["update"])) return { unavailable: "apt-get update failed" }
-  if (!aptCandidate("redis-server")) return { unavailable: "apt has no redis-server" }
-  if (!apt(["install", "-y", "--no-install-recommends", "redis-server"])) return { unavailable: "apt-get install redis-server failed" }
-  const installed = findBinary("redis-server")
-  return installed === undefined ? { unavailable: "redis-server installed but no binary found" } : { binary: installed }
-}
+export const obtainRedis = (): Obtained => obtain("redis-server", ["redis-server"])
 
 /** A redis-server of a test's own. */
 export interface RedisInstance {

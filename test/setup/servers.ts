@@ -137,3 +137,24 @@ export const startOnFreePort = async (
   cleanup()
   return { error: lastError }
 }
+
+export type Obtained = { readonly binary: string } | { readonly unavailable: string }
+
+let aptUpdated = false
+
+/** A binary, installing the first package apt offers when allowed; or the reason there is none. */
+export const obtain = (name: string, packages: ReadonlyArray<string>): Obtained => {
+  const found = findBinary(name)
+  if (found !== undefined) return { binary: found }
+  if (process.getuid?.() !== 0) return { unavailable: `${name} is not installed and we are not root to install it` }
+  let pkg = packages.find(aptCandidate)
+  if (pkg === undefined && !aptUpdated) {
+    aptUpdated = true
+    if (!apt(["update"])) return { unavailable: "apt-get update failed" }
+    pkg = packages.find(aptCandidate)
+  }
+  if (pkg === undefined) return { unavailable: `apt has none of ${packages.join(", ")}` }
+  if (!apt(["install", "-y", "--no-install-recommends", pkg])) return { unavailable: `apt-get install ${pkg} failed` }
+  const installed = findBinary(name)
+  return installed === undefined ? { unavailable: `${pkg} installed but no ${name} binary found` } : { binary: installed }
+}
