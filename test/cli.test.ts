@@ -1,6 +1,6 @@
 /**
- * The `keepalive` command line, run as a process (from its TypeScript
- * sources, as `pnpm demo` runs it) against local node:http servers and a
+ * The `keepalive` command line, run as a process (bundled from its TypeScript
+ * sources when the tests start) against local node:http servers and a
  * private nginx, directly and through the test proxies (squid, dante), and
  * in a fleet on the test Redis: its JSON lines, summaries, exit codes, and
  * its view on a terminal.
@@ -15,12 +15,43 @@ import * as https from "node:https"
 import type * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { build } from "esbuild"
 import { afterAll, beforeAll, inject } from "vitest"
 import { squidPassword, squidUser } from "./setup/proxies.js"
 import { findBinary, startOnFreePort } from "./setup/servers.js"
 
 const root = path.join(import.meta.dirname, "..")
-const bin = ["--import", "tsx", "--conditions=keepalive-source", path.join(root, "packages/node/src/bin.ts")]
+const sources = path.join(root, "packages/node/src/bin.ts")
+/**
+ * The command line bundled into one file, as `pnpm demo` would run it but
+ * without tsx compiling the sources again at each start: a run here takes a
+ * tenth of the CPU. The file is three directories below packages/node, as
+ * src/internal/cli/cli.ts is, where the CLI looks for its package.json.
+ */
+const bundled = path.join(root, "packages/node/node_modules/.cache", `cli-test-${process.pid}`, "bin.mjs")
+beforeAll(async () => {
+  await build({
+    entryPoints: [sources],
+    outfile: bundled,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    conditions: ["keepalive-source"],
+    logLevel: "error"
+  })
+}, 60_000)
+afterAll(() => fs.rmSync(path.dirname(bundled), { recursive: true, force: true }))
+
+/**
+ * How to start the command line with `args`. `--fleet` imports
+ * @keepalive/redis when it runs, from that package's TypeScript sources in
+ * this workspace: only tsx loads those.
+ */
+const bin = (args: ReadonlyArray<string>): Array<string> =>
+  args.includes("--fleet")
+    ? ["--import", "tsx", "--conditions=keepalive-source", sources, ...args]
+    : [bundled, ...args]
 const version = JSON.parse(fs.readFileSync(path.join(root, "packages/node/package.json"), "utf8")).version as string
 
 interface Ran {
@@ -55,9 +86,9 @@ const run = (
     child.stdin.end(input ?? "")
   })
 
-/** Runs the command line from its sources, in an environment without proxy settings but those of `env`. */
+/** Runs the command line, in an environment without proxy settings but those of `env`. */
 const keepalive = (args: ReadonlyArray<string>, input?: string, env?: Readonly<Record<string, string>>): Promise<Ran> =>
-  run(process.execPath, [...bin, ...args], input, env)
+  run(process.execPath, bin(args), input, env)
 
 /** A secret that must appear in no output of a run. */
 const expectNoSecret = (ran: Ran, secret: string) => {
@@ -313,7 +344,7 @@ describe("keepalive fetch", () => {
     const slow = await startServer(undefined, (_req, res) => setTimeout(() => res.end("slow"), 10))
     try {
       const urls = Array.from({ length: 60 }, (_, i) => `${slow.base}/${i}`)
-      const command = [process.execPath, ...bin, "fetch", "--concurrency", "2", ...urls].map((a) => `'${a}'`).join(" ")
+      const command = [process.execPath, ...bin(["fetch", "--concurrency", "2", ...urls])].map((a) => `'${a}'`).join(" ")
       // Not spawnSync: the server answering it runs in this process.
       const ran = await run(script, ["-qfec", command, "/dev/null"])
       expect(ran.code).toBe(0)
@@ -485,7 +516,7 @@ describe("keepalive: interrupted", () => {
       // Never answers.
     })
     try {
-      const child = spawn(process.execPath, [...bin, "fetch", `${s.base}/a`, `${s.base}/b`, "--json"], {
+      const child = spawn(process.execPath, bin(["fetch", `${s.base}/a`, `${s.base}/b`, "--json"]), {
         cwd: root,
         stdio: ["ignore", "pipe", "pipe"]
       })
