@@ -33,12 +33,12 @@ const commandNames: ReadonlyArray<string> = [
 const config = CliConfig.defaultConfig
 
 const version = (): string => {
-  // The same relative path from src/bin.ts and from dist/bin.js.
+  // packages/node/package.json, the same relative path from src/internal/cli/ and from dist/internal/cli/.
   const manifest = JSON.parse(fs.readFileSync(new URL("../../../package.json", import.meta.url), "utf8"))
   return String(manifest.version)
 }
 
-/** `keepalive` alone: its help, which @effect/cli would print with its own layout. */
+/** `keepalive` alone: its help, printed as `run` prints `--help` (@effect/cli would print its own). */
 const rootHelp = (): Effect.Effect<void> =>
   Effect.suspend(() =>
     Console.log(Help.render({ name, version: version() }, Command.getUsage(command), Command.getHelp(command, config), config))
