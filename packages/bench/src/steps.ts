@@ -4,7 +4,8 @@
  * and in the fibers the Agent forks for it (opening and closing a
  * connection), divided by the number of requests. Time per step varies, but
  * with real sockets each one costs more than in a hot loop, and fewer steps
- * is what made the Agent faster more often than not.
+ * make the Agent faster more often than anything else (ARCHITECTURE.md,
+ * "Performance rules").
  *
  * `pnpm --filter @keepalive/bench steps` prints, over the in-memory transport:
  * `requestWith`, `Agent.request`, `Agent.requestScoped` in `Effect.scoped`, the HttpClient adapter (alone and inside `Effect.scoped`),
