@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import * as internal from "./internal/http1.js"
+import * as Retry from "./internal/retry.js"
 
 /**
  * Why a response could not be parsed.
@@ -297,7 +298,10 @@ export const lastChunk: Uint8Array = internal.lastChunk
 /**
  * Whether requests with this method may be retried (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE; method names are case-sensitive).
  *
+ * Retry policy rather than codec: the Agent's own rule also lets a request
+ * with an `Idempotency-Key` be retried, and never one whose body was a stream.
+ *
  * @since 0.1.0
  * @category predicates
  */
-export const isIdempotentMethod: (method: string) => boolean = internal.isIdempotentMethod
+export const isIdempotentMethod: (method: string) => boolean = Retry.isIdempotentMethod

@@ -1057,12 +1057,3 @@ describe("chunked request bodies", () => {
     expect(text(Http1.lastChunk)).toBe("0\r\n\r\n")
   })
 })
-
-describe("isIdempotentMethod", () => {
-  it.each(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])("%s is idempotent", (method) => {
-    expect(Http1.isIdempotentMethod(method)).toBe(true)
-  })
-  it.each(["POST", "PATCH", "CONNECT", "get", "PROPFIND"])("%s is not", (method) => {
-    expect(Http1.isIdempotentMethod(method)).toBe(false)
-  })
-})

@@ -1133,18 +1133,3 @@ export const encodeChunk = (data: Uint8Array): Uint8Array => {
 
 /** @internal */
 export const lastChunk: Uint8Array = encoder.encode("0\r\n\r\n")
-
-/** @internal */
-export const isIdempotentMethod = (method: string): boolean => {
-  switch (method) {
-    case "GET":
-    case "HEAD":
-    case "OPTIONS":
-    case "TRACE":
-    case "PUT":
-    case "DELETE":
-      return true
-    default:
-      return false
-  }
-}

@@ -8,6 +8,7 @@ import type { Origin } from "../Origin.js"
 import type { Connection, PreparedBody, PreparedRequest } from "./connection.js"
 import * as Http1 from "./http1.js"
 import * as InternalOrigin from "./origin.js"
+import * as Retry from "./retry.js"
 import { direct, type Route, type Routes } from "./routes.js"
 
 /** A request checked and serialised, ready for any connection to its origin. @internal */
@@ -168,14 +169,13 @@ export const prepare = (
   const route = routes === undefined ? direct : routes.of(origin)
   const headers = stringHeaders(request.headers)
   const method = request.method
-  const retryable = Http1.isIdempotentMethod(method) || headers["idempotency-key"] !== undefined
   const withBody = (body: PreparedBody, framing: Http1.RequestBodyFraming, contentType: string | undefined) => {
     if (contentType !== undefined && contentType !== "" && headers["content-type"] === undefined) {
       headers["content-type"] = contentType
     }
     const head = encodeHead(origin, method, url, headers, framing, persist, route)
     if (head instanceof AgentError) return head
-    return new PreparedImpl(origin, route, method, head, body, retryable && body._tag !== "Stream")
+    return new PreparedImpl(origin, route, method, head, body, Retry.isRetryable(method, headers, body._tag !== "Stream"))
   }
   const bytes = (data: Uint8Array, contentType: string | undefined) =>
     withBody(new BytesBody(data), { _tag: "Length", length: data.length }, contentType)
