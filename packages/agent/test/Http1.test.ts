@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Http1 from "../src/Http1.js"
-import { ResponseParser as InternalResponseParser } from "../src/internal/http1.js"
+import { ResponseParser as InternalResponseParser } from "../src/internal/responseReader.js"
 
 /** Latin1: every char of `s` becomes one byte, so fixtures can hold any byte. */
 const bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0))

@@ -8,8 +8,8 @@ import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import { Exchange, highWaterMark, waitFor } from "./exchange.js"
-import * as Http1 from "./http1.js"
 import { ListNode } from "./list.js"
+import * as ResponseReader from "./responseReader.js"
 import type { Deadline, Watchdog } from "./watchdog.js"
 
 /**
@@ -83,7 +83,7 @@ export class Connection implements TransportListener, Deadline {
   owner: IdleBreakListener | undefined = undefined
 
   readonly #transport: Transport
-  readonly #parser: Http1.ResponseParser
+  readonly #parser: ResponseReader.ResponseParser
   readonly #timing: Timing
   #exchange: Exchange | undefined = undefined
   #paused = false
@@ -97,7 +97,7 @@ export class Connection implements TransportListener, Deadline {
     transport: Transport,
     idleTimeoutMillis: number,
     maxResponses: number,
-    parserOptions: Http1.InternalParserOptions,
+    parserOptions: ResponseReader.InternalParserOptions,
     timing: Timing
   ) {
     this.idleTimeoutMillis = idleTimeoutMillis
@@ -107,7 +107,7 @@ export class Connection implements TransportListener, Deadline {
     // Read once connected: a destroyed Node socket no longer knows it, and a
     // response may outlive its connection (freed as soon as the body came).
     this.remoteAddress = transport.remoteAddress
-    this.#parser = new Http1.ResponseParser(this, parserOptions)
+    this.#parser = new ResponseReader.ResponseParser(this, parserOptions)
     transport.listen(this)
   }
 

@@ -4,10 +4,11 @@ import * as UrlParams from "@effect/platform/UrlParams"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { AgentError } from "../AgentError.js"
+import type * as Http1 from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import type { Connection, PreparedBody, PreparedRequest } from "./connection.js"
-import * as Http1 from "./http1.js"
 import * as InternalOrigin from "./origin.js"
+import * as RequestWriter from "./requestWriter.js"
 import * as Retry from "./retry.js"
 import { direct, type Route, type Routes } from "./routes.js"
 
@@ -77,7 +78,7 @@ const encodeHead = (
   if (forwarded && route.proxyAuthorization !== undefined && headers["proxy-authorization"] === undefined) {
     headers["proxy-authorization"] = route.proxyAuthorization
   }
-  const head = Http1.encodeRequestHead(
+  const head = RequestWriter.encodeRequestHead(
     new HeadInput(
       method,
       method === "OPTIONS" && url.pathname === "/*" ? "*" : url.pathname + url.search,
@@ -101,7 +102,7 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
       return Effect.fail(abortBody(conn.origin.key, `the request body stream exceeds its declared ${length} bytes`))
     }
     sent += chunk.length
-    return conn.write(chunked ? Http1.encodeChunk(chunk) : chunk)
+    return conn.write(chunked ? RequestWriter.encodeChunk(chunk) : chunk)
   }).pipe(
     Effect.mapError((cause) =>
       cause instanceof AgentError
@@ -109,7 +110,7 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
         : abortBody(conn.origin.key, "the request body stream failed", cause)
     ),
     Effect.zipRight(Effect.suspend(() => {
-      if (chunked) return conn.write(Http1.lastChunk)
+      if (chunked) return conn.write(RequestWriter.lastChunk)
       if (sent !== length) {
         return Effect.fail(abortBody(conn.origin.key, `the request body had ${sent} bytes, not the declared ${length}`))
       }
