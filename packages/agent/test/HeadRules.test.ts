@@ -12,9 +12,11 @@ import {
   CONNECTION_UPGRADE,
   connectionTokens,
   contentLength,
+  idleTimeoutAfter,
   keepAliveMax,
   keepAliveTimeout,
   persists,
+  responsesAllowed,
   responseTransferCoding,
   TE_CHUNKED,
   TE_NONE,
@@ -146,5 +148,54 @@ describe("Keep-Alive parameters", () => {
   ])("%j: timeout %j ms, max %j", (value, timeout, max) => {
     expect(keepAliveTimeout(value)).toBe(timeout)
     expect(keepAliveMax(value)).toBe(max)
+  })
+})
+
+describe("responsesAllowed", () => {
+  it.each([
+    // No hint: the total stands.
+    [100, 1, undefined, 100],
+    [Infinity, 3, undefined, Infinity],
+    // max=N after the served-th response: served + N in all.
+    [Infinity, 1, 5, 6],
+    [100, 1, 5, 6],
+    [100, 5, 1, 6],
+    [100, 6, 0, 6],
+    // A hint never raises the total: the lowest announced stands.
+    [6, 2, 100, 6],
+    [3, 1, 5, 3]
+  ])("allowed %d, served %d, max %j: %d", (allowed, served, max, expected) => {
+    expect(responsesAllowed(allowed, served, max)).toBe(expected)
+  })
+
+  it("follows apache's MaxKeepAliveRequests 5: max=5 down to max=0, six responses on one connection", () => {
+    let allowed = Infinity
+    let served = 0
+    const maxes = [5, 4, 3, 2, 1, 0]
+    for (const max of maxes) {
+      // A response carried only while served < allowed.
+      expect(served).toBeLessThan(allowed)
+      served++
+      allowed = responsesAllowed(allowed, served, max)
+    }
+    expect(served).toBe(6)
+    expect(allowed).toBe(6)
+  })
+})
+
+describe("idleTimeoutAfter", () => {
+  it.each([
+    [60_000, undefined, 60_000],
+    [Infinity, undefined, Infinity],
+    // The hint, less a second, when that is sooner.
+    [60_000, 5_000, 4_000],
+    [Infinity, 15_000, 14_000],
+    [3_000, 5_000, 3_000],
+    [4_000, 5_000, 4_000],
+    // A hint of a second or less leaves nothing: the caller does not reuse.
+    [60_000, 1_000, 0],
+    [60_000, 0, -1_000]
+  ])("configured %d ms, Keep-Alive timeout %j ms: %d ms", (configured, hint, expected) => {
+    expect(idleTimeoutAfter(configured, hint)).toBe(expected)
   })
 })

@@ -8,6 +8,7 @@ import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import { Exchange, highWaterMark, waitFor } from "./exchange.js"
+import { idleTimeoutAfter, responsesAllowed } from "./headRules.js"
 import { ListNode } from "./list.js"
 import * as ResponseReader from "./responseReader.js"
 import type { Deadline, Watchdog } from "./watchdog.js"
@@ -496,15 +497,9 @@ export class Connection implements TransportListener, Deadline {
     // The server said it closes (Connection: close, HTTP/1.0, a close-delimited body).
     if (!this.#parser.canReuse) return this.#unusable("server_close")
     this.served++
-    // `max=N` counts the requests the server still takes after this response
-    // (apache's MaxKeepAliveRequests 5 says 5 on a connection's first response,
-    // 1 on its fifth, and closes after the sixth): `served + N` in all. The
-    // lowest total any response announced stands, so no request goes out that
-    // the server said it would refuse.
-    if (head.keepAliveMax !== undefined) this.#allowed = Math.min(this.#allowed, this.served + head.keepAliveMax)
+    this.#allowed = responsesAllowed(this.#allowed, this.served, head.keepAliveMax)
     if (this.served >= this.#allowed) return this.#unusable("max_requests")
-    const hint = head.keepAliveTimeout
-    this.idleTimeoutMillis = hint === undefined ? configuredIdleMillis : Math.min(configuredIdleMillis, hint - 1000)
+    this.idleTimeoutMillis = idleTimeoutAfter(configuredIdleMillis, head.keepAliveTimeout)
     // A hint of a second or less: the server closes before a next request could safely go out.
     if (this.idleTimeoutMillis <= 0) return this.#unusable("server_close")
     return true

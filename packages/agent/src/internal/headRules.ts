@@ -236,3 +236,41 @@ export const keepAliveMax = (value: string): number | undefined => {
   const max = keepAliveParameter(value, "max")
   return max === -1 ? undefined : max
 }
+
+/**
+ * The responses a connection may carry in all, once a response announced
+ * `Keep-Alive: max=N` (undefined: no hint): `allowed` so far, `served` the
+ * responses it carried, this one included.
+ *
+ * `max=N` counts the requests the server still takes after this response
+ * (apache's MaxKeepAliveRequests 5 says 5 on a connection's first response,
+ * 1 on its fifth, and closes after the sixth): `served + N` in all. The
+ * lowest total any response announced stands, so no request goes out that
+ * the server said it would refuse.
+ *
+ * @internal
+ */
+export const responsesAllowed = (allowed: number, served: number, keepAliveMax: number | undefined): number =>
+  keepAliveMax === undefined ? allowed : Math.min(allowed, served + keepAliveMax)
+
+/**
+ * How much sooner than a server's `Keep-Alive: timeout` a connection stops
+ * being reused: a request sent just before the server's own timeout could
+ * cross its close.
+ *
+ * @internal
+ */
+export const KEEP_ALIVE_TIMEOUT_MARGIN_MILLIS = 1000
+
+/**
+ * How long a connection may stay idle after a response: `configuredMillis`,
+ * shortened by the response's `Keep-Alive: timeout` hint in milliseconds
+ * (undefined: none), less the margin. Zero or less: the server closes before
+ * a next request could safely go out.
+ *
+ * @internal
+ */
+export const idleTimeoutAfter = (configuredMillis: number, keepAliveTimeout: number | undefined): number =>
+  keepAliveTimeout === undefined
+    ? configuredMillis
+    : Math.min(configuredMillis, keepAliveTimeout - KEEP_ALIVE_TIMEOUT_MARGIN_MILLIS)
