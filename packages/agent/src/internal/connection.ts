@@ -352,6 +352,17 @@ export class Connection implements TransportListener, Deadline {
     })
   }
 
+  /**
+   * Lifts the pause `onBody` put on the transport, if any: it reads again
+   * and, with an exchange in flight, that exchange's body deadline runs again.
+   */
+  #unpause(): void {
+    if (!this.#paused) return
+    this.#paused = false
+    this.#transport.resume()
+    if (this.#exchange !== undefined) this.#arm("body", this.#timing.bodyMillis)
+  }
+
   /** Sets the deadline of a phase (none for an infinite timeout). */
   #arm(phase: Phase, millis: number): void {
     if (!Number.isFinite(millis)) {
@@ -417,11 +428,7 @@ export class Connection implements TransportListener, Deadline {
           ex.streamed = true
           const chunks = ex.take()
           // Only the exchange in flight owns the pause (an earlier one read late must not resume it).
-          if (this.#paused && ex === this.#exchange) {
-            this.#paused = false
-            this.#transport.resume()
-            this.#arm("body", this.#timing.bodyMillis)
-          }
+          if (ex === this.#exchange) this.#unpause()
           return Effect.succeed(Option.some(chunks))
         }
         if (ex.failure !== undefined) return Effect.fail(ex.failure)
@@ -460,11 +467,7 @@ export class Connection implements TransportListener, Deadline {
       if (ex !== this.#exchange) return Effect.fail(this.#released())
       // Collecting, not streaming: no backpressure pause from here on.
       ex.streaming = false
-      if (this.#paused) {
-        this.#paused = false
-        this.#transport.resume()
-        this.#arm("body", this.#timing.bodyMillis)
-      }
+      this.#unpause()
       return waitFor(ex, () => ex.settled, ready)
     })
   }
@@ -486,10 +489,7 @@ export class Connection implements TransportListener, Deadline {
     ex.drain = undefined
     this.#exchange = undefined
     this.#deadline = Infinity
-    if (this.#paused) {
-      this.#paused = false
-      this.#transport.resume()
-    }
+    this.#unpause()
     const head = ex.head
     if (this.broken || !ex.requestSent || ex.failure !== undefined || !ex.complete || head === undefined) {
       return this.#unusable("error")
