@@ -7,7 +7,9 @@
  *
  * @since 0.1.0
  */
-import * as internal from "./internal/http1.js"
+import * as RequestWriter from "./internal/requestWriter.js"
+import * as ResponseReader from "./internal/responseReader.js"
+import * as Retry from "./internal/retry.js"
 
 /**
  * Why a response could not be parsed.
@@ -189,7 +191,7 @@ export interface ResponseParserConstructor {
  * @since 0.1.0
  * @category parsing
  */
-export const ResponseParser: ResponseParserConstructor = internal.ResponseParser
+export const ResponseParser: ResponseParserConstructor = ResponseReader.ResponseParser
 
 /**
  * How a request body is delimited on the wire: no body, a known length, or chunked.
@@ -276,7 +278,7 @@ export interface RequestRefusal {
  * @since 0.1.0
  * @category serialization
  */
-export const encodeRequestHead: (input: RequestHeadInput) => Uint8Array | RequestRefusal = internal.encodeRequestHead
+export const encodeRequestHead: (input: RequestHeadInput) => Uint8Array | RequestRefusal = RequestWriter.encodeRequestHead
 
 /**
  * Frames one piece of a chunked body as a single new array (`hex-size CRLF data CRLF`), or returns an empty array for empty data, which must not be framed because a zero-size chunk ends the body.
@@ -284,7 +286,7 @@ export const encodeRequestHead: (input: RequestHeadInput) => Uint8Array | Reques
  * @since 0.1.0
  * @category serialization
  */
-export const encodeChunk: (data: Uint8Array) => Uint8Array = internal.encodeChunk
+export const encodeChunk: (data: Uint8Array) => Uint8Array = RequestWriter.encodeChunk
 
 /**
  * The bytes that end a chunked body without trailers, `0\r\n\r\n`; shared, so never mutate it.
@@ -292,12 +294,15 @@ export const encodeChunk: (data: Uint8Array) => Uint8Array = internal.encodeChun
  * @since 0.1.0
  * @category serialization
  */
-export const lastChunk: Uint8Array = internal.lastChunk
+export const lastChunk: Uint8Array = RequestWriter.lastChunk
 
 /**
  * Whether requests with this method may be retried (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE; method names are case-sensitive).
  *
+ * Retry policy rather than codec: the Agent's own rule also lets a request
+ * with an `Idempotency-Key` be retried, and never one whose body was a stream.
+ *
  * @since 0.1.0
  * @category predicates
  */
-export const isIdempotentMethod: (method: string) => boolean = internal.isIdempotentMethod
+export const isIdempotentMethod: (method: string) => boolean = Retry.isIdempotentMethod

@@ -19,6 +19,10 @@ const request = (path: string): PreparedRequest => ({
   body: { _tag: "Empty" }
 })
 
+const encoder = new TextEncoder()
+/** A 64 KiB piece of a chunked body: five more than one unread pass the 256 KiB mark. */
+const piece = `10000\r\n${"x".repeat(64 * 1024)}\r\n`
+
 /** A watchdog whose timer fibers run in the test's runtime, counted. */
 const countedWatchdog = Effect.gen(function*() {
   const runtime = yield* Effect.runtime<never>()
@@ -106,7 +110,6 @@ describe("Connection", () => {
       const { watchdog } = yield* countedWatchdog
       const conn = yield* connectionOn(socket, 1000, 5000, watchdog)
       void conn.send(request("/x"))
-      const encoder = new TextEncoder()
       conn.onData(encoder.encode("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"))
       expect(conn.exchange?.head?.status).toBe(200)
       expect(conn.finish(4000)).toBe(false)
@@ -189,6 +192,60 @@ describe("Connection", () => {
       yield* TestClock.adjust("1 second")
       yield* settle
       expect(counted.watchdogs).toBe(1)
+    }))
+
+  // A stream that lets more than 256 KiB pile up pauses the transport, and
+  // with it the body deadline (the server's silence is then not its fault).
+  // Whatever ends that pause must resume the transport: a whole-body read
+  // (and re-arm the body deadline, the server's turn again), or the end of
+  // the exchange (a connection kept paused would never read its next response).
+  it.scoped("a whole-body read after a stream paused the transport resumes it, and the body deadline runs again", () =>
+    Effect.gen(function*() {
+      const server = new MemoryServer(() => {})
+      const socket = new ServerSocket(Origin.make("http", "a.test"), 1, server)
+      const { watchdog } = yield* countedWatchdog
+      const conn = yield* connectionOn(socket, 1000, 1000, watchdog)
+      const head = yield* Effect.fork(conn.send(request("/")))
+      conn.onData(encoder.encode("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"))
+      expect((yield* Fiber.join(head)).status).toBe(200)
+      const ex = conn.exchange!
+      // A stream waits for bytes, then its reader gives up.
+      const waiting = yield* Effect.fork(conn.pull(ex))
+      yield* settle
+      yield* Fiber.interrupt(waiting)
+      for (let i = 0; i < 5; i++) conn.onData(encoder.encode(piece))
+      expect(socket.paused).toBe(true)
+      expect(conn.deadline).toBe(Infinity)
+      const whole = yield* Effect.fork(Effect.exit(conn.readAll(ex)))
+      yield* settle
+      expect(socket.paused).toBe(false)
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      const exit = yield* Fiber.join(whole)
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error)
+        .toMatchObject({ reason: "Timeout", phase: "body" })
+    }))
+
+  it.scoped("a complete response given back while its stream paused the transport leaves it resumed for the next exchange", () =>
+    Effect.gen(function*() {
+      const server = new MemoryServer(() => {})
+      const socket = new ServerSocket(Origin.make("http", "a.test"), 1, server)
+      const { watchdog } = yield* countedWatchdog
+      const conn = yield* connectionOn(socket, 1000, 1000, watchdog)
+      const head = yield* Effect.fork(conn.send(request("/")))
+      conn.onData(encoder.encode("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + piece))
+      yield* Fiber.join(head)
+      const ex = conn.exchange!
+      yield* conn.pull(ex)
+      // The rest of the body, all of it at once: past 256 KiB unread, and complete.
+      conn.onData(encoder.encode(piece.repeat(5) + "0\r\n\r\n"))
+      expect(socket.paused).toBe(true)
+      expect(conn.responseComplete).toBe(true)
+      expect(conn.finish(4000)).toBe(true)
+      expect(socket.paused).toBe(false)
+      const next = yield* Effect.fork(conn.send(request("/next")))
+      conn.onData(encoder.encode("HTTP/1.1 204 No Content\r\n\r\n"))
+      expect((yield* Fiber.join(next)).status).toBe(204)
     }))
 
   it.effect("the watchdog times out an item first watched while it expires another", () =>

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Http1 from "../src/Http1.js"
-import { ResponseParser as InternalResponseParser } from "../src/internal/http1.js"
+import { ResponseParser as InternalResponseParser } from "../src/internal/responseReader.js"
 
 /** Latin1: every char of `s` becomes one byte, so fixtures can hold any byte. */
 const bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0))
@@ -1055,14 +1055,5 @@ describe("chunked request bodies", () => {
 
   it("lastChunk is 0 CRLF CRLF", () => {
     expect(text(Http1.lastChunk)).toBe("0\r\n\r\n")
-  })
-})
-
-describe("isIdempotentMethod", () => {
-  it.each(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])("%s is idempotent", (method) => {
-    expect(Http1.isIdempotentMethod(method)).toBe(true)
-  })
-  it.each(["POST", "PATCH", "CONNECT", "get", "PROPFIND"])("%s is not", (method) => {
-    expect(Http1.isIdempotentMethod(method)).toBe(false)
   })
 })

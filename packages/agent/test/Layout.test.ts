@@ -31,6 +31,17 @@ describe("layout of @keepalive/agent", () => {
     expect(offenders).toEqual([])
   })
 
+  it("the codec (response reader, head rules, request writer) and the retry rule are pure: no Effect, no other module", () => {
+    const pure = ["responseReader.ts", "headRules.ts", "requestWriter.ts", "retry.ts"].map((name) => path.join(internal, name))
+    const allowed = [...pure, path.join(src, "Http1.ts")]
+    for (const file of [...pure, path.join(src, "Http1.ts")]) {
+      const text = fs.readFileSync(file, "utf8")
+      const packages = [...text.matchAll(/^(?:import|export|\})[^\n]*\sfrom\s+"([^".][^"]*)"/gm)].map((match) => match[1])
+      expect(packages, path.basename(file)).toEqual([])
+      expect(importsOf(file).filter((to) => !allowed.includes(to)), path.basename(file)).toEqual([])
+    }
+  })
+
   it("its internal modules import each other without a cycle", () => {
     const graph = new Map(files(internal).map((file) => [file, importsOf(file).filter((to) => to.startsWith(internal + path.sep))]))
     const cycles: Array<string> = []

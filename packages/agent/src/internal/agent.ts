@@ -14,7 +14,6 @@ import { ConnectionPermits } from "../ConnectionPermits.js"
 import { Connector } from "../Connector.js"
 import * as Config from "./config.js"
 import { Connection, type Timing } from "./connection.js"
-import type * as Http1 from "./http1.js"
 import { AgentMetrics } from "./metrics.js"
 import { Opener } from "./opening.js"
 import type { OriginLine, Pooled } from "./originLine.js"
@@ -22,6 +21,7 @@ import type { RequestTiming } from "./originLine.js"
 import { ConnectionPool } from "./pool.js"
 import { handOver, Held, holdWhile, type Keep, keepInCallerScope, Lease } from "./release.js"
 import * as Request from "./request.js"
+import type * as ResponseReader from "./responseReader.js"
 import { Routes } from "./routes.js"
 import { AgentResponse, decode } from "./response.js"
 import { type Trace, traced, TraceSettings } from "./tracing.js"
@@ -366,8 +366,8 @@ export const make = (input: Agent.Config = {}): Effect.Effect<Agent.Service, nev
     const runtime = yield* Effect.runtime<never>()
     const clock = yield* Effect.clock
     const watchdog = new Watchdog(clock, Runtime.runFork(runtime))
-    // One map of remembered field values for all the Agent's connections (see http1.ts).
-    const parserOptions: Http1.InternalParserOptions = {
+    // One map of remembered field values for all the Agent's connections (see responseReader.ts).
+    const parserOptions: ResponseReader.InternalParserOptions = {
       maxHeaderSize: config.maxHeaderSize,
       maxHeaderCount: config.maxHeaderCount,
       remembered: new Map()

@@ -8,8 +8,9 @@ import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import { Exchange, highWaterMark, waitFor } from "./exchange.js"
-import * as Http1 from "./http1.js"
+import { idleTimeoutAfter, responsesAllowed } from "./headRules.js"
 import { ListNode } from "./list.js"
+import * as ResponseReader from "./responseReader.js"
 import type { Deadline, Watchdog } from "./watchdog.js"
 
 /**
@@ -83,7 +84,7 @@ export class Connection implements TransportListener, Deadline {
   owner: IdleBreakListener | undefined = undefined
 
   readonly #transport: Transport
-  readonly #parser: Http1.ResponseParser
+  readonly #parser: ResponseReader.ResponseParser
   readonly #timing: Timing
   #exchange: Exchange | undefined = undefined
   #paused = false
@@ -97,7 +98,7 @@ export class Connection implements TransportListener, Deadline {
     transport: Transport,
     idleTimeoutMillis: number,
     maxResponses: number,
-    parserOptions: Http1.InternalParserOptions,
+    parserOptions: ResponseReader.InternalParserOptions,
     timing: Timing
   ) {
     this.idleTimeoutMillis = idleTimeoutMillis
@@ -107,7 +108,7 @@ export class Connection implements TransportListener, Deadline {
     // Read once connected: a destroyed Node socket no longer knows it, and a
     // response may outlive its connection (freed as soon as the body came).
     this.remoteAddress = transport.remoteAddress
-    this.#parser = new Http1.ResponseParser(this, parserOptions)
+    this.#parser = new ResponseReader.ResponseParser(this, parserOptions)
     transport.listen(this)
   }
 
@@ -351,6 +352,17 @@ export class Connection implements TransportListener, Deadline {
     })
   }
 
+  /**
+   * Lifts the pause `onBody` put on the transport, if any: it reads again
+   * and, with an exchange in flight, that exchange's body deadline runs again.
+   */
+  #unpause(): void {
+    if (!this.#paused) return
+    this.#paused = false
+    this.#transport.resume()
+    if (this.#exchange !== undefined) this.#arm("body", this.#timing.bodyMillis)
+  }
+
   /** Sets the deadline of a phase (none for an infinite timeout). */
   #arm(phase: Phase, millis: number): void {
     if (!Number.isFinite(millis)) {
@@ -416,11 +428,7 @@ export class Connection implements TransportListener, Deadline {
           ex.streamed = true
           const chunks = ex.take()
           // Only the exchange in flight owns the pause (an earlier one read late must not resume it).
-          if (this.#paused && ex === this.#exchange) {
-            this.#paused = false
-            this.#transport.resume()
-            this.#arm("body", this.#timing.bodyMillis)
-          }
+          if (ex === this.#exchange) this.#unpause()
           return Effect.succeed(Option.some(chunks))
         }
         if (ex.failure !== undefined) return Effect.fail(ex.failure)
@@ -459,11 +467,7 @@ export class Connection implements TransportListener, Deadline {
       if (ex !== this.#exchange) return Effect.fail(this.#released())
       // Collecting, not streaming: no backpressure pause from here on.
       ex.streaming = false
-      if (this.#paused) {
-        this.#paused = false
-        this.#transport.resume()
-        this.#arm("body", this.#timing.bodyMillis)
-      }
+      this.#unpause()
       return waitFor(ex, () => ex.settled, ready)
     })
   }
@@ -485,10 +489,7 @@ export class Connection implements TransportListener, Deadline {
     ex.drain = undefined
     this.#exchange = undefined
     this.#deadline = Infinity
-    if (this.#paused) {
-      this.#paused = false
-      this.#transport.resume()
-    }
+    this.#unpause()
     const head = ex.head
     if (this.broken || !ex.requestSent || ex.failure !== undefined || !ex.complete || head === undefined) {
       return this.#unusable("error")
@@ -496,15 +497,9 @@ export class Connection implements TransportListener, Deadline {
     // The server said it closes (Connection: close, HTTP/1.0, a close-delimited body).
     if (!this.#parser.canReuse) return this.#unusable("server_close")
     this.served++
-    // `max=N` counts the requests the server still takes after this response
-    // (apache's MaxKeepAliveRequests 5 says 5 on a connection's first response,
-    // 1 on its fifth, and closes after the sixth): `served + N` in all. The
-    // lowest total any response announced stands, so no request goes out that
-    // the server said it would refuse.
-    if (head.keepAliveMax !== undefined) this.#allowed = Math.min(this.#allowed, this.served + head.keepAliveMax)
+    this.#allowed = responsesAllowed(this.#allowed, this.served, head.keepAliveMax)
     if (this.served >= this.#allowed) return this.#unusable("max_requests")
-    const hint = head.keepAliveTimeout
-    this.idleTimeoutMillis = hint === undefined ? configuredIdleMillis : Math.min(configuredIdleMillis, hint - 1000)
+    this.idleTimeoutMillis = idleTimeoutAfter(configuredIdleMillis, head.keepAliveTimeout)
     // A hint of a second or less: the server closes before a next request could safely go out.
     if (this.idleTimeoutMillis <= 0) return this.#unusable("server_close")
     return true

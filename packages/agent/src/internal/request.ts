@@ -4,10 +4,12 @@ import * as UrlParams from "@effect/platform/UrlParams"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { AgentError } from "../AgentError.js"
+import type * as Http1 from "../Http1.js"
 import type { Origin } from "../Origin.js"
 import type { Connection, PreparedBody, PreparedRequest } from "./connection.js"
-import * as Http1 from "./http1.js"
 import * as InternalOrigin from "./origin.js"
+import * as RequestWriter from "./requestWriter.js"
+import * as Retry from "./retry.js"
 import { direct, type Route, type Routes } from "./routes.js"
 
 /** A request checked and serialised, ready for any connection to its origin. @internal */
@@ -76,7 +78,7 @@ const encodeHead = (
   if (forwarded && route.proxyAuthorization !== undefined && headers["proxy-authorization"] === undefined) {
     headers["proxy-authorization"] = route.proxyAuthorization
   }
-  const head = Http1.encodeRequestHead(
+  const head = RequestWriter.encodeRequestHead(
     new HeadInput(
       method,
       method === "OPTIONS" && url.pathname === "/*" ? "*" : url.pathname + url.search,
@@ -100,7 +102,7 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
       return Effect.fail(abortBody(conn.origin.key, `the request body stream exceeds its declared ${length} bytes`))
     }
     sent += chunk.length
-    return conn.write(chunked ? Http1.encodeChunk(chunk) : chunk)
+    return conn.write(chunked ? RequestWriter.encodeChunk(chunk) : chunk)
   }).pipe(
     Effect.mapError((cause) =>
       cause instanceof AgentError
@@ -108,7 +110,7 @@ const streamWriter = (stream: Stream.Stream<Uint8Array, unknown>, chunked: boole
         : abortBody(conn.origin.key, "the request body stream failed", cause)
     ),
     Effect.zipRight(Effect.suspend(() => {
-      if (chunked) return conn.write(Http1.lastChunk)
+      if (chunked) return conn.write(RequestWriter.lastChunk)
       if (sent !== length) {
         return Effect.fail(abortBody(conn.origin.key, `the request body had ${sent} bytes, not the declared ${length}`))
       }
@@ -168,14 +170,13 @@ export const prepare = (
   const route = routes === undefined ? direct : routes.of(origin)
   const headers = stringHeaders(request.headers)
   const method = request.method
-  const retryable = Http1.isIdempotentMethod(method) || headers["idempotency-key"] !== undefined
   const withBody = (body: PreparedBody, framing: Http1.RequestBodyFraming, contentType: string | undefined) => {
     if (contentType !== undefined && contentType !== "" && headers["content-type"] === undefined) {
       headers["content-type"] = contentType
     }
     const head = encodeHead(origin, method, url, headers, framing, persist, route)
     if (head instanceof AgentError) return head
-    return new PreparedImpl(origin, route, method, head, body, retryable && body._tag !== "Stream")
+    return new PreparedImpl(origin, route, method, head, body, Retry.isRetryable(method, headers, body._tag !== "Stream"))
   }
   const bytes = (data: Uint8Array, contentType: string | undefined) =>
     withBody(new BytesBody(data), { _tag: "Length", length: data.length }, contentType)

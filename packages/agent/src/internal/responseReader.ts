@@ -1,16 +1,23 @@
+/**
+ * The response reader: the byte state machine of HTTP/1.1 responses (h11's
+ * `_readers.py` and its connection states), sans-IO. Bytes in, handler calls
+ * out (head, body pieces, complete), errors returned, never thrown. What a
+ * head means (its framing, whether its connection may be reused) it asks the
+ * head rules.
+ */
 import type * as Http1 from "../Http1.js"
-
-export type {
-  BodyFraming,
-  ParseError,
-  ParseErrorReason,
-  ParserOptions,
-  RequestBodyFraming,
-  RequestHeadInput,
-  RequestRefusal,
-  ResponseHandler,
-  ResponseHead
-} from "../Http1.js"
+import {
+  bodyFraming,
+  CHAR_CLASS,
+  contentLength,
+  FIELD_CHAR,
+  isOws,
+  keepAliveMax,
+  keepAliveTimeout,
+  persists,
+  responseTransferCoding,
+  TOKEN
+} from "./headRules.js"
 
 const HTAB = 0x09
 const LF = 0x0a
@@ -19,11 +26,6 @@ const SP = 0x20
 const COLON = 0x3a
 const SEMICOLON = 0x3b
 
-// Character classes, looked up per byte instead of branching on ranges.
-const TOKEN = 1
-const FIELD_CHAR = 2 // field-vchar / obs-text / SP / HTAB: what a field value, reason phrase or chunk extension may hold
-
-const CHAR_CLASS = new Uint8Array(256)
 const HEX_VALUE = new Int8Array(256).fill(-1)
 // Single-character strings, lower-cased, so that decoding a name or value is one table read per byte.
 const LOWER_CHAR: Array<string> = []
@@ -32,10 +34,6 @@ const CHAR: Array<string> = []
 for (let c = 0; c < 256; c++) {
   CHAR.push(String.fromCharCode(c))
   LOWER_CHAR.push(String.fromCharCode(c >= 0x41 && c <= 0x5a ? c | 0x20 : c))
-  if (c === HTAB || (c >= SP && c !== 0x7f)) CHAR_CLASS[c] |= FIELD_CHAR
-}
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
-  CHAR_CLASS[c.charCodeAt(0)] |= TOKEN
 }
 for (let d = 0; d < 16; d++) {
   HEX_VALUE[d.toString(16).charCodeAt(0)] = d
@@ -98,26 +96,6 @@ const fieldName = (bytes: Uint8Array, start: number, end: number): string => {
   return name
 }
 
-const isTokenString = (s: string): boolean => {
-  const n = s.length
-  if (n === 0) return false
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i)
-    if (c > 0xff || (CHAR_CLASS[c]! & TOKEN) === 0) return false
-  }
-  return true
-}
-
-const isOws = (c: number): boolean => c === SP || c === HTAB
-
-const trimOws = (s: string): string => {
-  let start = 0
-  let end = s.length
-  while (start < end && isOws(s.charCodeAt(start))) start++
-  while (end > start && isOws(s.charCodeAt(end - 1))) end--
-  return start === 0 && end === s.length ? s : s.slice(start, end)
-}
-
 /** Decodes bytes one-to-one into code points (latin1), the way HTTP field bytes map to strings. */
 const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
   if (end - start <= 64) {
@@ -131,107 +109,6 @@ const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
     s += String.fromCharCode.apply(null, bytes.subarray(i, Math.min(end, i + 8192)) as unknown as Array<number>)
   }
   return s
-}
-
-/** Parses a plain decimal (digits only) as a safe integer, or returns -1. */
-const parseDecimal = (s: string): number => {
-  const n = s.length
-  if (n === 0) return -1
-  let value = 0
-  for (let i = 0; i < n; i++) {
-    const d = s.charCodeAt(i) - 0x30
-    if (d < 0 || d > 9) return -1
-    value = value * 10 + d
-    if (value > Number.MAX_SAFE_INTEGER) return -1
-  }
-  return value
-}
-
-const CONNECTION_CLOSE = 1
-const CONNECTION_KEEP_ALIVE = 2
-const CONNECTION_UPGRADE = 4
-
-/** The `close`, `keep-alive` and `upgrade` tokens present in a Connection field value, as bits. */
-const connectionTokens = (value: string): number => {
-  if (value === "keep-alive") return CONNECTION_KEEP_ALIVE
-  if (value === "close") return CONNECTION_CLOSE
-  let bits = 0
-  for (const element of value.split(",")) {
-    switch (trimOws(element).toLowerCase()) {
-      case "close":
-        bits |= CONNECTION_CLOSE
-        break
-      case "keep-alive":
-        bits |= CONNECTION_KEEP_ALIVE
-        break
-      case "upgrade":
-        bits |= CONNECTION_UPGRADE
-        break
-    }
-  }
-  return bits
-}
-
-/**
- * The whole-number value of the first `name` parameter (lower case) of a
- * Keep-Alive field value; -1 when absent or not a whole number.
- */
-const keepAliveParameter = (value: string, name: string): number => {
-  const n = value.length
-  for (let start = 0; start < n;) {
-    // Jumping from "=" to "=" keeps this linear however many parameters there are.
-    const eq = value.indexOf("=", start)
-    if (eq === -1) return -1
-    const param = value.slice(value.lastIndexOf(",", eq) + 1, eq)
-    let comma = value.indexOf(",", eq)
-    if (comma === -1) comma = n
-    if (trimOws(param).toLowerCase() === name) return parseDecimal(trimOws(value.slice(eq + 1, comma)))
-    start = comma + 1
-  }
-  return -1
-}
-
-/** Milliseconds from the `timeout` parameter of a Keep-Alive field value, when it is a whole number of seconds. */
-const keepAliveTimeout = (value: string): number | undefined => {
-  const seconds = keepAliveParameter(value, "timeout")
-  return seconds === -1 || seconds > Number.MAX_SAFE_INTEGER / 1000 ? undefined : seconds * 1000
-}
-
-/** The `max` parameter of a Keep-Alive field value, when it is a whole number. */
-const keepAliveMax = (value: string): number | undefined => {
-  const max = keepAliveParameter(value, "max")
-  return max === -1 ? undefined : max
-}
-
-const TE_CHUNKED = 0
-const TE_OTHER = 1
-
-/**
- * Classifies a Transfer-Encoding field value by its final coding (chunked, or
- * anything else: read until the connection closes), or explains why it is
- * unacceptable.
- */
-const transferCoding = (value: string): number | string => {
-  let codings = 0
-  let chunked = false
-  let chunkedSeen = false
-  for (const element of value.split(",")) {
-    const coding = trimOws(element)
-    if (coding === "") continue // RFC 9110 §5.6.1: empty list elements do not count
-    const semicolon = coding.indexOf(";")
-    const name = (semicolon === -1 ? coding : trimOws(coding.slice(0, semicolon))).toLowerCase()
-    if (!isTokenString(name)) return "invalid transfer coding in Transfer-Encoding"
-    if (name === "chunked") {
-      if (chunkedSeen) return "chunked applied more than once in Transfer-Encoding"
-      if (semicolon !== -1) return "chunked transfer coding with parameters"
-      chunkedSeen = true
-    }
-    // RFC 9112 §6.3: chunked that is not the final coding frames nothing; the body runs to the close.
-    chunked = name === "chunked"
-    codings++
-  }
-  if (codings === 0) return "empty Transfer-Encoding"
-  return chunked ? TE_CHUNKED : TE_OTHER
 }
 
 // Parser states. "head" covers STATUS_LINE and FIELDS; "body" covers everything up to DONE.
@@ -863,14 +740,9 @@ export class ResponseParser implements Http1.ResponseParser {
         if (this.#setCookie === undefined) this.#setCookie = [value]
         else this.#setCookie.push(value)
       } else if (name === "content-length") {
-        // RFC 9112 §6.3 lets a recipient accept repeated identical lengths; refusing them closes a smuggling vector.
-        if (this.#contentLength !== -1) {
-          this.#fail("Protocol", "more than one Content-Length")
-          return false
-        }
-        const length = parseDecimal(value)
-        if (length === -1) {
-          this.#fail("Protocol", "invalid Content-Length")
+        const length = contentLength(value, this.#contentLength)
+        if (typeof length === "string") {
+          this.#fail("Protocol", length)
           return false
         }
         this.#contentLength = length
@@ -889,23 +761,10 @@ export class ResponseParser implements Http1.ResponseParser {
   #endOfHead(): boolean {
     const status = this.#status
     const headers = this.#headers
-    const transferEncoding = headers["transfer-encoding"]
-    let chunked = false
-    if (transferEncoding !== undefined) {
-      if (this.#contentLength !== -1) {
-        this.#fail("Protocol", "both Content-Length and Transfer-Encoding")
-        return false
-      }
-      if (this.#httpVersion === "1.0") {
-        this.#fail("Protocol", "Transfer-Encoding in an HTTP/1.0 response")
-        return false
-      }
-      const coding = transferCoding(transferEncoding)
-      if (typeof coding === "string") {
-        this.#fail("Protocol", coding)
-        return false
-      }
-      chunked = coding === TE_CHUNKED
+    const coding = responseTransferCoding(headers["transfer-encoding"], this.#contentLength, this.#httpVersion)
+    if (typeof coding === "string") {
+      this.#fail("Protocol", coding)
+      return false
     }
     if (status < 200) {
       if (status === 101) {
@@ -916,21 +775,8 @@ export class ResponseParser implements Http1.ResponseParser {
       this.#startHead()
       return true
     }
-    const connection = headers["connection"]
-    const tokens = connection === undefined ? 0 : connectionTokens(connection)
-    let keepAlive = (tokens & CONNECTION_CLOSE) === 0 &&
-      (this.#httpVersion === "1.1" || (tokens & CONNECTION_KEEP_ALIVE) !== 0)
-    let framing: Http1.BodyFraming
-    if (this.#headRequest || status === 204 || status === 304) {
-      framing = "none"
-    } else if (transferEncoding !== undefined) {
-      framing = chunked ? "chunked" : "close"
-    } else if (this.#contentLength !== -1) {
-      framing = "length"
-    } else {
-      framing = "close"
-    }
-    if (framing === "close") keepAlive = false
+    const framing = bodyFraming(this.#headRequest, status, coding, this.#contentLength)
+    const keepAlive = persists(this.#httpVersion, headers["connection"], framing)
     const keepAliveField = headers["keep-alive"]
     const head = new Head(
       status,
@@ -989,162 +835,4 @@ class Head implements Http1.ResponseHead {
     readonly framing: Http1.BodyFraming,
     readonly contentLength: number | undefined
   ) {}
-}
-
-const refusal = (detail: string): Http1.RequestRefusal => ({ _tag: "RequestRefusal", detail })
-
-// Bits returned by scanFieldValue.
-const VALUE_INVALID = 1
-const VALUE_NOT_ASCII = 2
-
-/** Checks a header value, host or path character by character: controls other than HTAB and anything above U+00FF are invalid. */
-const scanFieldValue = (s: string): number => {
-  let bits = 0
-  for (let i = 0, n = s.length; i < n; i++) {
-    const c = s.charCodeAt(i)
-    if (c < 0x80) {
-      if ((CHAR_CLASS[c]! & FIELD_CHAR) === 0) return VALUE_INVALID
-    } else if (c > 0xff) {
-      return VALUE_INVALID
-    } else {
-      bits = VALUE_NOT_ASCII
-    }
-  }
-  return bits
-}
-
-const encoder = new TextEncoder()
-
-const encodeLatin1 = (s: string): Uint8Array => {
-  const n = s.length
-  const bytes = new Uint8Array(n)
-  for (let i = 0; i < n; i++) bytes[i] = s.charCodeAt(i)
-  return bytes
-}
-
-/** @internal */
-export const encodeRequestHead = (input: Http1.RequestHeadInput): Uint8Array | Http1.RequestRefusal => {
-  const { body, headers, method, path, persist } = input
-  if (!isTokenString(method)) return refusal(`invalid method ${JSON.stringify(method)}`)
-  let ascii = true
-  if (!(path === "*" && method === "OPTIONS")) {
-    if (path.charCodeAt(0) !== 0x2f) return refusal(`request target must start with "/": ${JSON.stringify(path)}`)
-    for (let i = 0, n = path.length; i < n; i++) {
-      const c = path.charCodeAt(i)
-      if (c <= SP || c === 0x7f || c > 0xff) return refusal(`invalid character in request target ${JSON.stringify(path)}`)
-      if (c > 0x7f) ascii = false
-    }
-  }
-  let bodyLength: number
-  switch (body._tag) {
-    case "Empty":
-      bodyLength = 0
-      break
-    case "Length":
-      if (!Number.isSafeInteger(body.length) || body.length < 0) {
-        return refusal(`invalid body length ${body.length}`)
-      }
-      bodyLength = body.length
-      break
-    case "Chunked":
-      bodyLength = -1
-      break
-  }
-  let host = input.host
-  let seen = 0 // bits: 1 host, 2 content-length, 4 connection
-  let fields = ""
-  for (const name of Object.keys(headers)) {
-    const value = headers[name]!
-    if (!isTokenString(name)) return refusal(`invalid header name ${JSON.stringify(name)}`)
-    const scan = scanFieldValue(value)
-    if (scan === VALUE_INVALID) return refusal(`invalid character in the value of header ${name}`)
-    if (scan === VALUE_NOT_ASCII) ascii = false
-    const lower = name.toLowerCase()
-    switch (lower) {
-      case "host":
-        if ((seen & 1) !== 0) return refusal("more than one host header")
-        seen |= 1
-        host = value
-        continue
-      case "content-length":
-        if ((seen & 2) !== 0) return refusal("more than one content-length header")
-        seen |= 2
-        if (bodyLength === -1) return refusal("content-length set on a chunked request")
-        if (parseDecimal(value) !== bodyLength) {
-          return refusal(`content-length ${JSON.stringify(value)} does not match the body length ${bodyLength}`)
-        }
-        continue
-      case "transfer-encoding":
-        return refusal("transfer-encoding is set by the codec from the body framing")
-      case "upgrade":
-        return refusal("protocol upgrades are not supported")
-      case "connection":
-        if ((seen & 4) !== 0) return refusal("more than one connection header")
-        seen |= 4
-        if ((connectionTokens(value) & CONNECTION_UPGRADE) !== 0) return refusal("protocol upgrades are not supported")
-        if (!persist) continue
-        break
-    }
-    fields += lower + ": " + value + "\r\n"
-  }
-  if ((seen & 1) === 0) {
-    const scan = scanFieldValue(host)
-    if (scan === VALUE_INVALID) return refusal(`invalid character in host ${JSON.stringify(host)}`)
-    if (scan === VALUE_NOT_ASCII) ascii = false
-  }
-  const absolute = input.absoluteOrigin
-  if (absolute !== undefined && !isAbsoluteOrigin(absolute)) return refusal(`invalid absolute-form origin ${JSON.stringify(absolute)}`)
-  // OPTIONS * forwarded: the absolute-form with an empty path (RFC 9112 §3.2.4); the last proxy sends `*`.
-  const target = absolute === undefined ? path : path === "*" ? absolute : absolute + path
-  let head = method + " " + target + " HTTP/1.1\r\nhost: " + host + "\r\n" + fields
-  if (bodyLength === -1) {
-    head += "transfer-encoding: chunked\r\n"
-  } else if (body._tag === "Length" || method === "POST" || method === "PUT" || method === "PATCH") {
-    head += "content-length: " + bodyLength + "\r\n"
-  }
-  // `keep-alive` asks for the server's Keep-Alive hint: some (apache2) send
-  // `Keep-Alive: timeout=N` only to a request that says it.
-  head += !persist ? "connection: close\r\n\r\n" : (seen & 4) === 0 ? "connection: keep-alive\r\n\r\n" : "\r\n"
-  // TextEncoder is the faster path, and for ASCII its UTF-8 is the latin1 encoding.
-  return ascii ? encoder.encode(head) : encodeLatin1(head)
-}
-
-/** `scheme://authority`, visible ASCII only, nothing after the authority. */
-const absoluteOrigin = /^[a-z][a-z0-9+.-]*:\/\/[!$&-.0-;=@-~]+$/i
-const isAbsoluteOrigin = (s: string): boolean => absoluteOrigin.test(s)
-
-const EMPTY = new Uint8Array(0)
-
-/** @internal */
-export const encodeChunk = (data: Uint8Array): Uint8Array => {
-  const n = data.length
-  if (n === 0) return EMPTY
-  const size = n.toString(16)
-  const s = size.length
-  const framed = new Uint8Array(s + n + 4)
-  for (let i = 0; i < s; i++) framed[i] = size.charCodeAt(i)
-  framed[s] = CR
-  framed[s + 1] = LF
-  framed.set(data, s + 2)
-  framed[s + n + 2] = CR
-  framed[s + n + 3] = LF
-  return framed
-}
-
-/** @internal */
-export const lastChunk: Uint8Array = encoder.encode("0\r\n\r\n")
-
-/** @internal */
-export const isIdempotentMethod = (method: string): boolean => {
-  switch (method) {
-    case "GET":
-    case "HEAD":
-    case "OPTIONS":
-    case "TRACE":
-    case "PUT":
-    case "DELETE":
-      return true
-    default:
-      return false
-  }
 }
