@@ -6,11 +6,10 @@
  */
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
-import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Stream from "effect/Stream"
-import { expectClean, expectFailure, send, timeout } from "./harness.js"
+import { expectClean, expectFailure, send, timeout, withAgent } from "./harness.js"
 import * as Server from "./server.js"
 
 type Build = (url: string) => HttpClientRequest.HttpClientRequest
@@ -147,7 +146,7 @@ describe("requests refused before a byte is written", () => {
     it.scopedLive(`${JSON.stringify(c.name).slice(1, -1)}: InvalidRequest, no connection`, () =>
       Effect.gen(function*() {
         const server = yield* Server.make()
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           yield* expectFailure(send(c.build(server.url("/target"))), "InvalidRequest")
           // A connection would have been accepted by now.
           yield* Effect.sleep("20 millis")
@@ -155,8 +154,7 @@ describe("requests refused before a byte is written", () => {
           yield* expectClean(0)
           // The refusal left nothing behind: a good request still goes through.
           expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
-        }).pipe(Effect.provide(NodeAgent.layer({ maxConnections: 1, maxConnectionsPerOrigin: 1 })))
-        yield* server.allClosed
+        }), { maxConnections: 1, maxConnectionsPerOrigin: 1 })
       }), timeout)
   }
 })
@@ -170,7 +168,7 @@ describe("control characters in the URL", () => {
     it.scopedLive(`${name} in the path never reaches the wire raw`, () =>
       Effect.gen(function*() {
         const server = yield* Server.make()
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           const url = `${server.origin}/a${c}b HTTP/1.1${c}x-injected: 1${c}${c}GET /smuggled`
           const outcome = yield* Effect.either(send(HttpClientRequest.get(url)))
           yield* Effect.sleep("20 millis")
@@ -185,7 +183,7 @@ describe("control characters in the URL", () => {
             expect(server.count("GET", "/smuggled")).toBe(0)
           }
           yield* expectClean()
-        }).pipe(Effect.provide(NodeAgent.layer()))
+        }))
       }), timeout)
   }
 })
@@ -199,7 +197,7 @@ describe("a Stream body that contradicts its declared length", () => {
   it.scopedLive("longer than declared: the excess is never sent, the request fails and the connection is closed", () =>
     Effect.gen(function*() {
       const server = yield* Server.make()
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         const body = Stream.make(new TextEncoder().encode("hello"), new TextEncoder().encode(smuggled))
         const request = HttpClientRequest.post(server.url("/upload")).pipe(
           HttpClientRequest.bodyStream(body, { contentLength: 5 })
@@ -210,14 +208,13 @@ describe("a Stream body that contradicts its declared length", () => {
         expect(server.arrivals.map((a) => `${a.method} ${a.path}`)).toEqual(["POST /upload"])
         yield* Server.until(() => server.sockets[0]!.closedBy === "client", () => "the connection is still open")
         yield* expectClean(0)
-      }).pipe(Effect.provide(NodeAgent.layer()))
-      yield* server.allClosed
+      }))
     }), timeout)
 
   it.scopedLive("shorter than declared: the request fails and the connection is closed, never reused", () =>
     Effect.gen(function*() {
       const server = yield* Server.make()
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         const body = Stream.make(new TextEncoder().encode("hel"))
         const request = HttpClientRequest.post(server.url("/upload")).pipe(
           HttpClientRequest.bodyStream(body, { contentLength: 5 })
@@ -228,7 +225,6 @@ describe("a Stream body that contradicts its declared length", () => {
         expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
         expect(server.sockets.length).toBe(2)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 })
