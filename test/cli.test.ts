@@ -16,8 +16,9 @@ import type * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, inject } from "vitest"
+import { findNginx, startNginx } from "./setup/nginx.js"
 import { squidPassword, squidUser } from "./setup/proxies.js"
-import { findBinary, startOnFreePort } from "./setup/servers.js"
+import { findBinary } from "./setup/servers.js"
 
 const root = path.join(import.meta.dirname, "..")
 const bin = ["--import", "tsx", "--conditions=keepalive-source", path.join(root, "packages/node/src/bin.ts")]
@@ -593,39 +594,17 @@ describe("keepalive probe", () => {
   })
 
   describe("against nginx with keepalive_timeout 2s and keepalive_requests 5", () => {
-    const nginx = findBinary("nginx", ["/usr/local/nginx/sbin"])
+    const nginx = findNginx()
     const skip = nginx === undefined && process.env.CI !== "true"
     let port = 0
     let teardown = async () => {}
     beforeAll(async () => {
       if (skip) return
       if (nginx === undefined) throw new Error("nginx is required under CI")
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-nginx-probe-"))
-      fs.chmodSync(dir, 0o755)
-      fs.mkdirSync(path.join(dir, "html"), { mode: 0o755 })
-      fs.writeFileSync(path.join(dir, "html", "index.html"), "hello\n", { mode: 0o644 })
-      const started = await startOnFreePort((p) => {
-        const conf = path.join(dir, "nginx.conf")
-        fs.writeFileSync(conf, `
-daemon off;
-master_process off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_timeout 2s;
-  keepalive_requests 5;
-  server { listen 127.0.0.1:${p}; root ${dir}/html; }
-}
-`)
-        return spawn(nginx, ["-p", `${dir}/`, "-c", conf], { stdio: ["ignore", "ignore", "pipe"] })
-      }, path.join(dir, "error.log"), () => fs.rmSync(dir, { recursive: true, force: true }))
+      const started = await startNginx(nginx, {
+        http: ["keepalive_timeout 2s;", "keepalive_requests 5;"],
+        files: { "index.html": "hello\n" }
+      })
       if ("error" in started) throw new Error(`nginx did not start: ${started.error}`)
       port = started.port
       teardown = started.teardown
