@@ -17,6 +17,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, inject } from "vitest"
 import { findNginx, startNginx } from "./setup/nginx.js"
+import { provided } from "./setup/provided.js"
 import { squidPassword, squidUser } from "./setup/proxies.js"
 import { findBinary } from "./setup/servers.js"
 
@@ -349,14 +350,8 @@ describe("keepalive fetch", () => {
 })
 
 describe("keepalive fetch --fleet", () => {
-  const redisPort = inject("redisPort")
-  const unavailable = inject("redisUnavailable")
-  const skip = redisPort === 0 && process.env.CI !== "true"
-  if (skip) console.warn(`fleet CLI tests skipped: ${unavailable}`)
-  const redisUrl = () => {
-    if (redisPort === 0) throw new Error(`redis-server is required under CI but unavailable: ${unavailable}`)
-    return `redis://127.0.0.1:${redisPort}`
-  }
+  const redis = provided("redis-server", inject("redisPort"), inject("redisUnavailable"), "fleet CLI tests")
+  const redisUrl = () => `redis://127.0.0.1:${redis.port}`
   /** Keys of this run's own: the test Redis is shared with the tests of @keepalive/redis. */
   const keyPrefix = () => `keepalive:cli:${randomBytes(6).toString("hex")}`
 
@@ -386,7 +381,7 @@ describe("keepalive fetch --fleet", () => {
     expect(typeof loaded.RedisPermits.layer).toBe("function")
   })
 
-  it.skipIf(skip)("two processes share --fleet-max-per-origin: the origin never sees more, every request is served", async () => {
+  it.skipIf(redis.skip)("two processes share --fleet-max-per-origin: the origin never sees more, every request is served", async () => {
     const server = await startCounting(40)
     try {
       const prefix = keyPrefix()
@@ -438,7 +433,7 @@ describe("keepalive fetch --fleet", () => {
     }
   })
 
-  it.skipIf(skip)("Redis unreachable: the layer's one warning line on stderr, each process capped on its own", async () => {
+  it.skipIf(redis.skip)("Redis unreachable: the layer's one warning line on stderr, each process capped on its own", async () => {
     const server = await startCounting(5)
     try {
       const port = await closedPort()
@@ -647,21 +642,9 @@ describe("keepalive demo", () => {
 
 describe("keepalive through proxies", () => {
   const inCi = process.env.CI === "true"
-  /** A provided proxy's port; a missing proxy skips its tests locally and fails them under CI. */
-  const provided = (name: string, port: number, unavailable: string) => {
-    const skip = port === 0 && !inCi
-    if (skip) console.warn(`${name} CLI tests skipped: ${unavailable}`)
-    return {
-      skip,
-      get port(): number {
-        if (port === 0) throw new Error(`${name} is required under CI but unavailable: ${unavailable}`)
-        return port
-      }
-    }
-  }
-  const squid = provided("squid", inject("squidPort"), inject("squidUnavailable"))
-  const squidAuth = provided("squid", inject("squidAuthPort"), inject("squidUnavailable"))
-  const dante = provided("dante", inject("dantePort"), inject("danteUnavailable"))
+  const squid = provided("squid", inject("squidPort"), inject("squidUnavailable"), "squid CLI tests")
+  const squidAuth = provided("squid", inject("squidAuthPort"), inject("squidUnavailable"), "squid CLI tests")
+  const dante = provided("dante", inject("dantePort"), inject("danteUnavailable"), "dante CLI tests")
   const squidLog = inject("squidAccessLog")
   const squidKey = () => `http://127.0.0.1:${squid.port}`
 
