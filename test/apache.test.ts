@@ -13,19 +13,12 @@ import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
 import { inject } from "vitest"
 import { apacheFileContent, apacheFiles, apacheKeepAliveTimeoutSeconds, apacheMaxKeepAliveRequests } from "./setup/apache.js"
+import { provided } from "./setup/provided.js"
 
-const port = inject("apachePort")
-const unavailable = inject("apacheUnavailable")
+const apache = provided("apache2", inject("apachePort"), inject("apacheUnavailable"), "apache2 tests")
 const accessLog = inject("apacheAccessLog")
-const inCi = process.env.CI === "true"
-const skip = port === 0 && !inCi
-if (skip) console.warn(`apache2 tests skipped: ${unavailable}`)
 
-const url = (path: string): string => {
-  // Under CI a missing apache2 is a failure, not a reason to skip.
-  if (port === 0) throw new Error(`apache2 is required under CI but unavailable: ${unavailable}`)
-  return `http://127.0.0.1:${port}${path}`
-}
+const url = (path: string): string => `http://127.0.0.1:${apache.port}${path}`
 
 interface Logged {
   /** Requests the connection carried before this one. */
@@ -69,7 +62,7 @@ const byConnection = (lines: ReadonlyArray<Logged>): Array<Array<Logged>> => {
   return [...groups.values()]
 }
 
-describe.skipIf(skip)("apache2 (mpm_event, KeepAliveTimeout 2 s, MaxKeepAliveRequests 5)", () => {
+describe.skipIf(apache.skip)("apache2 (mpm_event, KeepAliveTimeout 2 s, MaxKeepAliveRequests 5)", () => {
   it.live("asked for keep-alive, it counts max down from 5; each connection carries the 6 requests it takes, 50 requests open 9 connections, and no request fails", () =>
     Effect.gen(function*() {
       const { lines, result } = yield* logged(Effect.gen(function*() {

@@ -17,8 +17,10 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { build } from "esbuild"
 import { afterAll, beforeAll, inject } from "vitest"
+import { findNginx, startNginx } from "./setup/nginx.js"
+import { provided } from "./setup/provided.js"
 import { squidPassword, squidUser } from "./setup/proxies.js"
-import { findBinary, startOnFreePort } from "./setup/servers.js"
+import { findBinary } from "./setup/servers.js"
 
 const root = path.join(import.meta.dirname, "..")
 const sources = path.join(root, "packages/node/src/bin.ts")
@@ -362,14 +364,8 @@ describe("keepalive fetch", () => {
 })
 
 describe("keepalive fetch --fleet", () => {
-  const redisPort = inject("redisPort")
-  const unavailable = inject("redisUnavailable")
-  const skip = redisPort === 0 && process.env.CI !== "true"
-  if (skip) console.warn(`fleet CLI tests skipped: ${unavailable}`)
-  const redisUrl = () => {
-    if (redisPort === 0) throw new Error(`redis-server is required under CI but unavailable: ${unavailable}`)
-    return `redis://127.0.0.1:${redisPort}`
-  }
+  const redis = provided("redis-server", inject("redisPort"), inject("redisUnavailable"), "fleet CLI tests")
+  const redisUrl = () => `redis://127.0.0.1:${redis.port}`
   /** Keys of this run's own: the test Redis is shared with the tests of @keepalive/redis. */
   const keyPrefix = () => `keepalive:cli:${randomBytes(6).toString("hex")}`
 
@@ -399,7 +395,7 @@ describe("keepalive fetch --fleet", () => {
     expect(typeof loaded.RedisPermits.layer).toBe("function")
   })
 
-  it.skipIf(skip)("two processes share --fleet-max-per-origin: the origin never sees more, every request is served", async () => {
+  it.skipIf(redis.skip)("two processes share --fleet-max-per-origin: the origin never sees more, every request is served", async () => {
     const server = await startCounting(40)
     try {
       const prefix = keyPrefix()
@@ -451,7 +447,7 @@ describe("keepalive fetch --fleet", () => {
     }
   })
 
-  it.skipIf(skip)("Redis unreachable: the layer's one warning line on stderr, each process capped on its own", async () => {
+  it.skipIf(redis.skip)("Redis unreachable: the layer's one warning line on stderr, each process capped on its own", async () => {
     const server = await startCounting(5)
     try {
       const port = await closedPort()
@@ -607,39 +603,17 @@ describe("keepalive probe", () => {
   })
 
   describe("against nginx with keepalive_timeout 2s and keepalive_requests 5", () => {
-    const nginx = findBinary("nginx", ["/usr/local/nginx/sbin"])
+    const nginx = findNginx()
     const skip = nginx === undefined && process.env.CI !== "true"
     let port = 0
     let teardown = async () => {}
     beforeAll(async () => {
       if (skip) return
       if (nginx === undefined) throw new Error("nginx is required under CI")
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-nginx-probe-"))
-      fs.chmodSync(dir, 0o755)
-      fs.mkdirSync(path.join(dir, "html"), { mode: 0o755 })
-      fs.writeFileSync(path.join(dir, "html", "index.html"), "hello\n", { mode: 0o644 })
-      const started = await startOnFreePort((p) => {
-        const conf = path.join(dir, "nginx.conf")
-        fs.writeFileSync(conf, `
-daemon off;
-master_process off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_timeout 2s;
-  keepalive_requests 5;
-  server { listen 127.0.0.1:${p}; root ${dir}/html; }
-}
-`)
-        return spawn(nginx, ["-p", `${dir}/`, "-c", conf], { stdio: ["ignore", "ignore", "pipe"] })
-      }, path.join(dir, "error.log"), () => fs.rmSync(dir, { recursive: true, force: true }))
+      const started = await startNginx(nginx, {
+        http: ["keepalive_timeout 2s;", "keepalive_requests 5;"],
+        files: { "index.html": "hello\n" }
+      })
       if ("error" in started) throw new Error(`nginx did not start: ${started.error}`)
       port = started.port
       teardown = started.teardown
@@ -682,21 +656,9 @@ describe("keepalive demo", () => {
 
 describe("keepalive through proxies", () => {
   const inCi = process.env.CI === "true"
-  /** A provided proxy's port; a missing proxy skips its tests locally and fails them under CI. */
-  const provided = (name: string, port: number, unavailable: string) => {
-    const skip = port === 0 && !inCi
-    if (skip) console.warn(`${name} CLI tests skipped: ${unavailable}`)
-    return {
-      skip,
-      get port(): number {
-        if (port === 0) throw new Error(`${name} is required under CI but unavailable: ${unavailable}`)
-        return port
-      }
-    }
-  }
-  const squid = provided("squid", inject("squidPort"), inject("squidUnavailable"))
-  const squidAuth = provided("squid", inject("squidAuthPort"), inject("squidUnavailable"))
-  const dante = provided("dante", inject("dantePort"), inject("danteUnavailable"))
+  const squid = provided("squid", inject("squidPort"), inject("squidUnavailable"), "squid CLI tests")
+  const squidAuth = provided("squid", inject("squidAuthPort"), inject("squidUnavailable"), "squid CLI tests")
+  const dante = provided("dante", inject("dantePort"), inject("danteUnavailable"), "dante CLI tests")
   const squidLog = inject("squidAccessLog")
   const squidKey = () => `http://127.0.0.1:${squid.port}`
 

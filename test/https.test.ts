@@ -10,46 +10,14 @@ import { NodeAgent, NodeConnector } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as http from "node:http"
-import * as https from "node:https"
 import * as net from "node:net"
 import type * as tls from "node:tls"
 import { SessionCache } from "../packages/node/src/internal/nodeConnector.js"
 import { testCertificates } from "./setup/certificates.js"
+import { httpsServer } from "./setup/https.js"
 import { freePort } from "./setup/servers.js"
 
 const certificates = testCertificates("HTTPS tests")
-
-interface Handshakes {
-  readonly port: number
-  /** Handshakes completed: one per TLS connection. */
-  count: number
-  /** Of those, the ones that resumed an earlier session. */
-  resumed: number
-  /** The server name each handshake asked for (SNI), `false` when none. */
-  readonly servernames: Array<string | false>
-}
-
-/** A node:https server on 127.0.0.1 that answers `hello`, counting handshakes; closed with the scope. */
-const httpsServer = (options: https.ServerOptions) =>
-  Effect.acquireRelease(
-    Effect.async<{ server: https.Server; handshakes: Handshakes }>((resume) => {
-      const server = https.createServer(options, (_request, response) => response.end("hello"))
-      const handshakes: Handshakes = { port: 0, count: 0, resumed: 0, servernames: [] }
-      server.on("secureConnection", (socket: tls.TLSSocket) => {
-        handshakes.count++
-        if (socket.isSessionReused()) handshakes.resumed++
-        handshakes.servernames.push((socket as tls.TLSSocket & { servername: string | false }).servername)
-      })
-      server.listen(0, "127.0.0.1", () => {
-        ;(handshakes as { port: number }).port = (server.address() as net.AddressInfo).port
-        resume(Effect.succeed({ server, handshakes }))
-      })
-    }),
-    ({ server }) => Effect.async<void>((resume) => {
-      server.closeAllConnections()
-      server.close(() => resume(Effect.void))
-    })
-  )
 
 const agentWith = (options: NodeConnector.Options) =>
   Agent.layer().pipe(Layer.provide(NodeConnector.layerWith(options)))

@@ -12,18 +12,12 @@ import * as Stream from "effect/Stream"
 import { gunzipSync } from "node:zlib"
 import { inject } from "vitest"
 import { bigBody, bigBodySize } from "./setup/global.js"
+import { provided } from "./setup/provided.js"
 
-const port = inject("nginxPort")
 const unavailable = inject("nginxUnavailable")
-const inCi = process.env.CI === "true"
-const skip = port === 0 && !inCi
-if (skip) console.warn(`nginx tests skipped: ${unavailable}`)
+const nginx = provided("nginx", inject("nginxPort"), unavailable, "nginx tests")
 
-const url = (path: string): string => {
-  // Under CI a missing nginx is a failure, not a reason to skip.
-  if (port === 0) throw new Error(`nginx is required under CI but unavailable: ${unavailable}`)
-  return `http://127.0.0.1:${port}${path}`
-}
+const url = (path: string): string => `http://127.0.0.1:${nginx.port}${path}`
 
 /** One `/conn` answer: nginx's connection serial number and the request count on it. */
 const conn = Effect.gen(function*() {
@@ -49,7 +43,7 @@ const streamBytes = (path: string, headers: Record<string, string> = {}) =>
     )
   )
 
-describe.skipIf(skip)(`nginx${skip ? ` (skipped: ${unavailable})` : ""}`, () => {
+describe.skipIf(nginx.skip)(`nginx${nginx.skip ? ` (skipped: ${unavailable})` : ""}`, () => {
   it.live("50 sequential requests ride one nginx connection", () =>
     Effect.gen(function*() {
       const seen: Array<{ readonly connection: number; readonly requests: number }> = []

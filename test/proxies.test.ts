@@ -20,22 +20,10 @@ import { inject } from "vitest"
 import { apacheFileContent, apacheFiles } from "./setup/apache.js"
 import { bigBody } from "./setup/global.js"
 import { type TestCertificates, testCertificates } from "./setup/certificates.js"
+import { provided } from "./setup/provided.js"
 import { proxyRefusedHost, squidPassword, squidUser } from "./setup/proxies.js"
 
-const inCi = process.env.CI === "true"
-
-/** A provided server's port; a missing one skips its tests locally and fails them under CI. */
-const server = (name: string, port: number, unavailable: string) => {
-  const skip = port === 0 && !inCi
-  if (skip) console.warn(`${name} proxy tests skipped: ${unavailable}`)
-  return {
-    skip,
-    get port(): number {
-      if (port === 0) throw new Error(`${name} is required under CI but unavailable: ${unavailable}`)
-      return port
-    }
-  }
-}
+const server = (name: string, port: number, unavailable: string) => provided(name, port, unavailable, `${name} proxy tests`)
 
 const nginx = server("nginx", inject("nginxPort"), inject("nginxUnavailable"))
 const apache = server("apache2", inject("apachePort"), inject("apacheUnavailable"))

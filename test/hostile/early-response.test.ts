@@ -7,10 +7,9 @@
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
-import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { expectClean, send, timeout } from "./harness.js"
+import { expectClean, send, timeout, withAgent } from "./harness.js"
 import * as Server from "./server.js"
 import type { Arrival } from "./server.js"
 
@@ -67,7 +66,7 @@ describe("a response that arrives before the request body was sent", () => {
             if (request.path !== "/upload") request.socket.respond(request)
           }
         })
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           yield* send(HttpClientRequest.get(server.url("/warm")))
           const request = HttpClientRequest.post(server.url("/upload")).pipe(
             HttpClientRequest.bodyStream(upload(), {
@@ -94,15 +93,14 @@ describe("a response that arrives before the request body was sent", () => {
           expect(server.sockets[1]!.arrivals.map((a) => a.path)).toEqual(["/ok"])
           expect(yield* Agent.stats).toMatchObject({ opened: 2 })
           yield* expectClean(1)
-        }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })))
-        yield* server.allClosed
+        }), { headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })
       }), timeout)
   }
 
   it.scopedLive("control: a 200 after the whole upload leaves the connection reusable", () =>
     Effect.gen(function*() {
       const server = yield* Server.make()
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         const small = Stream.repeatValue(chunk).pipe(Stream.take(16))
         const response = yield* send(HttpClientRequest.post(server.url("/upload")).pipe(HttpClientRequest.bodyStream(small)))
         expect(response).toMatchObject({ status: 200, body: "POST /upload" })
@@ -111,7 +109,6 @@ describe("a response that arrives before the request body was sent", () => {
         expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
         expect(server.sockets.length).toBe(1)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer()))
-      yield* server.allClosed
+      }))
     }), timeout)
 })

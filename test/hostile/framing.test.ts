@@ -7,9 +7,8 @@
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import type { Reason } from "@keepalive/agent/AgentError"
-import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
-import { expectClean, expectFailure, failure, send, timeout } from "./harness.js"
+import { expectClean, expectFailure, failure, send, timeout, withAgent } from "./harness.js"
 import * as Server from "./server.js"
 
 interface Case {
@@ -154,7 +153,7 @@ describe("framing the Agent must reject", () => {
     it.scopedLive(`${c.name}: ${c.reason}, the connection is closed and never reused`, () =>
       Effect.gen(function*() {
         const server = yield* serverFor(c.response, c.serverCloses === true)
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           // A warm connection first, so that the bad response comes on a reused one as well.
           expect((yield* send(HttpClientRequest.get(server.url("/warm")))).body).toBe("GET /warm")
           yield* expectFailure(send(HttpClientRequest.get(server.url("/bad"))), c.reason)
@@ -166,8 +165,7 @@ describe("framing the Agent must reject", () => {
           expect(server.sockets[1]!.arrivals.map((a) => a.path)).toEqual(["/ok"])
           expect(first.arrivals.map((a) => a.path)).toEqual(["/warm", "/bad"])
           yield* expectClean(1)
-        }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })))
-        yield* server.allClosed
+        }), { headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })
       }), timeout)
   }
 
@@ -184,7 +182,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
     it.scopedLive(`${what} in the same write as a complete response: the response is delivered, its connection closed, the next request served on a new one`, () =>
       Effect.gen(function*() {
         const server = yield* serverFor(`${ok}content-length: 5\r\n\r\nhello` + extra, false)
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           for (let i = 0; i < 10; i++) {
             expect((yield* send(HttpClientRequest.get(server.url("/bad")))).body).toBe("hello")
           }
@@ -193,8 +191,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
           expect(server.sockets.length).toBe(11)
           for (const socket of server.sockets.slice(0, 10)) expect(socket.arrivals.length).toBe(1)
           yield* expectClean(1)
-        }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-        yield* server.allClosed
+        }), { headersTimeout: "2 seconds" })
       }), timeout)
   }
 
@@ -211,7 +208,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
           }, 1)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         for (let i = 0; i < 10; i++) {
           const response = yield* send(HttpClientRequest.head(server.url("/head")))
           expect(response.status).toBe(200)
@@ -220,14 +217,13 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
         expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
         for (const socket of server.sockets.slice(0, 10)) expect(socket.arrivals.length).toBe(1)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 
   it.scopedLive("a HEAD response and body bytes in one write: the response is returned with an empty body, its connection closed", () =>
     Effect.gen(function*() {
       const server = yield* serverFor(`${ok}content-length: 5\r\n\r\nhello`, false)
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         for (let i = 0; i < 10; i++) {
           const response = yield* send(HttpClientRequest.head(server.url("/bad")))
           expect(response.status).toBe(200)
@@ -235,8 +231,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
         }
         expect(server.sockets.length).toBe(10)
         yield* expectClean(0)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 
   it.scopedLive("a second response in the same write: the first succeeds, the connection is never reused", () =>
@@ -244,7 +239,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
       const first = `${ok}content-length: 5\r\n\r\nhello`
       const extra = `${ok}content-length: 5\r\n\r\nextra`
       const server = yield* serverFor(first + extra, false)
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         expect((yield* send(HttpClientRequest.get(server.url("/bad")))).body).toBe("hello")
         const bad = server.sockets[0]!
         yield* Server.until(() => bad.closedBy !== undefined, () => "the socket that sent two responses is still open")
@@ -254,8 +249,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
         expect(server.sockets.length).toBe(2)
         expect(bad.arrivals.length).toBe(1)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 
   it.scopedLive("a second response in a later packet, before the first was read, is never read as the next answer", () =>
@@ -267,7 +261,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
           setTimeout(() => request.socket.write(`${ok}content-length: 5\r\n\r\nextra`), 5)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         expect((yield* send(HttpClientRequest.get(server.url("/bad")))).body).toBe("hello")
         const bad = server.sockets[0]!
         yield* Server.until(() => bad.closedBy !== undefined, () => "the socket that sent two responses is still open")
@@ -275,8 +269,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
         expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
         expect(bad.arrivals.length).toBe(1)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 
   for (const coding of ["chunked, gzip", "chunked, identity"]) {
@@ -293,14 +286,13 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
             }, 5)
           }
         })
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           const response = yield* send(HttpClientRequest.get(server.url("/coded")))
           expect(response.body).toBe(payload)
           expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
           expect(server.sockets.length).toBe(2)
           yield* expectClean(1)
-        }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })))
-        yield* server.allClosed
+        }), { headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })
       }), timeout)
   }
 
@@ -318,7 +310,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
           }, 20)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* send(HttpClientRequest.get(server.url("/warm")))
         const response = yield* send(HttpClientRequest.get(server.url("/gzip")))
         expect(response.headers["transfer-encoding"]).toBe("gzip")
@@ -327,8 +319,7 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
         expect(server.sockets.length).toBe(2)
         expect(server.sockets[1]!.arrivals.map((a) => a.path)).toEqual(["/ok"])
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds", bodyTimeout: "2 seconds" })
     }), timeout)
 
   it.scopedLive("a close-delimited body whose server keeps the socket open is cut off by bodyTimeout, never reused", () =>
@@ -339,14 +330,13 @@ describe("a complete response with stray bytes after it, or an odd coding: deliv
           request.socket.write(`${ok}transfer-encoding: gzip\r\n\r\nsome bytes and then silence`)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         const error = yield* failure(send(HttpClientRequest.get(server.url("/open-ended"))))
         expect({ reason: error.reason, phase: error.phase }).toEqual({ reason: "Timeout", phase: "body" })
         yield* Server.until(() => server.sockets[0]!.closedBy === "client", () => "the socket is still open")
         expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
         expect(server.sockets.length).toBe(2)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ bodyTimeout: "150 millis" })))
-      yield* server.allClosed
+      }), { bodyTimeout: "150 millis" })
     }), timeout)
 })

@@ -2,17 +2,31 @@
  * The client side of the hostile-server tests: sending through the Agent,
  * telling outcomes apart, and checking that nothing leaked afterwards.
  */
+import type * as HttpClient from "@effect/platform/HttpClient"
 import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { expect } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import { AgentError, isAgentError } from "@keepalive/agent/AgentError"
 import type { Phase, Reason } from "@keepalive/agent/AgentError"
+import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 
 /** Every hostile test is quick; a hang must fail it rather than the run. */
 export const timeout = 8_000
+
+/**
+ * Runs `body` with a NodeAgent (and its HttpClient) made with `config`, then
+ * waits until `server` has seen every connection it accepted closed: closing
+ * the Agent closes them all, whatever the exchange left behind.
+ */
+export const withAgent = <A, E, R>(
+  server: { readonly allClosed: Effect.Effect<void> },
+  body: Effect.Effect<A, E, R>,
+  config?: Agent.Config
+): Effect.Effect<A, E, Exclude<R, Agent.Agent | HttpClient.HttpClient>> =>
+  Effect.zipLeft(Effect.provide(body, NodeAgent.layer(config)), server.allClosed)
 
 /** Reads a body as latin1 text, failing with the Agent's own error rather than a wrapper. */
 export const readText = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<string, AgentError> =>

@@ -14,9 +14,8 @@
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
-import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
-import { expectClean, send, timeout } from "./harness.js"
+import { expectClean, send, timeout, withAgent } from "./harness.js"
 import * as Server from "./server.js"
 import type { ServerSocket } from "./server.js"
 
@@ -53,7 +52,7 @@ describe("an idle connection that receives data or EOF", () => {
       it.scopedLive(`${event.name}, ${timing.name}: the next request gets its real answer on a new connection`, () =>
         Effect.gen(function*() {
           const server = yield* Server.make()
-          yield* Effect.gen(function*() {
+          yield* withAgent(server, Effect.gen(function*() {
             expect((yield* send(HttpClientRequest.get(server.url("/first")))).body).toBe("GET /first")
             expect(yield* Agent.stats).toMatchObject({ open: 1, idle: 1 })
             const first = server.sockets[0]!
@@ -79,8 +78,7 @@ describe("an idle connection that receives data or EOF", () => {
             expect(next.index).toBe(0)
             yield* Server.until(() => first.closed, () => "socket 1 still open")
             yield* expectClean()
-          }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-          yield* server.allClosed
+          }), { headersTimeout: "2 seconds" })
         }), timeout)
     }
   }
@@ -89,7 +87,7 @@ describe("an idle connection that receives data or EOF", () => {
   it.scopedLive("a connection found broken at checkout is replaced by exactly one new connection", () =>
     Effect.gen(function*() {
       const server = yield* Server.make()
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* send(HttpClientRequest.get(server.url("/first")))
         const first = server.sockets[0]!
         // Idle long enough for any reuse check, so that the FIN is found at checkout.
@@ -100,21 +98,20 @@ describe("an idle connection that receives data or EOF", () => {
         expect(server.sockets.map((s) => s.arrivals.map((a) => a.path))).toEqual([["/first"], ["/next"]])
         expect(yield* Agent.stats).toMatchObject({ opened: 2 })
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer()))
-      yield* server.allClosed
+      }))
     }), timeout)
 
   it.scopedLive("unsolicited bytes on an idle connection close it from the client side", () =>
     Effect.gen(function*() {
       const server = yield* Server.make()
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* send(HttpClientRequest.get(server.url("/first")))
         const first = server.sockets[0]!
         yield* Effect.sync(() => first.write(fakeResponse))
         yield* Server.until(() => first.closed, () => "the client kept a connection that sent stray bytes")
         expect(first.closedBy).toBe("client")
         yield* expectClean(0)
-      }).pipe(Effect.provide(NodeAgent.layer()))
+      }))
     }), timeout)
 })
 
@@ -129,7 +126,7 @@ describe("an idle connection that receives empty lines (CRLF), as some servers s
     it.scopedLive(`${name}: skipped, and the connection carries the next request`, () =>
       Effect.gen(function*() {
         const server = yield* Server.make()
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           expect((yield* send(HttpClientRequest.get(server.url("/first")))).body).toBe("GET /first")
           const first = server.sockets[0]!
           yield* Effect.sleep("5 millis")
@@ -145,15 +142,14 @@ describe("an idle connection that receives empty lines (CRLF), as some servers s
           expect(server.sockets.length).toBe(1)
           expect(first.arrivals.map((a) => a.path)).toEqual(["/first", "/next"])
           yield* expectClean(1)
-        }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-        yield* server.allClosed
+        }), { headersTimeout: "2 seconds" })
       }), timeout)
   }
 
   it.scopedLive("17 CRLFs: more than a server's slip, the connection is closed and never reused", () =>
     Effect.gen(function*() {
       const server = yield* Server.make()
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* send(HttpClientRequest.get(server.url("/first")))
         const first = server.sockets[0]!
         yield* Effect.sync(() => first.write("\r\n".repeat(17)))
@@ -162,8 +158,7 @@ describe("an idle connection that receives empty lines (CRLF), as some servers s
         expect((yield* send(HttpClientRequest.get(server.url("/next")))).body).toBe("GET /next")
         expect(server.sockets.length).toBe(2)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer()))
-      yield* server.allClosed
+      }))
     }), timeout)
 
   it.scopedLive("a CRLF written right after a 304 and a CRLF before the next status line: both responses arrive, one connection", () =>
@@ -174,12 +169,11 @@ describe("an idle connection that receives empty lines (CRLF), as some servers s
           request.socket.write("\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         expect((yield* send(HttpClientRequest.get(server.url("/304")))).status).toBe(304)
         expect((yield* send(HttpClientRequest.get(server.url("/next")))).body).toBe("ok")
         expect(server.sockets.length).toBe(1)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 })

@@ -10,12 +10,11 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
-import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
-import { expectClean, readText, send } from "./harness.js"
+import { expectClean, readText, send, withAgent } from "./harness.js"
 import * as Server from "./server.js"
 
 /** A small seeded generator (mulberry32), so that a failing mix can be replayed. */
@@ -107,7 +106,7 @@ describe("interruption at random points", () => {
       let maxOpen = 0
       let uncut = 0
 
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         /** One request and its body, checked against what was asked for. */
         const exchange = (i: number) => {
           const path = `/r/${i}`
@@ -211,10 +210,7 @@ describe("interruption at random points", () => {
         expect(after.body).toBe(bodyFor("/after", Number(after.headers["x-size"])))
         yield* fullCapacity(server)
         yield* expectClean()
-      }).pipe(Effect.provide(NodeAgent.layer({ maxConnectionsPerOrigin: 8, headersTimeout: "2 seconds" })))
-
-      // The Agent is closed: so is every socket the server ever accepted.
-      yield* server.allClosed
+      }), { maxConnectionsPerOrigin: 8, headersTimeout: "2 seconds" })
     }), 15_000)
 
   it.scopedLive("300 requests through HttpClient cut short at random leave nothing busy, waiting or open", () =>
@@ -235,7 +231,7 @@ describe("interruption at random points", () => {
       })
       const clientRandom = random(seed + 3)
       const outcomes = { ok: 0, cut: 0, failed: [] as Array<string> }
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         const client = yield* HttpClient.HttpClient
         const one = (i: number) => {
           const path = `/h/${i}`
@@ -265,7 +261,6 @@ describe("interruption at random points", () => {
         expect(after.body).toBe(bodyFor("/after", Number(after.headers["x-size"])))
         yield* fullCapacity(server)
         yield* expectClean()
-      }).pipe(Effect.provide(NodeAgent.layer({ maxConnectionsPerOrigin: 8, headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { maxConnectionsPerOrigin: 8, headersTimeout: "2 seconds" })
     }), 15_000)
 })

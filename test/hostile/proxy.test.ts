@@ -16,10 +16,9 @@ import { NodeConnector } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
-import * as https from "node:https"
 import * as net from "node:net"
-import type * as tls from "node:tls"
 import { testCertificates } from "../setup/certificates.js"
+import { httpsServer } from "../setup/https.js"
 import { freePort } from "../setup/servers.js"
 import { timeout } from "./harness.js"
 import * as Server from "./server.js"
@@ -209,36 +208,6 @@ const socksReplying = (reply: (accepted: Accepted) => void) =>
   })
 
 const certificates = testCertificates("proxy TLS tests")
-
-interface Handshakes {
-  readonly port: number
-  count: number
-  resumed: number
-  readonly servernames: Array<string | false>
-}
-
-/** A node:https origin on 127.0.0.1 answering `hello`, counting its handshakes; closed with the scope. */
-const httpsOrigin = (options: https.ServerOptions) =>
-  Effect.acquireRelease(
-    Effect.async<{ server: https.Server; handshakes: Handshakes }>((resume) => {
-      const server = https.createServer(options, (_request, response) => response.end("hello"))
-      const handshakes: Handshakes = { port: 0, count: 0, resumed: 0, servernames: [] }
-      server.on("secureConnection", (socket: tls.TLSSocket) => {
-        handshakes.count++
-        if (socket.isSessionReused()) handshakes.resumed++
-        handshakes.servernames.push((socket as tls.TLSSocket & { servername: string | false }).servername)
-      })
-      server.listen(0, "127.0.0.1", () => {
-        ;(handshakes as { port: number }).port = (server.address() as net.AddressInfo).port
-        resume(Effect.succeed({ server, handshakes }))
-      })
-    }),
-    ({ server }) =>
-      Effect.async<void>((resume) => {
-        server.closeAllConnections()
-        server.close(() => resume(Effect.void))
-      })
-  ).pipe(Effect.map(({ handshakes }) => handshakes))
 
 // --- the client side -------------------------------------------------------------------
 
@@ -662,7 +631,7 @@ describe.skipIf(certificates === undefined)("TLS to the origin through a proxy",
 
   it.scopedLive("a CONNECT tunnel to a TLS origin: SNI and the certificate checked against the origin's name; the session resumed through the tunnel", () =>
     Effect.gen(function*() {
-      const handshakes = yield* httpsOrigin({ key: certs.key, cert: certs.cert })
+      const { handshakes } = yield* httpsServer({ key: certs.key, cert: certs.cert })
       const proxy = yield* connectProxy()
       const connector = yield* connectorWith({ tls: { ca: certs.ca } })
       const origin = Origin.make("https", "localhost", handshakes.port)
@@ -681,7 +650,7 @@ describe.skipIf(certificates === undefined)("TLS to the origin through a proxy",
 
   it.scopedLive("an IP-literal origin through a tunnel: no SNI, the certificate checked against the origin's address", () =>
     Effect.gen(function*() {
-      const handshakes = yield* httpsOrigin({ key: certs.key, cert: certs.cert })
+      const { handshakes } = yield* httpsServer({ key: certs.key, cert: certs.cert })
       const proxy = yield* connectProxy()
       const connector = yield* connectorWith({ tls: { ca: certs.ca } })
       const response = yield* Effect.scoped(Effect.flatMap(
@@ -694,7 +663,7 @@ describe.skipIf(certificates === undefined)("TLS to the origin through a proxy",
 
   it.scopedLive("a certificate for another name: Connect, naming the origin's host, not the proxy's", () =>
     Effect.gen(function*() {
-      const handshakes = yield* httpsOrigin({ key: certs.otherKey, cert: certs.otherCert })
+      const { handshakes } = yield* httpsServer({ key: certs.otherKey, cert: certs.otherCert })
       const proxy = yield* connectProxy()
       const error = yield* connectFailure(
         Origin.make("https", "localhost", handshakes.port),
@@ -712,7 +681,7 @@ describe.skipIf(certificates === undefined)("TLS to the origin through a proxy",
 
   it.scopedLive("an untrusted origin through a tunnel: verification is on as without a proxy", () =>
     Effect.gen(function*() {
-      const handshakes = yield* httpsOrigin({ key: certs.key, cert: certs.cert })
+      const { handshakes } = yield* httpsServer({ key: certs.key, cert: certs.cert })
       const proxy = yield* connectProxy()
       const error = yield* connectFailure(Origin.make("https", "localhost", handshakes.port), endpoint(`http://127.0.0.1:${proxy.port}`))
       expect(error.reason).toBe("Connect")
@@ -723,7 +692,7 @@ describe.skipIf(certificates === undefined)("TLS to the origin through a proxy",
   for (const scheme of ["socks5", "socks5h"] as const) {
     it.scopedLive(`through ${scheme} with username/password to a TLS origin: a whole request, the certificate checked against the origin's name`, () =>
       Effect.gen(function*() {
-        const handshakes = yield* httpsOrigin({ key: certs.key, cert: certs.cert })
+        const { handshakes } = yield* httpsServer({ key: certs.key, cert: certs.cert })
         const proxy = yield* socksProxy({ username: "alice", password: "s3cret" })
         const connector = yield* connectorWith({ tls: { ca: certs.ca } })
         const response = yield* Effect.scoped(Effect.flatMap(

@@ -8,10 +8,9 @@
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
-import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { expectClean, expectFailure, failure, send, timeout } from "./harness.js"
+import { expectClean, expectFailure, failure, send, timeout, withAgent } from "./harness.js"
 import * as Server from "./server.js"
 import type { Arrival } from "./server.js"
 
@@ -99,7 +98,7 @@ for (const how of ["FIN", "RST"] as const) {
       it.scopedLive(`${c.name} is retried once on a fresh connection and succeeds`, () =>
         Effect.gen(function*() {
           const server = yield* staleOnReuse(how)
-          yield* Effect.gen(function*() {
+          yield* withAgent(server, Effect.gen(function*() {
             expect((yield* send(HttpClientRequest.get(server.url("/warm")))).body).toBe("GET /warm")
             const response = yield* send(c.request(server.url("/target")))
             expect(response.status).toBe(200)
@@ -113,8 +112,7 @@ for (const how of ["FIN", "RST"] as const) {
             if (c.body !== undefined) expect(fresh!.arrivals[0]!.body.toString("latin1")).toBe(c.body)
             expect(yield* Agent.stats).toMatchObject({ opened: 2 })
             yield* expectClean(1)
-          }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-          yield* server.allClosed
+          }), { headersTimeout: "2 seconds" })
         }), timeout)
     }
 
@@ -122,7 +120,7 @@ for (const how of ["FIN", "RST"] as const) {
       it.scopedLive(`${c.name} fails with Stale and is sent exactly once`, () =>
         Effect.gen(function*() {
           const server = yield* staleOnReuse(how)
-          yield* Effect.gen(function*() {
+          yield* withAgent(server, Effect.gen(function*() {
             yield* send(HttpClientRequest.get(server.url("/warm")))
             yield* expectFailure(send(c.request(server.url("/target"))), "Stale")
             // Give a wrongful retry time to reach the server.
@@ -130,8 +128,7 @@ for (const how of ["FIN", "RST"] as const) {
             expect(server.count(c.method, "/target")).toBe(1)
             expect(server.sockets.length).toBe(1)
             yield* expectClean(0)
-          }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-          yield* server.allClosed
+          }), { headersTimeout: "2 seconds" })
         }), timeout)
     }
 
@@ -142,15 +139,14 @@ for (const how of ["FIN", "RST"] as const) {
             if (request.path === "/target") close(how, request)
           }
         })
-        yield* Effect.gen(function*() {
+        yield* withAgent(server, Effect.gen(function*() {
           const error = yield* failure(send(HttpClientRequest.get(server.url("/target"))))
           expect(error.reason, error.message).not.toBe("Stale")
           yield* Effect.sleep("50 millis")
           expect(server.count("GET", "/target")).toBe(1)
           expect(server.sockets.length).toBe(1)
           yield* expectClean(0)
-        }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-        yield* server.allClosed
+        }), { headersTimeout: "2 seconds" })
       }), timeout)
   })
 }
@@ -169,7 +165,7 @@ describe("the one retry", () => {
           else request.socket.respond(request)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* Effect.all([send(HttpClientRequest.get(server.url("/warm"))), send(HttpClientRequest.get(server.url("/warm")))], {
           concurrency: 2
         })
@@ -181,8 +177,7 @@ describe("the one retry", () => {
         const last = server.arrivals[server.arrivals.length - 1]!
         expect({ path: last.path, index: last.index }).toEqual({ path: "/target", index: 0 })
         yield* expectClean()
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 })
 
@@ -197,13 +192,12 @@ describe("empty lines before the close", () => {
           }
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* send(HttpClientRequest.get(server.url("/warm")))
         const response = yield* send(HttpClientRequest.get(server.url("/target")))
         expect(response.body).toBe("GET /target")
         expect(server.count("GET", "/target")).toBe(2)
         yield* expectClean()
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "2 seconds" })))
-      yield* server.allClosed
+      }), { headersTimeout: "2 seconds" })
     }), timeout)
 })

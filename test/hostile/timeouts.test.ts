@@ -5,11 +5,10 @@
  */
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { describe, expect, it } from "@effect/vitest"
-import { NodeAgent } from "@keepalive/node"
 import * as Effect from "effect/Effect"
 import * as net from "node:net"
 import { Worker } from "node:worker_threads"
-import { expectClean, expectFailure, send, timeout } from "./harness.js"
+import { expectClean, expectFailure, send, timeout, withAgent } from "./harness.js"
 import * as Server from "./server.js"
 import type { Arrival } from "./server.js"
 
@@ -84,7 +83,7 @@ describe("connect timeout", () => {
       const { full } = yield* fillAcceptQueue(listener.port)
       expect(full, "could not fill the accept queue of the unaccepting listener").toBe(true)
       const server = yield* Server.make()
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         const started = performance.now()
         yield* expectFailure(send(HttpClientRequest.get(`http://127.0.0.1:${listener.port}/`)), "Timeout", "connect")
         expect(performance.now() - started).toBeLessThan(1000)
@@ -92,8 +91,7 @@ describe("connect timeout", () => {
         // maxConnections is 1: the timed-out attempt must have released its permit.
         expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ connectTimeout: "200 millis", maxConnections: 1 })))
-      yield* server.allClosed
+      }), { connectTimeout: "200 millis", maxConnections: 1 })
     }), timeout)
 })
 
@@ -105,7 +103,7 @@ describe("headers timeout", () => {
           if (request.path !== "/hang") request.socket.respond(request)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* send(HttpClientRequest.get(server.url("/warm")))
         const started = performance.now()
         yield* expectFailure(send(HttpClientRequest.get(server.url("/hang"))), "Timeout", "headers")
@@ -120,8 +118,7 @@ describe("headers timeout", () => {
         yield* expectClean(0)
         expect((yield* send(HttpClientRequest.get(server.url("/ok")))).body).toBe("GET /ok")
         expect(server.sockets.length).toBe(2)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "300 millis" })))
-      yield* server.allClosed
+      }), { headersTimeout: "300 millis" })
     }), timeout)
 
   it.scopedLive("a head dripped slowly: headersTimeout bounds the whole head, not the gaps", () =>
@@ -129,14 +126,13 @@ describe("headers timeout", () => {
       const server = yield* Server.make({
         onRequest: (request) => drip(request, "HTTP/1.1 200 OK\r\nx-slow: " + "a".repeat(60) + "\r\ncontent-length: 0\r\n\r\n", 10)
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* expectFailure(send(HttpClientRequest.get(server.url("/slow-head"))), "Timeout", "headers")
         const socket = server.sockets[0]!
         yield* Server.until(() => socket.closedBy !== undefined, () => "the slow socket is still open")
         expect(socket.closedBy).toBe("client")
         yield* expectClean(0)
-      }).pipe(Effect.provide(NodeAgent.layer({ headersTimeout: "300 millis" })))
-      yield* server.allClosed
+      }), { headersTimeout: "300 millis" })
     }), timeout)
 })
 
@@ -146,14 +142,13 @@ describe("body timeout", () => {
       const server = yield* Server.make({
         onRequest: (request) => request.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* expectFailure(send(HttpClientRequest.get(server.url("/half"))), "Timeout", "body")
         const socket = server.sockets[0]!
         yield* Server.until(() => socket.closedBy !== undefined, () => "the stalled socket is still open")
         expect(socket.closedBy).toBe("client")
         yield* expectClean(0)
-      }).pipe(Effect.provide(NodeAgent.layer({ bodyTimeout: "100 millis" })))
-      yield* server.allClosed
+      }), { bodyTimeout: "100 millis" })
     }), timeout)
 
   it.scopedLive("a chunked body that stalls mid-chunk: Timeout (body)", () =>
@@ -161,12 +156,11 @@ describe("body timeout", () => {
       const server = yield* Server.make({
         onRequest: (request) => request.socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\na\r\nhello")
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* expectFailure(send(HttpClientRequest.get(server.url("/half"))), "Timeout", "body")
         yield* Server.until(() => server.sockets[0]!.closedBy === "client", () => "the stalled socket is still open")
         yield* expectClean(0)
-      }).pipe(Effect.provide(NodeAgent.layer({ bodyTimeout: "100 millis" })))
-      yield* server.allClosed
+      }), { bodyTimeout: "100 millis" })
     }), timeout)
 
   it.scopedLive("a body dripped one byte every 200 ms with bodyTimeout 100 ms: Timeout (body)", () =>
@@ -177,14 +171,13 @@ describe("body timeout", () => {
           drip(request, "0123456789", 200)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         yield* expectFailure(send(HttpClientRequest.get(server.url("/drip"))), "Timeout", "body")
         const socket = server.sockets[0]!
         yield* Server.until(() => socket.closedBy !== undefined, () => "the dripping socket is still open")
         expect(socket.closedBy).toBe("client")
         yield* expectClean(0)
-      }).pipe(Effect.provide(NodeAgent.layer({ bodyTimeout: "100 millis" })))
-      yield* server.allClosed
+      }), { bodyTimeout: "100 millis" })
     }), timeout)
 
   it.scopedLive("control: a body dripped every 20 ms outlasts a 100 ms bodyTimeout, which bounds silence, not the body", () =>
@@ -195,12 +188,11 @@ describe("body timeout", () => {
           drip(request, "abcdefghijklmno", 20)
         }
       })
-      yield* Effect.gen(function*() {
+      yield* withAgent(server, Effect.gen(function*() {
         const started = performance.now()
         expect((yield* send(HttpClientRequest.get(server.url("/drip")))).body).toBe("abcdefghijklmno")
         expect(performance.now() - started).toBeGreaterThan(200)
         yield* expectClean(1)
-      }).pipe(Effect.provide(NodeAgent.layer({ bodyTimeout: "100 millis" })))
-      yield* server.allClosed
+      }), { bodyTimeout: "100 millis" })
     }), timeout)
 })

@@ -1,6 +1,7 @@
 /**
- * What the global setups of the real servers (nginx, apache2) share: finding
- * and installing a binary, a free port, waiting for a start, stopping.
+ * What the setups of the real servers (nginx, apache2, redis, the proxies)
+ * share: finding and installing a binary, a free port, waiting for a start,
+ * stopping.
  */
 import type { ChildProcess } from "node:child_process"
 import { spawnSync } from "node:child_process"
@@ -142,9 +143,12 @@ export type Obtained = { readonly binary: string } | { readonly unavailable: str
 
 let aptUpdated = false
 
-/** A binary, installing the first package apt offers when allowed; or the reason there is none. */
-export const obtain = (name: string, packages: ReadonlyArray<string>): Obtained => {
-  const found = findBinary(name)
+/**
+ * A binary (on PATH, in the sbin directories or in `moreDirs`), installing the
+ * first package apt offers when allowed; or the reason there is none.
+ */
+export const obtain = (name: string, packages: ReadonlyArray<string>, moreDirs: ReadonlyArray<string> = []): Obtained => {
+  const found = findBinary(name, moreDirs)
   if (found !== undefined) return { binary: found }
   if (process.getuid?.() !== 0) return { unavailable: `${name} is not installed and we are not root to install it` }
   let pkg = packages.find(aptCandidate)
@@ -155,6 +159,6 @@ export const obtain = (name: string, packages: ReadonlyArray<string>): Obtained 
   }
   if (pkg === undefined) return { unavailable: `apt has none of ${packages.join(", ")}` }
   if (!apt(["install", "-y", "--no-install-recommends", pkg])) return { unavailable: `apt-get install ${pkg} failed` }
-  const installed = findBinary(name)
+  const installed = findBinary(name, moreDirs)
   return installed === undefined ? { unavailable: `${pkg} installed but no ${name} binary found` } : { binary: installed }
 }

@@ -14,7 +14,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle } from "./support/agent.js"
-import { echoServer, MemoryServer, type SeenRequest } from "./support/MemoryConnector.js"
+import { echoServer, heldServer, MemoryServer } from "./support/MemoryConnector.js"
 
 describe("Agent: requests", () => {
   it.effect("a URL that does not parse fails with InvalidRequest, through request and requestWith, and opens nothing", () => {
@@ -45,8 +45,7 @@ describe("Agent: persist: false", () => {
 
 describe("Agent: shutdown", () => {
   it.effect("at shutdown new requests and waiting ones fail Closed at once, idle connections close at once, and requests in flight finish", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => req.path === "/quick" ? req.socket.respond("quick") : held.push(req))
+    const { held, server } = heldServer((req) => req.path !== "/quick")
     return Effect.gen(function*() {
       const scope = yield* Scope.make()
       const agent = yield* Effect.provide(Agent.make({ maxConnectionsPerOrigin: 1 }), server.layer).pipe(Scope.extend(scope))

@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle } from "./support/agent.js"
-import { MemoryServer, type SeenRequest } from "./support/MemoryConnector.js"
+import { heldServer, MemoryServer } from "./support/MemoryConnector.js"
 
 /** Which connection (server-side socket id) carried each of `count` sequential requests. */
 const socketsOf = (server: MemoryServer, count: number, url = "http://a.test/") =>
@@ -124,8 +124,7 @@ describe("Lifetimes: maxConnectionAge", () => {
   })
 
   it.effect("a busy connection past its age finishes its exchange, then closes", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => held.push(req))
+    const { held, server } = heldServer()
     return Effect.gen(function*() {
       const slow = yield* Effect.fork(Agent.requestString("http://a.test/slow"))
       yield* settle

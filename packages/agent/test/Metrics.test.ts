@@ -12,7 +12,7 @@ import * as Metric from "effect/Metric"
 import * as MetricState from "effect/MetricState"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle } from "./support/agent.js"
-import { echoServer, MemoryServer, type SeenRequest } from "./support/MemoryConnector.js"
+import { echoServer, heldServer, MemoryServer } from "./support/MemoryConnector.js"
 
 const names = Agent.metricNames
 
@@ -93,8 +93,7 @@ describe("Metrics", () => {
   })
 
   it.effect("open connections by state, waiting requests and the time they waited, as requests come and go", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => held.push(req))
+    const { held, server } = heldServer()
     return Effect.gen(function*() {
       const origin = at("m2.test")
       const first = yield* Effect.fork(Agent.requestString("http://m2.test/1"))

@@ -15,7 +15,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as TestClock from "effect/TestClock"
 import { settle } from "./support/agent.js"
-import { echoServer, MemoryServer, type SeenRequest } from "./support/MemoryConnector.js"
+import { echoServer, heldServer, MemoryServer } from "./support/MemoryConnector.js"
 import { MemoryPermits } from "./support/MemoryPermits.js"
 
 const A = "http://a.test:80"
@@ -23,19 +23,9 @@ const A = "http://a.test:80"
 const agentWith = (server: MemoryServer, permits: MemoryPermits, config: Agent.Config = {}) =>
   Agent.layer({ shutdownTimeout: 0, ...config }).pipe(Layer.provide(Layer.merge(server.layer, permits.layer)))
 
-/** A server that answers only when told: each request's `answer`. */
-const heldServer = () => {
-  const pending: Array<SeenRequest> = []
-  const server = new MemoryServer((req) => pending.push(req))
-  const answerAll = () => {
-    for (const req of pending.splice(0)) req.socket.respond("ok")
-  }
-  return { server, pending, answerAll }
-}
-
 describe("ConnectionPermits: the Agent asks before it opens", () => {
   it.effect("the store's cap holds however many connections the Agent itself would open; each permit goes back after its connection closed", () => {
-    const { answerAll, pending, server } = heldServer()
+    const { answerAll, held, server } = heldServer()
     const permits = new MemoryPermits(1)
     return Effect.gen(function*() {
       const fibers = yield* Effect.forEach(
@@ -46,7 +36,7 @@ describe("ConnectionPermits: the Agent asks before it opens", () => {
       yield* settle
       // One connection: the store gave one permit; the others wait in the origin's line.
       expect(server.sockets).toHaveLength(1)
-      expect(pending).toHaveLength(1)
+      expect(held).toHaveLength(1)
       for (let i = 0; i < 4; i++) {
         answerAll()
         yield* settle

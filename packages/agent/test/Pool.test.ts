@@ -18,8 +18,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle, withAgent } from "./support/agent.js"
-import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
-import type { SeenRequest } from "./support/MemoryConnector.js"
+import { echoServer, heldServer, MemoryServer } from "./support/MemoryConnector.js"
 
 describe("Pool: reuse", () => {
   it.effect("reuses one connection for sequential requests", () => {
@@ -63,8 +62,7 @@ describe("Pool: reuse", () => {
 
 describe("Pool: per-origin stats", () => {
   it.effect("counts each origin's connections, waiters and reuse apart, and forgets an origin left with nothing", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => req.headers["host"] === "b.test" ? held.push(req) : req.socket.respond("ok"))
+    const { held, server } = heldServer((req) => req.headers["host"] === "b.test")
     return Effect.gen(function*() {
       for (let i = 0; i < 3; i++) yield* Agent.requestString(`http://a.test/${i}`)
       const fibers: Array<Fiber.RuntimeFiber<string, unknown>> = []
@@ -157,8 +155,7 @@ describe("Pool: idle connections", () => {
 
 describe("Pool: the per-origin cap", () => {
   it.effect("waits in FIFO order at the per-origin cap", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => held.push(req))
+    const { held, server } = heldServer()
     return Effect.gen(function*() {
       const done: Array<number> = []
       const fibers: Array<Fiber.RuntimeFiber<void, unknown>> = []
@@ -202,8 +199,7 @@ describe("Pool: the global cap", () => {
   })
 
   it.effect("at the global cap with no idle connection, a request waits until one is released", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => req.path === "/slow" ? held.push(req) : req.socket.respond("ok"))
+    const { held, server } = heldServer((req) => req.path === "/slow")
     return Effect.gen(function*() {
       const slow = yield* Effect.fork(Agent.requestString("http://a.test/slow"))
       yield* settle
@@ -224,8 +220,7 @@ describe("Pool: the global cap", () => {
   // read, its connection must go to a2 at once; left idle, it would hold the
   // permit until idleTimeout closed it and let a2 open one of its own.
   it.effect("a request waiting behind its own origin gets the connection that origin just released, without waiting for idleTimeout", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => req.path === "/1" ? held.push(req) : req.socket.respond("ok"))
+    const { held, server } = heldServer((req) => req.path === "/1")
     return withAgent(server, { maxConnections: 1, maxConnectionsPerOrigin: 2, idleTimeout: "60 seconds" }, Effect.gen(function*() {
       const a1 = yield* Effect.fork(Agent.requestString("http://a.test/1"))
       yield* settle
@@ -257,8 +252,7 @@ describe("Pool: the global cap", () => {
   // waiting at the global cap as a release does, not leave the connection idle
   // on the only permit until its idleTimeout closes it.
   it.effect("a connection put back by an interrupted request serves the origin waiting at the cap at once, not after idleTimeout", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => req.path === "/1" ? held.push(req) : req.socket.respond("ok"))
+    const { held, server } = heldServer((req) => req.path === "/1")
     return withAgent(server, { maxConnections: 1, idleTimeout: "60 seconds" }, Effect.gen(function*() {
       // Past 1 ms of clock: a connection that served a request takes the I/O turn before reuse.
       yield* TestClock.adjust("10 millis")
@@ -296,8 +290,7 @@ describe("Pool: the global cap", () => {
   // more, so a's connection, read to its end, must stay open and idle rather
   // than be closed to make room for an origin nobody waits for.
   it.effect("an origin whose only request gave up while waiting at the cap does not make others close reusable connections", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => req.path === "/slow" ? held.push(req) : req.socket.respond("ok"))
+    const { held, server } = heldServer((req) => req.path === "/slow")
     return withAgent(server, { maxConnections: 1 }, Effect.gen(function*() {
       const a = yield* Effect.fork(Agent.requestString("http://a.test/slow"))
       yield* settle
@@ -381,8 +374,7 @@ describe("Pool: the global cap", () => {
 
 describe("Pool: round-robin at the global cap", () => {
   it.effect("an origin with 10,000 requests queued delays an origin with one by at most one turn per connection ahead", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => held.push(req))
+    const { held, server } = heldServer()
     return Effect.gen(function*() {
       let bigDone = 0
       const done: Array<string> = []
@@ -414,8 +406,7 @@ describe("Pool: round-robin at the global cap", () => {
 
 describe("Pool: queueTimeout", () => {
   it.effect("a request that waits longer than queueTimeout fails Timeout in phase queue, having sent nothing", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => held.push(req))
+    const { held, server } = heldServer()
     return Effect.gen(function*() {
       const first = yield* Effect.fork(Agent.requestString("http://a.test/first"))
       yield* settle
@@ -452,8 +443,7 @@ describe("Pool: queueTimeout", () => {
   })
 
   it.effect("a request served from the queue in time is not failed by its queueTimeout later", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => held.push(req))
+    const { held, server } = heldServer()
     return Effect.gen(function*() {
       const first = yield* Effect.fork(Agent.requestString("http://a.test/first"))
       yield* settle
@@ -603,8 +593,7 @@ describe("Pool: openings called off", () => {
   })
 
   it.effect("at the global cap, a request waiting for the permit another origin holds is interrupted by its 1 s timeout after 1 s", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => req.path === "/slow" ? held.push(req) : req.socket.respond("ok"))
+    const { held, server } = heldServer((req) => req.path === "/slow")
     return withAgent(server, { maxConnections: 1, headersTimeout: "60 seconds" }, Effect.gen(function*() {
       const slow = yield* Effect.fork(Agent.requestString("http://a.test/slow"))
       yield* settle

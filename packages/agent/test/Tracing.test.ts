@@ -12,7 +12,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle } from "./support/agent.js"
-import { echoServer, MemoryServer, type SeenRequest } from "./support/MemoryConnector.js"
+import { echoServer, heldServer } from "./support/MemoryConnector.js"
 import { type RecordedSpan, recordingTracer } from "./support/tracing.js"
 
 const parentOf = (span: RecordedSpan) => Option.getOrUndefined(Option.map(span.parent, (p) => p.spanId))
@@ -80,8 +80,7 @@ describe("Tracing: Agent.request", () => {
   })
 
   it.effect("the time a request waited for a connection is on its span", () => {
-    const held: Array<SeenRequest> = []
-    const server = new MemoryServer((req) => held.push(req))
+    const { held, server } = heldServer()
     return Effect.gen(function*() {
       const { spans, tracer } = recordingTracer()
       const first = yield* Effect.fork(Agent.requestString("http://a.test/1").pipe(Effect.withTracer(tracer)))

@@ -183,3 +183,18 @@ export class MemoryServer {
 
 /** A server that answers every request at once with its path. */
 export const echoServer = (): MemoryServer => new MemoryServer((req) => req.socket.respond(`${req.method} ${req.path}`))
+
+/**
+ * A server that holds the requests `hold` picks (every one by default)
+ * unanswered, in `held` in the order they arrived, for the test to answer;
+ * the others it answers at once with `ok`.
+ */
+export const heldServer = (hold: (request: SeenRequest) => boolean = () => true) => {
+  const held: Array<SeenRequest> = []
+  const server = new MemoryServer((req) => hold(req) ? void held.push(req) : req.socket.respond("ok"))
+  /** Answers every request held so far with `ok`. */
+  const answerAll = (): void => {
+    for (const req of held.splice(0)) req.socket.respond("ok")
+  }
+  return { server, held, answerAll }
+}
