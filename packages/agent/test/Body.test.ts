@@ -6,6 +6,7 @@
  */
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { describe, expect, it } from "@effect/vitest"
 import * as Agent from "@keepalive/agent/Agent"
 import * as Chunk from "effect/Chunk"
@@ -13,8 +14,11 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as RuntimeFlags from "effect/RuntimeFlags"
+import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
 import { agentOn, settle, withAgent } from "./support/agent.js"
 import { MemoryServer } from "./support/MemoryConnector.js"
@@ -43,6 +47,15 @@ const stuckReader = (server: MemoryServer, path: string, onChunk: (chunk: Uint8A
     return { gate, reading }
   })
 
+/** Counts the Effect steps run under it (with `RuntimeFlags.OpSupervision` on). */
+class StepCounter extends Supervisor.AbstractSupervisor<void> {
+  readonly value = Effect.void
+  steps = 0
+  override onEffect(): void {
+    this.steps++
+  }
+}
+
 describe("Body: streamed as it arrives", () => {
   it.effect("a body of known length streamed in pieces: each read gets the new bytes only, and keeps them", () => {
     const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nabcd"))
@@ -61,6 +74,70 @@ describe("Body: streamed as it arrives", () => {
       expect(chunks).toEqual(["abcd", "efgh", "ijkl"])
       expect(yield* Agent.stats).toMatchObject({ idle: 1, responses: 1 })
     }).pipe(Effect.provide(agentOn(server)))
+  })
+
+  it.effect("a stream pull hands over every piece buffered since the last one in one Chunk; a body cut short fails the stream with the Agent's error", () => {
+    const server = new MemoryServer((req) => req.socket.send("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n"))
+    const text = new TextDecoder()
+    const decoded = (chunk: Chunk.Chunk<Uint8Array>) => Chunk.toArray(chunk).map((piece) => text.decode(piece))
+    return Effect.gen(function*() {
+      const response = yield* Agent.requestScoped(HttpClientRequest.get("http://a.test/"))
+      const pull = yield* Stream.toPull(response.stream)
+      expect(decoded(yield* pull)).toEqual(["abcd"])
+      // Two pieces arrive while nobody pulls: the next pull takes both, in order, without waiting.
+      server.sockets[0]!.send("4\r\nefgh\r\n")
+      server.sockets[0]!.send("4\r\nijkl\r\n")
+      yield* settle
+      expect(decoded(yield* pull)).toEqual(["efgh", "ijkl"])
+      // A pull that waits gets the next piece when it comes.
+      const waiting = yield* Effect.fork(pull)
+      yield* settle
+      expect(waiting.unsafePoll()).toBeNull()
+      server.sockets[0]!.send("4\r\nmnop\r\n")
+      expect(decoded(yield* Fiber.join(waiting))).toEqual(["mnop"])
+      // The server closes mid-body: the pull fails with a ResponseError carrying the Agent's error.
+      const failing = yield* Effect.fork(Effect.flip(pull))
+      yield* settle
+      server.sockets[0]!.end()
+      const failure = yield* Fiber.join(failing)
+      expect(failure._tag).toBe("Some")
+      expect(failure._tag === "Some" && failure.value).toMatchObject({
+        _tag: "ResponseError",
+        reason: "Decode",
+        cause: { _tag: "AgentError", reason: "Truncated" }
+      })
+      expect(yield* Agent.stats).toMatchObject({ busy: 0 })
+    }).pipe(Effect.scoped, Effect.provide(agentOn(server)))
+  })
+
+  it.effect("a body read through response.stream costs running a Stream and little more than forEachChunk of the same pieces", () => {
+    const server = new MemoryServer((req) => req.socket.send(chunkedHead))
+    const countSteps = (read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<unknown, unknown>) =>
+      Effect.gen(function*() {
+        const counter = new StepCounter()
+        const response = yield* Agent.requestScoped(HttpClientRequest.get("http://a.test/"))
+        const reading = yield* Effect.fork(read(response).pipe(
+          Effect.supervised(counter),
+          Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
+        ))
+        // Three more pieces, each arriving while the reader waits; the body ends with the last.
+        for (let i = 0; i < 2; i++) {
+          yield* settle
+          server.sockets[0]!.send(piece)
+        }
+        yield* settle
+        server.sockets[0]!.send(piece + "0\r\n\r\n")
+        yield* Fiber.join(reading)
+        return counter.steps
+      }).pipe(Effect.scoped)
+    return Effect.gen(function*() {
+      const viaForEachChunk = yield* countSteps((response) => Agent.forEachChunk(response, () => Effect.void))
+      const viaStream = yield* countSteps((response) => Stream.runDrain(response.stream))
+      // The fixed cost of running any Stream, measured the same way: a stream of one chunk, already here.
+      const oneChunkStream = Effect.suspend(() => Stream.runDrain(Stream.succeed(new Uint8Array(1))))
+      const runningAStream = yield* countSteps(() => oneChunkStream)
+      expect(viaStream).toBeLessThanOrEqual(runningAStream + viaForEachChunk + 20)
+    }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
   })
 
   it.effect("forEachChunk hands over each piece as it arrives, in order, and frees the connection at the end", () => {

@@ -11,7 +11,10 @@
  * `requestWith`, `Agent.request`, `Agent.requestScoped` in `Effect.scoped`, the HttpClient adapter (alone and inside `Effect.scoped`),
  * @effect/platform's `HttpClient.make` over a backend that answers at once
  * (what every HttpClient backend pays before its own work), and
- * `requestWith` with a connection per request (`persist: false`).
+ * `requestWith` with a connection per request (`persist: false`); then a
+ * 64 KiB body arriving in four pieces, read with `Agent.forEachChunk` and
+ * through `response.stream` (as scenario e reads it), next to running a Stream
+ * with no Agent at all (empty, and one chunk): the fixed cost of any Stream.
  * With `STEPS_PORT=<port>` the last one runs over node:net against
  * `http://127.0.0.1:<port>/small` instead (the bench's nginx).
  */
@@ -22,10 +25,11 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
 import * as Supervisor from "effect/Supervisor"
-import { MemoryConnector } from "./memoryConnector.js"
+import { MemoryConnector, MemoryConnectorInPieces } from "./memoryConnector.js"
 
 /** Counts steps while `counting` is on. */
 class StepCounter extends Supervisor.AbstractSupervisor<void> {
@@ -89,6 +93,26 @@ const program = Effect.gen(function*() {
     const layer = Agent.layer({ persist: false }).pipe(Layer.provide(NodeConnector.layer))
     yield* measure(`requestWith, persist: false, node:net :${port}`, requestWith(`http://127.0.0.1:${port}/small`), layer)
   }
+  const inPieces = Agent.layer({}).pipe(Layer.provide(MemoryConnectorInPieces))
+  const clientInPieces = AgentHttpClient.layer.pipe(Layer.provideMerge(inPieces))
+  const sizeOf = <E>(stream: Stream.Stream<Uint8Array, E>) => Stream.runFold(stream, 0, (size, chunk) => size + chunk.byteLength)
+  yield* measure("Stream.runDrain(Stream.empty), no Agent", Effect.suspend(() => Stream.runDrain(Stream.empty)), Layer.empty)
+  yield* measure("Stream.runFold of one chunk, no Agent", Effect.suspend(() => sizeOf(Stream.succeed(new Uint8Array(13)))), Layer.empty)
+  yield* measure(
+    "64 KiB in 4 pieces: Agent.request, forEachChunk",
+    Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => Agent.forEachChunk(r, () => Effect.void)),
+    inPieces
+  )
+  yield* measure(
+    "64 KiB in 4 pieces: Agent.request, stream",
+    Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => sizeOf(r.stream)),
+    inPieces
+  )
+  yield* measure(
+    "64 KiB in 4 pieces: HttpClient scoped, stream",
+    Effect.scoped(Effect.flatMap(HttpClient.get(url), (r) => sizeOf(r.stream))),
+    clientInPieces
+  )
 })
 
 Effect.runPromise(program).catch((error) => {

@@ -13,6 +13,9 @@ import { ListNode } from "./list.js"
 import * as ResponseReader from "./responseReader.js"
 import type { Deadline, Watchdog } from "./watchdog.js"
 
+/** What `takeNext` returns at the end of a body. */
+const endOfBody: ReadonlyArray<Uint8Array> = Object.freeze(Array.of<Uint8Array>())
+
 /**
  * Time for a connection: the Clock (so TestClock governs every deadline) and
  * the Agent's watchdog, which wakes up for the connection's deadline.
@@ -418,22 +421,34 @@ export class Connection implements TransportListener, Deadline {
   }
 
   /**
+   * The next body bytes when they need no wait: all buffered chunks, an empty
+   * array at the end of the body, or the exchange's failure; undefined while
+   * the reader must wait. Bytes taken make the body streamed.
+   */
+  takeNext(ex: Exchange): ReadonlyArray<Uint8Array> | AgentError | undefined {
+    if (ex.buffered > 0) {
+      ex.streamed = true
+      const chunks = ex.take()
+      // Only the exchange in flight owns the pause (an earlier one read late must not resume it).
+      if (ex === this.#exchange) this.#unpause()
+      return chunks
+    }
+    if (ex.failure !== undefined) return ex.failure
+    if (ex.complete) return endOfBody
+    return undefined
+  }
+
+  /**
    * Waits for the next body bytes: all buffered chunks, or `None` at the end.
    */
   pull(ex: Exchange): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> {
     return Effect.suspend(() => {
       ex.streaming = true
       const take = (): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> | undefined => {
-        if (ex.buffered > 0) {
-          ex.streamed = true
-          const chunks = ex.take()
-          // Only the exchange in flight owns the pause (an earlier one read late must not resume it).
-          if (ex === this.#exchange) this.#unpause()
-          return Effect.succeed(Option.some(chunks))
-        }
-        if (ex.failure !== undefined) return Effect.fail(ex.failure)
-        if (ex.complete) return Effect.succeed(Option.none())
-        return undefined
+        const next = this.takeNext(ex)
+        if (next === undefined) return undefined
+        if (next instanceof AgentError) return Effect.fail(next)
+        return Effect.succeed(next.length === 0 ? Option.none() : Option.some(next))
       }
       const now = take()
       if (now !== undefined) return now

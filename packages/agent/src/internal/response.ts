@@ -5,12 +5,13 @@ import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Headers from "@effect/platform/Headers"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as UrlParams from "@effect/platform/UrlParams"
+import * as Channel from "effect/Channel"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Inspectable from "effect/Inspectable"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import type { AgentError } from "../AgentError.js"
+import { AgentError } from "../AgentError.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Connection } from "./connection.js"
 import type { Exchange } from "./exchange.js"
@@ -232,14 +233,27 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     })
   }
 
+  /**
+   * The body pulled from its exchange, a pull each time the consumer asks for
+   * more: every piece buffered since the last pull, as one Chunk, or a wait for
+   * the next piece. A channel written directly rather than a repeated effect:
+   * pieces already here, and the end, are handed over without running an effect.
+   */
   #pulled(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
-    const pull = Effect.flatMap(this.connection.pull(this.exchange), (next) =>
-      Option.isNone(next) ? Effect.fail(Option.none()) : Effect.succeed(next.value))
-    return Stream.repeatEffectChunkOption(
-      Effect.mapError(pull, (e) => Option.isOption(e) ? e : Option.some(this.#decodeError(e))).pipe(
-        Effect.map(Chunk.unsafeFromArray)
-      )
+    const connection = this.connection
+    const exchange = this.exchange
+    const wait: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, AgentError> = Channel.flatMap(
+      Channel.fromEffect(connection.pull(exchange)),
+      (next) => Option.isNone(next) ? Channel.void : Channel.flatMap(Channel.write(Chunk.unsafeFromArray(next.value)), () => loop)
     )
+    const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, AgentError> = Channel.suspend(() => {
+      exchange.streaming = true
+      const next = connection.takeNext(exchange)
+      if (next === undefined) return wait
+      if (next instanceof AgentError) return Channel.fail(next)
+      return next.length === 0 ? Channel.void : Channel.flatMap(Channel.write(Chunk.unsafeFromArray(next)), () => loop)
+    })
+    return Stream.fromChannel(Channel.mapError(loop, (e) => this.#decodeError(e)))
   }
 
   override toJSON(): unknown {
