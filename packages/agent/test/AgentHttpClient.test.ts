@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import { agentOn, settle, withAgent } from "./support/agent.js"
 import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
 import type { ServerSocket } from "./support/MemoryConnector.js"
@@ -168,6 +169,99 @@ describe("AgentHttpClient: tracing", () => {
       expect(off.ours.spans.map((s) => s.name)).toEqual(["outer"])
       expect(off.ours.requests[0]!.headers).not.toHaveProperty("traceparent")
     }))
+})
+
+describe("AgentHttpClient: tracing under Effect's own tracer", () => {
+  const server = new MemoryServer((req) => req.socket.respond("hello", { "x-served-by": "memory" }))
+  const hex = (length: number) => new RegExp(`^[0-9a-f]{${length}}$`)
+
+  /** What a span says, its ids as their shape, its parent as whether it is `outer`. */
+  const describedNative = (span: Tracer.Span, outer: Tracer.AnySpan | undefined) => ({
+    name: span.name,
+    kind: span.kind,
+    sampled: span.sampled,
+    traceIdOfOuter: outer === undefined ? hex(32).test(span.traceId) : span.traceId === outer.traceId,
+    spanId: hex(16).test(span.spanId),
+    parentIsOuter: outer === undefined ? Option.isNone(span.parent) : Option.getOrUndefined(span.parent) === outer,
+    attributes: Object.fromEntries([...span.attributes].filter(([key]) => !key.startsWith("keepalive."))),
+    exit: span.status._tag === "Ended" ? span.status.exit._tag : "Started",
+    links: span.links
+  })
+
+  /**
+   * Posts through `client` with a body whose stream keeps the span it runs
+   * under (the request's), inside an outer span or not; no tracer installed.
+   */
+  const sent = (client: HttpClient.HttpClient, outerSpan: boolean) =>
+    Effect.gen(function*() {
+      let seen: Tracer.Span | undefined
+      const body = Stream.fromEffect(Effect.map(Effect.orDie(Effect.currentSpan), (span) => {
+        seen = span
+        return new TextEncoder().encode("abc")
+      }))
+      const post = HttpClientRequest.post("http://a.test:8080/up?q=1").pipe(
+        HttpClientRequest.setHeader("authorization", "Bearer secret"),
+        HttpClientRequest.bodyStream(body, { contentLength: 3 })
+      )
+      const at = server.requests.length
+      const send = Effect.flatMap(client.execute(post), (r) => r.text)
+      const outer = outerSpan
+        ? yield* Effect.withSpan(Effect.zipRight(send, Effect.orDie(Effect.currentSpan)), "outer")
+        : yield* Effect.as(send, undefined)
+      yield* settle
+      return { span: seen!, outer, headers: server.requests[at]!.headers }
+    })
+
+  it.effect("the span a body's stream runs under, and the ids sent, are those HttpClient.make's would be", () =>
+    Effect.gen(function*() {
+      const ours = AgentHttpClient.make(yield* Agent.Agent)
+      const reference = HttpClient.make((request) =>
+        ours.pipe(HttpClient.withTracerDisabledWhen(() => true)).execute(request)
+      )
+      for (const outerSpan of [true, false]) {
+        const a = yield* sent(ours, outerSpan)
+        const b = yield* sent(reference, outerSpan)
+        expect(describedNative(a.span, a.outer)).toEqual(describedNative(b.span, b.outer))
+        expect(describedNative(a.span, a.outer)).toMatchObject({
+          name: "http.client POST",
+          traceIdOfOuter: true,
+          spanId: true,
+          parentIsOuter: true,
+          exit: "Success",
+          attributes: { "url.full": "http://a.test:8080/up?q=1", "http.response.status_code": 200 }
+        })
+        // What only the pool knows is there too, once read.
+        expect(typeof a.span.attributes.get("keepalive.connection.id")).toBe("number")
+        for (const { headers, span } of [a, b]) {
+          expect(headers["traceparent"]).toBe(`00-${span.traceId}-${span.spanId}-01`)
+          const parent = Option.getOrUndefined(span.parent)
+          expect(headers["b3"]).toBe(`${span.traceId}-${span.spanId}-1${parent === undefined ? "" : `-${parent.spanId}`}`)
+        }
+      }
+    }).pipe(Effect.provide(agentOn(server))))
+
+  it.effect("a span read while its request is sent gets the rest of its attributes as they come", () =>
+    Effect.gen(function*() {
+      const client = AgentHttpClient.make(yield* Agent.Agent)
+      let during: ReadonlyArray<string> = []
+      let span: Tracer.Span | undefined
+      const body = Stream.fromEffect(Effect.map(Effect.orDie(Effect.currentSpan), (current) => {
+        span = current
+        during = [...current.attributes.keys()]
+        return new TextEncoder().encode("abc")
+      }))
+      const post = HttpClientRequest.post("http://a.test/up").pipe(HttpClientRequest.bodyStream(body, { contentLength: 3 }))
+      yield* Effect.withSpan(Effect.flatMap(client.execute(post), (r) => r.text), "outer")
+      expect(during).toContain("url.full")
+      expect(during).not.toContain("keepalive.connection.id")
+      expect(during).not.toContain("http.response.status_code")
+      const after = [...span!.attributes.keys()]
+      expect(after.slice(0, during.length)).toEqual(during)
+      expect(after).toContain("keepalive.connection.id")
+      expect(span!.attributes.get("http.response.status_code")).toBe(200)
+      expect(span!.attributes.get("http.response.header.x-served-by")).toBe("memory")
+      expect(span!.status._tag).toBe("Ended")
+    }).pipe(Effect.provide(agentOn(server))))
 })
 
 describe("AgentHttpClient: over any Agent.Service", () => {

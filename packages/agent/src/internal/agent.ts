@@ -4,6 +4,7 @@ import type * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
@@ -75,10 +76,12 @@ export class AgentService implements Agent.Service {
     return Effect.uninterruptibleMask((restore) => {
       const run = this.#run(request, url, keep, trace, restore)
       if (trace === undefined) return run
-      // Inside the mask, the exit of an interrupted wait is seen here too.
-      return Effect.flatMap(Effect.exit(run), (exit) => {
-        trace.ended(exit, trace.settings.clock.unsafeCurrentTimeNanos())
-        return exit
+      // A success ended the span with the response head (`traceResponse`):
+      // only a failure is left to end it. Inside the mask, an interrupted
+      // wait's is seen here too.
+      return Effect.catchAllCause(run, (cause) => {
+        trace.ended(Exit.failCause(cause), trace.settings.clock.unsafeCurrentTimeNanos())
+        return Effect.failCause(cause)
       })
     })
   }
@@ -169,7 +172,7 @@ export class AgentService implements Agent.Service {
     if (url instanceof AgentError) return Effect.fail(url)
     const settings = TraceSettings.ofAgent(fiber, request)
     if (settings === undefined) return this.execute(request, url, keep, undefined)
-    return traced((sent, trace) => this.execute(sent, url, keep, trace), request, url, settings, true)
+    return traced(fiber, (sent, trace) => this.execute(sent, url, keep, trace), request, url, settings, true)
   }
 }
 

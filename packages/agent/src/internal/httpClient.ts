@@ -3,6 +3,7 @@ import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as UrlParams from "@effect/platform/UrlParams"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -70,8 +71,12 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
           trace.responded(response.status, response.headers, now)
           return response
         }))
+  // `Effect.mapError`'s mapping, in a frame a success passes without a step.
   const send: Send = (request, url, keep, trace) =>
-    Effect.mapError(execute(request, url, keep, trace), (error) => toRequestError(request, error))
+    Effect.catchAllCause(execute(request, url, keep, trace), (cause) => {
+      const failure = Cause.failureOrCause(cause)
+      return failure._tag === "Left" ? Effect.fail(toRequestError(request, failure.left)) : Effect.failCause(failure.right)
+    })
   const sendOne = (
     request: HttpClientRequest.HttpClientRequest
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
@@ -86,10 +91,10 @@ export const make = (agent: Agent.Service): HttpClient.HttpClient => {
       const settings = TraceSettings.ofClient(fiber, request)
       if (settings === undefined) return send(request, url.right, keep, undefined)
       if (!(agent instanceof AgentService)) {
-        return traced((sent, trace) => send(sent, url.right, keep, trace), request, url.right, settings)
+        return traced(fiber, (sent, trace) => send(sent, url.right, keep, trace), request, url.right, settings)
       }
       // The Agent ends the span itself (with the error this client fails with), in its own region.
-      return traced((sent, trace) => {
+      return traced(fiber, (sent, trace) => {
         trace.failureAs = (error) => toRequestError(sent, error)
         return send(sent, url.right, keep, trace)
       }, request, url.right, settings, true)
