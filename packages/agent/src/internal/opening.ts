@@ -136,7 +136,7 @@ export class Keeper {
 
 /**
  * How an opening ended, for the pool, with the `context` it was opened for:
- * connected (with the connection and the scope it lives in), or failed
+ * connected (with the connection and the keeper of the scope it lives in), or failed
  * (interrupted only when called off or shut down; `timedOut` when its connect
  * deadline stopped it).
  *

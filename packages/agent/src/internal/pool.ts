@@ -546,7 +546,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
       this.open--
       this.#cap.give()
       this.#cap.lostConnection(line)
-      // Releases the Semaphore permit.
+      // Its scope closes: the Semaphore permit comes back, its keeper runs the finalizers.
       this.#opener.closeScope(keeper)
       if (this.open === 0 && this.#drained !== undefined) this.#drained()
     }
