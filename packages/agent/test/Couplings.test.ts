@@ -11,9 +11,11 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { scopedRequests } from "../src/internal/httpClient.js"
 import { asCloseable, ConnectionScope } from "../src/internal/scope.js"
+import { SemaphorePermits } from "../src/internal/semaphore.js"
 
 describe("couplings to Effect's private scope protocol (ConnectionScope)", () => {
   it.effect("Effect's own scopes keep their state as { _tag: Open, finalizers: Map } then { _tag: Closed, exit }", () =>
@@ -52,6 +54,34 @@ describe("couplings to Effect's private scope protocol (ConnectionScope)", () =>
       yield* scope.close(Exit.void)
       const exit = yield* Fiber.await(fiber)
       expect(Exit.isInterrupted(exit)).toBe(true)
+    }))
+})
+
+describe("coupling to Effect's private Semaphore state (SemaphorePermits)", () => {
+  it.effect("a permit taken and given back without a step is one the Semaphore counts, as its own take and release do", () =>
+    Effect.gen(function*() {
+      const semaphore = yield* Effect.makeSemaphore(2)
+      const permits = new SemaphorePermits(semaphore)
+      // False here means the state moved: every take would fall back to the Semaphore's own (slower, not wrong).
+      expect([permits.tryTakeNow(), permits.tryTakeNow(), permits.tryTakeNow()]).toEqual([true, true, false])
+      expect(yield* semaphore.withPermitsIfAvailable(1)(Effect.void)).toEqual(Option.none())
+      expect(permits.tryReleaseNow()).toBe(true)
+      expect(yield* semaphore.withPermitsIfAvailable(1)(Effect.void)).toEqual(Option.some(undefined))
+      yield* semaphore.release(1)
+      expect(yield* semaphore.withPermitsIfAvailable(2)(Effect.void)).toEqual(Option.some(undefined))
+    }))
+
+  it.effect("with a take waiting, neither is done without a step: the Semaphore's release wakes the waiting take", () =>
+    Effect.gen(function*() {
+      const semaphore = yield* Effect.makeSemaphore(1)
+      const permits = new SemaphorePermits(semaphore)
+      expect(permits.tryTakeNow()).toBe(true)
+      const waiting = yield* Effect.fork(semaphore.take(1))
+      yield* Effect.yieldNow()
+      expect(permits.tryReleaseNow()).toBe(false)
+      expect(permits.tryTakeNow()).toBe(false)
+      yield* permits.release
+      expect(yield* Fiber.join(waiting)).toBe(1)
     }))
 })
 

@@ -5,8 +5,7 @@ import type { Origin } from "../Origin.js"
 import type { CloseReason, Connection, IdleBreakListener } from "./connection.js"
 import { List, ListNode } from "./list.js"
 import type { OriginMetrics } from "./metrics.js"
-import type { Opening } from "./opening.js"
-import type { ConnectionScope } from "./scope.js"
+import type { Keeper, Opening } from "./opening.js"
 import type { Trace } from "./tracing.js"
 import type { Deadline } from "./watchdog.js"
 
@@ -36,20 +35,20 @@ export class Pooled implements IdleBreakListener, Deadline {
   idleSince = 0
   /** Clock nanos when it was last released (-1: handed straight to the next request): decides the I/O turn before reuse. */
   releasedAtNanos = 0n
-  /** The scope it lives in (its place in the pool's list of scopes); undefined once the pool closed it. */
-  scope: ListNode<ConnectionScope> | undefined
+  /** The keeper of the scope it lives in; undefined once the pool closed it. */
+  keeper: Keeper | undefined
 
   constructor(
     readonly connection: Connection,
     readonly line: OriginLine,
-    scope: ListNode<ConnectionScope>,
+    keeper: Keeper,
     /** Clock millis when it opened. */
     readonly openedAt: number,
     /** Clock millis from which it is not reused (`maxConnectionAge`, spread; 0 once retired otherwise). */
     public retireAt: number,
     readonly closer: IdleCloser
   ) {
-    this.scope = scope
+    this.keeper = keeper
     connection.owner = this
   }
 

@@ -7,12 +7,11 @@ import { AgentError } from "../AgentError.js"
 import type { Origin } from "../Origin.js"
 import type { CloseReason, Connection } from "./connection.js"
 import { GlobalCap } from "./globalCap.js"
-import { List, type ListNode } from "./list.js"
+import { List } from "./list.js"
 import type { AgentMetrics } from "./metrics.js"
-import type { Opener, Opening, OpeningOutcome } from "./opening.js"
+import type { Keeper, Opener, Opening, OpeningOutcome } from "./opening.js"
 import type { Holder, PermitOwner } from "./permits.js"
 import { type IdleCloser, OriginLine, Pooled, type QueueTimeout, type RequestTiming, Waiter } from "./originLine.js"
-import type { ConnectionScope } from "./scope.js"
 import type { Watchdog } from "./watchdog.js"
 
 /** Idle time (ns) after which a connection gets one I/O turn before reuse. */
@@ -227,7 +226,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
 
   /** Its fleet permit is lost: it carries no new request, and closes now if idle. */
   permitLost(pooled: Pooled): void {
-    if (pooled.scope === undefined) return
+    if (pooled.keeper === undefined) return
     pooled.retire("permit_lost")
     if (pooled.idle) this.closeIdle(pooled, "permit_lost")
   }
@@ -534,9 +533,9 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     const wasIdle = this.#idle.remove(pooled.idleNode)
     if (wasIdle) line.removeIdle(pooled)
     this.#watchdog.unwatch(pooled)
-    const scope = pooled.scope
-    if (scope === undefined) return
-    pooled.scope = undefined
+    const keeper = pooled.keeper
+    if (keeper === undefined) return
+    pooled.keeper = undefined
     line.metrics.closed(reason, (this.#clock.unsafeCurrentTimeMillis() - pooled.openedAt) / 1000, wasIdle)
     // A transport whose destroy throws (a buggy Connector) still leaves the
     // books right: the throw goes on to the caller once they are.
@@ -547,8 +546,8 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
       this.open--
       this.#cap.give()
       this.#cap.lostConnection(line)
-      // Releases the Semaphore permit.
-      this.#opener.closeScope(scope)
+      // Its scope closes: the Semaphore permit comes back, its keeper runs the finalizers.
+      this.#opener.closeScope(keeper)
       if (this.open === 0 && this.#drained !== undefined) this.#drained()
     }
   }
@@ -575,15 +574,14 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     let node = line.waiters.firstNode
     for (let i = 0; i < line.opening && node !== undefined; i++) node = node.next
     line.opening++
-    const opening = this.#opener.open(line.origin, this, line, node?.value.request.trace)
-    if (opening !== undefined) line.openings.append(opening.node)
+    line.openings.append(this.#opener.open(line.origin, this, line, node?.value.request.trace).node)
   }
 
   /** A connection opened for `line` (told by the Opener). */
   connected(
     line: OriginLine,
     connection: Connection,
-    scope: ListNode<ConnectionScope>,
+    keeper: Keeper,
     opening: Opening | undefined,
     holder: Holder<unknown> | undefined
   ): void {
@@ -596,7 +594,7 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     this.opened++
     line.metrics.opened()
     const now = this.#clock.unsafeCurrentTimeMillis()
-    const pooled = new Pooled(connection, line, scope, now, this.#retireAt(now), this)
+    const pooled = new Pooled(connection, line, keeper, now, this.#retireAt(now), this)
     if (holder !== undefined) {
       holder.pooled = pooled
       pooled.permit = holder.permit
@@ -695,9 +693,9 @@ class Preconnect implements OpeningOutcome<OriginLine> {
     else this.#resume = resume
   }
 
-  connected(line: OriginLine, connection: Connection, scope: ListNode<ConnectionScope>, _opening: unknown, holder: Holder<unknown> | undefined): void {
+  connected(line: OriginLine, connection: Connection, keeper: Keeper, _opening: unknown, holder: Holder<unknown> | undefined): void {
     this.#opened++
-    this.pool.connected(line, connection, scope, undefined, holder)
+    this.pool.connected(line, connection, keeper, undefined, holder)
     this.#ended()
   }
 
