@@ -210,13 +210,13 @@ describe("Connection", () => {
       expect((yield* Fiber.join(head)).status).toBe(200)
       const ex = conn.exchange!
       // A stream waits for bytes, then its reader gives up.
-      const waiting = yield* Effect.fork(conn.pull(ex))
+      const waiting = yield* Effect.fork(ex.pull())
       yield* settle
       yield* Fiber.interrupt(waiting)
       for (let i = 0; i < 5; i++) conn.onData(encoder.encode(piece))
       expect(socket.paused).toBe(true)
       expect(conn.deadline).toBe(Infinity)
-      const whole = yield* Effect.fork(Effect.exit(conn.readAll(ex)))
+      const whole = yield* Effect.fork(Effect.exit(ex.readAll()))
       yield* settle
       expect(socket.paused).toBe(false)
       yield* TestClock.adjust("1 second")
@@ -236,7 +236,7 @@ describe("Connection", () => {
       conn.onData(encoder.encode("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + piece))
       yield* Fiber.join(head)
       const ex = conn.exchange!
-      yield* conn.pull(ex)
+      yield* ex.pull()
       // The rest of the body, all of it at once: past 256 KiB unread, and complete.
       conn.onData(encoder.encode(piece.repeat(5) + "0\r\n\r\n"))
       expect(socket.paused).toBe(true)

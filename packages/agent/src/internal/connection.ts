@@ -1,20 +1,17 @@
 import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import type * as Agent from "../Agent.js"
 import { AgentError } from "../AgentError.js"
 import type { Phase, Reason } from "../AgentError.js"
 import type { Transport, TransportListener } from "../Connector.js"
 import type { ResponseHead } from "../Http1.js"
 import type { Origin } from "../Origin.js"
-import { Exchange, highWaterMark, waitFor } from "./exchange.js"
+import { Exchange, highWaterMark } from "./exchange.js"
+import type { Carrier } from "./exchange.js"
 import { idleTimeoutAfter, responsesAllowed } from "./headRules.js"
 import { ListNode } from "./list.js"
 import * as ResponseReader from "./responseReader.js"
 import type { Deadline, Watchdog } from "./watchdog.js"
-
-/** What `takeNext` returns at the end of a body. */
-const endOfBody: ReadonlyArray<Uint8Array> = Object.freeze(Array.of<Uint8Array>())
 
 /**
  * Time for a connection: the Clock (so TestClock governs every deadline) and
@@ -69,7 +66,7 @@ export type CloseReason = Agent.ConnectionCloseReason
  *
  * @internal
  */
-export class Connection implements TransportListener, Deadline {
+export class Connection implements TransportListener, Deadline, Carrier {
   readonly id = nextId++
   readonly watchNode: ListNode<Deadline> = new ListNode<Deadline>(this)
   /** Requests completed on this connection. */
@@ -302,7 +299,7 @@ export class Connection implements TransportListener, Deadline {
    * the effect runs: call it from inside the effect that sends.
    */
   send(request: PreparedRequest): Effect.Effect<ResponseHead, AgentError> {
-    const ex = new Exchange(this.served > 0)
+    const ex = new Exchange(this, this.served > 0)
     this.#exchange = ex
     this.#parser.expect(request.method)
     this.#arm("headers", this.#timing.headersMillis)
@@ -366,6 +363,11 @@ export class Connection implements TransportListener, Deadline {
     if (this.#exchange !== undefined) this.#arm("body", this.#timing.bodyMillis)
   }
 
+  /** Lifts the pause for a reader of `ex`, the exchange in flight (see `Carrier`). */
+  resumeReading(ex: Exchange): void {
+    if (ex === this.#exchange) this.#unpause()
+  }
+
   /** Sets the deadline of a phase (none for an infinite timeout). */
   #arm(phase: Phase, millis: number): void {
     if (!Number.isFinite(millis)) {
@@ -391,7 +393,7 @@ export class Connection implements TransportListener, Deadline {
   }
 
   /** What reading a response fails with once its connection moved on without it. */
-  #released(): AgentError {
+  released(): AgentError {
     return new AgentError({
       reason: "Closed",
       origin: this.origin.key,
@@ -400,7 +402,8 @@ export class Connection implements TransportListener, Deadline {
     })
   }
 
-  #streamed(): AgentError {
+  /** What a whole-body read fails with once a stream took some of the bytes. */
+  streamed(): AgentError {
     return new AgentError({
       reason: "Closed",
       origin: this.origin.key,
@@ -409,7 +412,7 @@ export class Connection implements TransportListener, Deadline {
     })
   }
 
-  /** The exchange in flight, the handle its response reads the body through. */
+  /** The exchange in flight, the handle its response reads the body through (see `Carrier`). */
   get exchange(): Exchange | undefined {
     return this.#exchange
   }
@@ -418,73 +421,6 @@ export class Connection implements TransportListener, Deadline {
   get responseComplete(): boolean {
     const ex = this.#exchange
     return ex !== undefined && ex.complete && ex.failure === undefined
-  }
-
-  /**
-   * The next body bytes when they need no wait: all buffered chunks, an empty
-   * array at the end of the body, or the exchange's failure; undefined while
-   * the reader must wait. Bytes taken make the body streamed.
-   */
-  takeNext(ex: Exchange): ReadonlyArray<Uint8Array> | AgentError | undefined {
-    if (ex.buffered > 0) {
-      ex.streamed = true
-      const chunks = ex.take()
-      // Only the exchange in flight owns the pause (an earlier one read late must not resume it).
-      if (ex === this.#exchange) this.#unpause()
-      return chunks
-    }
-    if (ex.failure !== undefined) return ex.failure
-    if (ex.complete) return endOfBody
-    return undefined
-  }
-
-  /**
-   * Waits for the next body bytes: all buffered chunks, or `None` at the end.
-   */
-  pull(ex: Exchange): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> {
-    return Effect.suspend(() => {
-      ex.streaming = true
-      const take = (): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> | undefined => {
-        const next = this.takeNext(ex)
-        if (next === undefined) return undefined
-        if (next instanceof AgentError) return Effect.fail(next)
-        return Effect.succeed(next.length === 0 ? Option.none() : Option.some(next))
-      }
-      const now = take()
-      if (now !== undefined) return now
-      // What a settled exchange buffered stays readable after its connection moved on.
-      if (ex !== this.#exchange) return Effect.fail(this.#released())
-      return waitFor(ex, () => ex.buffered > 0 || ex.settled, take)
-    })
-  }
-
-  /** The whole body, taken from the exchange, when it is all here already. */
-  takeCompleteBody(ex: Exchange): ReadonlyArray<Uint8Array> | undefined {
-    if (!ex.complete || ex.failure !== undefined || ex.streamed) return undefined
-    return ex.takeRest()
-  }
-
-  /**
-   * Reads the rest of the body into memory: everything or nothing. Chunks stay
-   * with the exchange until it completes, so an interrupted read loses none.
-   */
-  readAll(ex: Exchange): Effect.Effect<ReadonlyArray<Uint8Array>, AgentError> {
-    return Effect.suspend(() => {
-      const ready = (): Effect.Effect<ReadonlyArray<Uint8Array>, AgentError> | undefined => {
-        if (ex.failure !== undefined) return Effect.fail(ex.failure)
-        // A stream took bytes: what is left would be a part passed off as the whole.
-        if (ex.streamed) return Effect.fail(this.#streamed())
-        const chunks = this.takeCompleteBody(ex)
-        return chunks === undefined ? undefined : Effect.succeed(chunks)
-      }
-      const now = ready()
-      if (now !== undefined) return now
-      if (ex !== this.#exchange) return Effect.fail(this.#released())
-      // Collecting, not streaming: no backpressure pause from here on.
-      ex.streaming = false
-      this.#unpause()
-      return waitFor(ex, () => ex.settled, ready)
-    })
   }
 
   /**
@@ -497,7 +433,7 @@ export class Connection implements TransportListener, Deadline {
     if (!ex.settled) {
       // Released mid-response: a reader still waiting (one forked off, say)
       // fails now rather than waiting for bytes that will never come.
-      ex.failure = this.#released()
+      ex.failure = this.released()
       ex.wake()
     }
     ex.clearWaiters()

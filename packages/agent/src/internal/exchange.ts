@@ -1,5 +1,6 @@
 import * as Effect from "effect/Effect"
-import type { AgentError } from "../AgentError.js"
+import * as Option from "effect/Option"
+import { AgentError } from "../AgentError.js"
 import type { ResponseHead } from "../Http1.js"
 
 /**
@@ -10,7 +11,30 @@ import type { ResponseHead } from "../Http1.js"
  */
 export const highWaterMark = 256 * 1024
 
+/** No bytes: what `take` gives with nothing buffered, and `takeNext` at the end of a body. */
 const noChunks: ReadonlyArray<Uint8Array> = Object.freeze([])
+
+/**
+ * What an exchange's body reads need from the connection that carries it.
+ * The connection gives itself when it makes the exchange, so exchange.ts
+ * imports nothing of connection.ts.
+ *
+ * @internal
+ */
+export interface Carrier {
+  /** The exchange in flight; an earlier one was let go and no more bytes come to it. */
+  readonly exchange: Exchange | undefined
+  /**
+   * Lifts the pause the connection put on its transport while a stream read,
+   * if `ex` is the exchange in flight (an earlier one read late must not
+   * resume it): the transport reads again, and the body deadline runs again.
+   */
+  resumeReading(ex: Exchange): void
+  /** What reading a response fails with once its connection moved on without it. */
+  released(): AgentError
+  /** What a whole-body read fails with once a stream took some of the bytes. */
+  streamed(): AgentError
+}
 
 /**
  * One request/response exchange, as its connection fills it and its readers
@@ -53,7 +77,10 @@ export class Exchange {
   }
   /** Called once, in a microtask, when the response completed or failed (see release.ts: the connection is freed then). */
   onSettled: (() => void) | undefined = undefined
-  constructor(readonly reused: boolean) {}
+  readonly #carrier: Carrier
+  constructor(carrier: Carrier, readonly reused: boolean) {
+    this.#carrier = carrier
+  }
   /** Registers a reader's wait; several readers may wait at once. */
   addWaiter(waiter: () => boolean): void {
     if (this.#waiter === undefined) this.#waiter = waiter
@@ -116,11 +143,79 @@ export class Exchange {
       queueMicrotask(onSettled)
     }
   }
+
+  // --- body reads ------------------------------------------------------------
+
+  /**
+   * The next body bytes when they need no wait: all buffered chunks, an empty
+   * array at the end of the body, or the exchange's failure; undefined while
+   * the reader must wait. Bytes taken make the body streamed.
+   */
+  takeNext(): ReadonlyArray<Uint8Array> | AgentError | undefined {
+    if (this.buffered > 0) {
+      this.streamed = true
+      const chunks = this.take()
+      this.#carrier.resumeReading(this)
+      return chunks
+    }
+    if (this.failure !== undefined) return this.failure
+    if (this.complete) return noChunks
+    return undefined
+  }
+
+  /**
+   * Waits for the next body bytes: all buffered chunks, or `None` at the end.
+   */
+  pull(): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> {
+    return Effect.suspend(() => {
+      this.streaming = true
+      const take = (): Effect.Effect<Option.Option<ReadonlyArray<Uint8Array>>, AgentError> | undefined => {
+        const next = this.takeNext()
+        if (next === undefined) return undefined
+        if (next instanceof AgentError) return Effect.fail(next)
+        return Effect.succeed(next.length === 0 ? Option.none() : Option.some(next))
+      }
+      const now = take()
+      if (now !== undefined) return now
+      // What a settled exchange buffered stays readable after its connection moved on.
+      if (this !== this.#carrier.exchange) return Effect.fail(this.#carrier.released())
+      return waitFor(this, () => this.buffered > 0 || this.settled, take)
+    })
+  }
+
+  /** The whole body, taken from the exchange, when it is all here already. */
+  takeCompleteBody(): ReadonlyArray<Uint8Array> | undefined {
+    if (!this.complete || this.failure !== undefined || this.streamed) return undefined
+    return this.takeRest()
+  }
+
+  /**
+   * Reads the rest of the body into memory: everything or nothing. Chunks stay
+   * with the exchange until it completes, so an interrupted read loses none.
+   */
+  readAll(): Effect.Effect<ReadonlyArray<Uint8Array>, AgentError> {
+    return Effect.suspend(() => {
+      const ready = (): Effect.Effect<ReadonlyArray<Uint8Array>, AgentError> | undefined => {
+        if (this.failure !== undefined) return Effect.fail(this.failure)
+        // A stream took bytes: what is left would be a part passed off as the whole.
+        if (this.streamed) return Effect.fail(this.#carrier.streamed())
+        const chunks = this.takeCompleteBody()
+        return chunks === undefined ? undefined : Effect.succeed(chunks)
+      }
+      const now = ready()
+      if (now !== undefined) return now
+      if (this !== this.#carrier.exchange) return Effect.fail(this.#carrier.released())
+      // Collecting, not streaming: no backpressure pause from here on.
+      this.streaming = false
+      this.#carrier.resumeReading(this)
+      return waitFor(this, () => this.settled, ready)
+    })
+  }
 }
 
 /**
  * Waits for an event of the exchange after which `isReady` holds, then runs
- * `ready` (which may take bytes) in the waiting fiber. @internal
+ * `ready` (which may take bytes) in the waiting fiber.
  *
  * The registration returns no canceler on purpose: with one, Effect.async wraps
  * the wait in `onInterrupt`, whose options object literal V8 pretenures under
@@ -129,7 +224,7 @@ export class Exchange {
  * harmless: the interrupted fiber ignores its resume, and it took nothing,
  * since only the resumed fiber runs `ready`.
  */
-export const waitFor = <A>(
+const waitFor = <A>(
   ex: Exchange,
   isReady: () => boolean,
   ready: () => Effect.Effect<A, AgentError> | undefined

@@ -20,7 +20,7 @@ const decoder = new TextDecoder()
 
 /**
  * Runs `f` on each piece of a response's body (the Agent's responses pull
- * from their connection; others go through `response.stream`). @internal
+ * from their exchange; others go through `response.stream`). @internal
  */
 export const forEachChunk = <E, R>(
   response: HttpClientResponse.HttpClientResponse,
@@ -118,7 +118,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
    */
   #bodyNow(): Uint8Array | undefined {
     if (this.#bytes !== undefined) return this.#bytes
-    const chunks = this.connection.takeCompleteBody(this.exchange)
+    const chunks = this.exchange.takeCompleteBody()
     return chunks === undefined ? undefined : this.#bytes = concat(chunks)
   }
 
@@ -138,7 +138,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
     if (now !== undefined) return Effect.succeed(now)
     return this.#body ??= this.#guard(Effect.suspend(() => {
       if (this.#bytes !== undefined) return Effect.succeed(this.#bytes)
-      return Effect.map(this.connection.readAll(this.exchange), (chunks) => this.#bytes = concat(chunks))
+      return Effect.map(this.exchange.readAll(), (chunks) => this.#bytes = concat(chunks))
     }))
   }
 
@@ -219,7 +219,7 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
       const kept = this.#bytes
       if (kept !== undefined) return kept.length === 0 ? Effect.void : f(kept)
       const loop: Effect.Effect<void, AgentError | E, R> = Effect.flatMap(
-        this.connection.pull(this.exchange),
+        this.exchange.pull(),
         (next) => {
           if (Option.isNone(next)) return Effect.void
           const chunks = next.value
@@ -240,15 +240,14 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
    * pieces already here, and the end, are handed over without running an effect.
    */
   #pulled(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
-    const connection = this.connection
     const exchange = this.exchange
     const wait: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, AgentError> = Channel.flatMap(
-      Channel.fromEffect(connection.pull(exchange)),
+      Channel.fromEffect(exchange.pull()),
       (next) => Option.isNone(next) ? Channel.void : Channel.flatMap(Channel.write(Chunk.unsafeFromArray(next.value)), () => loop)
     )
     const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, AgentError> = Channel.suspend(() => {
       exchange.streaming = true
-      const next = connection.takeNext(exchange)
+      const next = exchange.takeNext()
       if (next === undefined) return wait
       if (next instanceof AgentError) return Channel.fail(next)
       return next.length === 0 ? Channel.void : Channel.flatMap(Channel.write(Chunk.unsafeFromArray(next)), () => loop)
