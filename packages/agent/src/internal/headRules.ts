@@ -9,8 +9,14 @@
  */
 import type * as Http1 from "../Http1.js"
 
-const HTAB = 0x09
-const SP = 0x20
+/** The bytes the grammar names (`HTAB`, `LF`, `CR`, `SP`). @internal */
+export const HTAB = 0x09
+/** @internal */
+export const LF = 0x0a
+/** @internal */
+export const CR = 0x0d
+/** @internal */
+export const SP = 0x20
 
 // Character classes, looked up per byte instead of branching on ranges.
 /** @internal */

@@ -4,11 +4,7 @@
  * ambiguous on the wire. Pure: strings in, bytes out.
  */
 import type * as Http1 from "../Http1.js"
-import { CHAR_CLASS, CONNECTION_UPGRADE, connectionTokens, FIELD_CHAR, isTokenString, parseDecimal } from "./headRules.js"
-
-const LF = 0x0a
-const CR = 0x0d
-const SP = 0x20
+import { CHAR_CLASS, CONNECTION_UPGRADE, connectionTokens, CR, FIELD_CHAR, isTokenString, LF, parseDecimal, SP } from "./headRules.js"
 
 const refusal = (detail: string): Http1.RequestRefusal => ({ _tag: "RequestRefusal", detail })
 

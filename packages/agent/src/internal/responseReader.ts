@@ -10,19 +10,18 @@ import {
   bodyFraming,
   CHAR_CLASS,
   contentLength,
+  CR,
   FIELD_CHAR,
   isOws,
   keepAliveMax,
   keepAliveTimeout,
+  LF,
   persists,
   responseTransferCoding,
+  SP,
   TOKEN
 } from "./headRules.js"
 
-const HTAB = 0x09
-const LF = 0x0a
-const CR = 0x0d
-const SP = 0x20
 const COLON = 0x3a
 const SEMICOLON = 0x3b
 
@@ -392,7 +391,7 @@ export class ResponseParser implements Http1.ResponseParser {
             }
             if (++size > max) return this.#fail("Protocol", "chunk extension too large")
             const token = (CHAR_CLASS[c]! & TOKEN) !== 0
-            const ows = c === SP || c === HTAB
+            const ows = isOws(c)
             switch (ext) {
               case EXT_BEFORE_NAME:
                 ext = token ? EXT_NAME : ows ? EXT_BEFORE_NAME : EXT_INVALID
