@@ -241,16 +241,19 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
    */
   #pulled(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {
     const exchange = this.exchange
-    const wait: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, AgentError> = Channel.flatMap(
+    type Body = Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, AgentError>
+    const emit = (chunks: ReadonlyArray<Uint8Array>): Body =>
+      Channel.flatMap(Channel.write(Chunk.unsafeFromArray(chunks)), () => loop)
+    const wait: Body = Channel.flatMap(
       Channel.fromEffect(exchange.pull()),
-      (next) => Option.isNone(next) ? Channel.void : Channel.flatMap(Channel.write(Chunk.unsafeFromArray(next.value)), () => loop)
+      (next) => Option.isNone(next) ? Channel.void : emit(next.value)
     )
-    const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, AgentError> = Channel.suspend(() => {
+    const loop: Body = Channel.suspend(() => {
       exchange.streaming = true
       const next = exchange.takeNext()
       if (next === undefined) return wait
       if (next instanceof AgentError) return Channel.fail(next)
-      return next.length === 0 ? Channel.void : Channel.flatMap(Channel.write(Chunk.unsafeFromArray(next)), () => loop)
+      return next.length === 0 ? Channel.void : emit(next)
     })
     return Stream.fromChannel(Channel.mapError(loop, (e) => this.#decodeError(e)))
   }
