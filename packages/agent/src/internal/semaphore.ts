@@ -25,9 +25,9 @@ const stateOf = (semaphore: Effect.Semaphore): SemaphoreState | undefined => {
  * back with no take to wake. Otherwise (and with a `Semaphore` whose state is
  * not the one above) through its own `take` and `release`.
  *
- * `take` costs an `asyncInterrupt` and about ten steps, `release` two, for
- * every connection opened: what opening a connection costs is its steps (see
- * ARCHITECTURE.md, "Performance rules"). The state is private to Effect:
+ * `take` costs an `asyncInterrupt` and several steps, `release` a fiber
+ * lookup and a step, for every connection opened: what opening a connection
+ * costs is its steps (see ARCHITECTURE.md, "Performance rules"). The state is private to Effect:
  * `Couplings.test.ts` fails if an upgrade changes it.
  *
  * @internal
