@@ -14,13 +14,13 @@ import { ListNode } from "../src/internal/list.js"
 import { MemoryServer, ServerSocket } from "./support/MemoryConnector.js"
 
 const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+const encoder = new TextEncoder()
 const request = (path: string): PreparedRequest => ({
   method: "GET",
-  head: new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nhost: a.test\r\n\r\n`),
+  head: encoder.encode(`GET ${path} HTTP/1.1\r\nhost: a.test\r\n\r\n`),
   body: { _tag: "Empty" }
 })
 
-const encoder = new TextEncoder()
 /** A 64 KiB piece of a chunked body: five more than one unread pass the 256 KiB mark. */
 const piece = `10000\r\n${"x".repeat(64 * 1024)}\r\n`
 
