@@ -14,9 +14,11 @@ import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import type * as Tracer from "effect/Tracer"
+import * as TestClock from "effect/TestClock"
+import * as Tracer from "effect/Tracer"
 import { agentOn, settle, withAgent } from "./support/agent.js"
 import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
 import type { ServerSocket } from "./support/MemoryConnector.js"
@@ -184,15 +186,21 @@ describe("AgentHttpClient: tracing under Effect's own tracer", () => {
     spanId: hex(16).test(span.spanId),
     parentIsOuter: outer === undefined ? Option.isNone(span.parent) : Option.getOrUndefined(span.parent) === outer,
     attributes: Object.fromEntries([...span.attributes].filter(([key]) => !key.startsWith("keepalive."))),
+    startTime: span.status.startTime,
     exit: span.status._tag === "Ended" ? span.status.exit._tag : "Started",
     links: span.links
   })
 
   /**
    * Posts through `client` with a body whose stream keeps the span it runs
-   * under (the request's), inside an outer span or not; no tracer installed.
+   * under (the request's), inside an outer span or not, and inside `around`
+   * within it; no tracer installed.
    */
-  const sent = (client: HttpClient.HttpClient, outerSpan: boolean) =>
+  const sent = (
+    client: HttpClient.HttpClient,
+    outerSpan: boolean,
+    around: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R> = identity
+  ) =>
     Effect.gen(function*() {
       let seen: Tracer.Span | undefined
       const body = Stream.fromEffect(Effect.map(Effect.orDie(Effect.currentSpan), (span) => {
@@ -204,7 +212,7 @@ describe("AgentHttpClient: tracing under Effect's own tracer", () => {
         HttpClientRequest.bodyStream(body, { contentLength: 3 })
       )
       const at = server.requests.length
-      const send = Effect.flatMap(client.execute(post), (r) => r.text)
+      const send = around(Effect.flatMap(client.execute(post), (r) => r.text))
       const outer = outerSpan
         ? yield* Effect.withSpan(Effect.zipRight(send, Effect.orDie(Effect.currentSpan)), "outer")
         : yield* Effect.as(send, undefined)
@@ -237,6 +245,29 @@ describe("AgentHttpClient: tracing under Effect's own tracer", () => {
           const parent = Option.getOrUndefined(span.parent)
           expect(headers["b3"]).toBe(`${span.traceId}-${span.spanId}-1${parent === undefined ? "" : `-${parent.spanId}`}`)
         }
+      }
+    }).pipe(Effect.provide(agentOn(server))))
+
+  it.effect("with span annotations or links, under a span that disables propagation, or with tracer timing off, the span is the one HttpClient.make's would be", () =>
+    Effect.gen(function*() {
+      const ours = AgentHttpClient.make(yield* Agent.Agent)
+      const reference = HttpClient.make((request) =>
+        ours.pipe(HttpClient.withTracerDisabledWhen(() => true)).execute(request)
+      )
+      // Past zero, so that a span timed with timing off is told apart.
+      yield* TestClock.adjust("1 second")
+      const linked = Tracer.externalSpan({ traceId: "a".repeat(32), spanId: "b".repeat(16) })
+      const settings: ReadonlyArray<[string, <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>]> = [
+        ["annotated", (effect) => Effect.annotateSpans(effect, "tenant", "t1")],
+        ["linked", (effect) => Effect.linkSpans(effect, linked, { why: "batch" })],
+        ["inside a span that disables propagation", (effect) =>
+          Effect.withSpan(effect, "hidden", { context: Tracer.DisablePropagation.context(true) })],
+        ["timing off", (effect) => Effect.withTracerTiming(effect, false)]
+      ]
+      for (const [setting, around] of settings) {
+        const a = yield* sent(ours, true, around)
+        const b = yield* sent(reference, true, around)
+        expect(describedNative(a.span, a.outer), setting).toEqual(describedNative(b.span, b.outer))
       }
     }).pipe(Effect.provide(agentOn(server))))
 

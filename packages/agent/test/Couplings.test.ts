@@ -71,7 +71,7 @@ describe("coupling to Effect's private Semaphore state (SemaphorePermits)", () =
       expect(yield* semaphore.withPermitsIfAvailable(2)(Effect.void)).toEqual(Option.some(undefined))
     }))
 
-  it.effect("with a take waiting, neither is done without a step: the Semaphore's release wakes the waiting take", () =>
+  it.effect("with a take waiting, even one a release just woke, neither is done without a step: the waiting take gets the permit", () =>
     Effect.gen(function*() {
       const semaphore = yield* Effect.makeSemaphore(1)
       const permits = new SemaphorePermits(semaphore)
@@ -81,6 +81,8 @@ describe("coupling to Effect's private Semaphore state (SemaphorePermits)", () =
       expect(permits.tryReleaseNow()).toBe(false)
       expect(permits.tryTakeNow()).toBe(false)
       yield* permits.release
+      // Woken but not yet run, the waiting take keeps its turn: a permit free is not taken past it.
+      expect(permits.tryTakeNow()).toBe(false)
       expect(yield* Fiber.join(waiting)).toBe(1)
     }))
 })

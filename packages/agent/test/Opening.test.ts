@@ -24,9 +24,10 @@ import { settle } from "./support/agent.js"
 
 const origin = Origin.make("http", "a.test")
 
-/** A transport that records its destroy. */
-class FakeTransport {
+/** A transport that counts its destroys. */
+class FakeTransport implements Transport {
   destroyed = 0
+  readonly remoteAddress = undefined
   listen(): void {}
   write(): boolean {
     return true
@@ -68,7 +69,7 @@ const openerWith = (max: number, finalizer?: Effect.Effect<void>) =>
             connects++
             const transport = new FakeTransport()
             transports.push(transport)
-            const connected = Effect.succeed(transport as unknown as Transport)
+            const connected = Effect.succeed<Transport>(transport)
             return finalizer === undefined
               ? connected
               : Effect.zipRight(Effect.flatMap(Effect.scope, (scope) => Scope.addFinalizer(scope, finalizer)), connected)

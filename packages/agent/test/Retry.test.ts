@@ -1,6 +1,7 @@
 /**
  * Which requests may be sent a second time: the rule the Agent's one retry
- * after a stale connection obeys (Agent.test.ts sends them).
+ * after a stale connection obeys (test/hostile/stale.test.ts sends them over
+ * real sockets).
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Http1 from "../src/Http1.js"

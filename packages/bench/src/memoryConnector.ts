@@ -35,7 +35,9 @@ class AnsweringTransport implements Transport {
   write(chunk: Uint8Array): boolean {
     // A request head ends with CRLF CRLF; the serialiser writes one head per call.
     if (chunk[chunk.length - 1] === 10 && chunk[chunk.length - 2] === 13) {
+      // Nothing arrives on a transport once destroyed, as with a socket.
       const send = (i: number) => {
+        if (this.#destroyed) return
         this.#listener?.onData(this.pieces[i]!.slice())
         if (i + 1 < this.pieces.length) setImmediate(() => send(i + 1))
       }

@@ -25,9 +25,9 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Stream from "effect/Stream"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
+import * as Stream from "effect/Stream"
 import * as Supervisor from "effect/Supervisor"
 import { MemoryConnector, MemoryConnectorInPieces } from "./memoryConnector.js"
 
@@ -59,7 +59,7 @@ const measure = <E, R>(name: string, once: Effect.Effect<unknown, E, R>, layer: 
       Effect.supervised(counter),
       Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
     ),
-    () => console.log(`${name.padEnd(46)} ${(counter.steps / requests).toFixed(1).padStart(6)} steps/request`)
+    () => console.log(`${name.padEnd(54)} ${(counter.steps / requests).toFixed(1).padStart(6)} steps/request`)
   )
 }
 
