@@ -84,6 +84,8 @@ describe("keepalive: help", () => {
     expect(usageLine(demo)).toBe(
       "keepalive demo [--requests N] [--origins N] [--concurrency N] [--max-per-origin N] [--max-connections N]"
     )
+    // Asked of the program and of the subcommand at once, @effect/cli gives the usage with the program's name already.
+    expect(usageLine(await keepalive(["--help", "demo", "--help"]))).toBe(usageLine(demo))
   })
 
   it("the help of each command names its options", async () => {
