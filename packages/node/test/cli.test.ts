@@ -135,7 +135,10 @@ describe("keepalive: bad input", () => {
       [["fetc", "http://127.0.0.1/"], "unknown command 'fetc'; commands: fetch, probe, demo"],
       [["frobnicate", "fetch"], "unknown command 'frobnicate'; commands: fetch, probe, demo"],
       [["--bogus"], "unknown option '--bogus'; commands: fetch, probe, demo"],
-      [["--bogus", "fetch"], "unknown option '--bogus'; commands: fetch, probe, demo"]
+      [["--bogus", "fetch"], "unknown option '--bogus'; commands: fetch, probe, demo"],
+      // @effect/cli's own option, listed in the help, is not the unknown word.
+      [["--log-level", "debug", "frobnicate"], "unknown command 'frobnicate'; commands: fetch, probe, demo"],
+      [["--log-level=debug", "--bogus"], "unknown option '--bogus'; commands: fetch, probe, demo"]
     ] as const
     for (const [args, message] of cases) {
       const ran = await keepalive(args)
