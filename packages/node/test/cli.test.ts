@@ -47,10 +47,9 @@ const keepalive = (args: ReadonlyArray<string>): Promise<Ran> => {
     })
     return yield* Effect.withConsole(run(args), capture)
   })
-  return Effect.runPromise(Effect.provide(program, Environment.layer)).then(
-    (code) => ({ code, log, error, stdout }),
-    (cause) => Promise.reject(cause)
-  ).finally(() => write.mockRestore())
+  return Effect.runPromise(Effect.provide(program, Environment.layer))
+    .then((code) => ({ code, log, error, stdout }))
+    .finally(() => write.mockRestore())
 }
 
 /** The lines of a help text, trimmed. */
