@@ -6,6 +6,7 @@ import { execFile } from "node:child_process"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { inject } from "vitest"
+import { provided } from "./setup/provided.js"
 
 const root = path.resolve(import.meta.dirname, "..")
 const tsx = path.join(root, "node_modules", ".bin", "tsx")
@@ -33,14 +34,13 @@ describe("examples", () => {
     expect(stdout.match(/^ {2}http:\/\/127\.0\.0\.1:\d+ {2}open 2 \(idle 2, busy 0\), waiting 0, opened 2, reused 98$/gm)).toHaveLength(2)
   })
 
-  const redisPort = inject("redisPort")
-  it.skipIf(redisPort === 0 && process.env.CI !== "true")(
+  const redis = provided("redis-server", inject("redisPort"), inject("redisUnavailable"), "fleet example test")
+  it.skipIf(redis.skip)(
     "fleet: two processes under one cap of 3 on Redis, each of whose Agents alone would open 8; the server never sees more than 3",
     async () => {
-      if (redisPort === 0) throw new Error(`redis-server is required under CI: ${inject("redisUnavailable")}`)
       const { stdout } = await promisify(execFile)(
         tsx,
-        ["--conditions=keepalive-source", "examples/fleet.ts", `redis://127.0.0.1:${redisPort}`],
+        ["--conditions=keepalive-source", "examples/fleet.ts", `redis://127.0.0.1:${redis.port}`],
         { cwd: root, timeout: 60_000 }
       )
       expect(stdout.match(/^worker \d+: 200 responses over \d+ connections$/gm)).toHaveLength(2)

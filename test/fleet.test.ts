@@ -14,13 +14,11 @@ import * as http from "node:http"
 import type * as net from "node:net"
 import * as path from "node:path"
 import { afterAll, inject } from "vitest"
+import { provided } from "./setup/provided.js"
 import { findBinary } from "./setup/servers.js"
 
-const redisPort = inject("redisPort")
-const redisUnavailable = inject("redisUnavailable")
-const inCi = process.env.CI === "true"
-const skip = redisPort === 0 && !inCi
-if (skip) console.warn(`fleet tests skipped: ${redisUnavailable}`)
+const redis = provided("redis-server", inject("redisPort"), inject("redisUnavailable"), "fleet tests")
+const redisUrl = () => `redis://127.0.0.1:${redis.port}`
 const faketime = findBinary("faketime")
 
 const root = path.join(import.meta.dirname, "..")
@@ -133,7 +131,6 @@ const startWorker = (settings: Record<string, unknown>, clockOffset?: string): W
   return worker
 }
 
-const redis = `redis://127.0.0.1:${redisPort}`
 let prefixes = 0
 const freshPrefix = () => `fleet:${process.pid}:${Date.now()}:${prefixes++}`
 
@@ -152,7 +149,7 @@ const server = async (delayMs: (url: string) => number = () => 2) => {
   return s
 }
 
-describe.skipIf(skip)("a fleet sharing a per-origin cap on Redis", () => {
+describe.skipIf(redis.skip)("a fleet sharing a per-origin cap on Redis", () => {
   it("5 processes × 16 fibers, 3,000 requests over 3 origins, cap 3: the peak never passes the cap, all succeed, connections are reused, a worker's clock 7 minutes off counts for nothing", async () => {
       const origins = await Promise.all([server(), server(), server()])
       const keyPrefix = freshPrefix()
@@ -161,7 +158,7 @@ describe.skipIf(skip)("a fleet sharing a per-origin cap on Redis", () => {
         startWorker({
           mode: "load",
           name: `w${i}`,
-          redis,
+          redis: redisUrl(),
           keyPrefix,
           cap,
           leaseTtlMs: 3_000,
@@ -198,7 +195,7 @@ describe.skipIf(skip)("a fleet sharing a per-origin cap on Redis", () => {
     const origin = await server((url) => (url.startsWith("/hold") ? 200 : 2))
     const keyPrefix = freshPrefix()
     const leaseTtlMs = 1_500
-    const common = { redis, keyPrefix, cap: 3, leaseTtlMs, origins: [origin.url], idleTimeoutMs: 60_000 }
+    const common = { redis: redisUrl(), keyPrefix, cap: 3, leaseTtlMs, origins: [origin.url], idleTimeoutMs: 60_000 }
     const holder = startWorker({ ...common, mode: "hold", name: "holder", hold: 3 })
     const held = await holder.next("held")
     expect(held.open).toBe(3)
@@ -219,7 +216,7 @@ describe.skipIf(skip)("a fleet sharing a per-origin cap on Redis", () => {
     const origin = await server(() => 5)
     const keyPrefix = freshPrefix()
     const leaseTtlMs = 900
-    const common = { redis, keyPrefix, cap: 1, leaseTtlMs, origins: [origin.url], idleTimeoutMs: 60_000 }
+    const common = { redis: redisUrl(), keyPrefix, cap: 1, leaseTtlMs, origins: [origin.url], idleTimeoutMs: 60_000 }
     const stalled = startWorker({ ...common, mode: "stall", name: "stalled", stallAfterMs: 1_500, stallMs: 2_500, afterMs: 1_500 })
     const other = startWorker({ ...common, mode: "wait", name: "other" })
     await other.next("ready")

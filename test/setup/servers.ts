@@ -10,7 +10,7 @@ import * as net from "node:net"
 import * as path from "node:path"
 
 /** Runs apt-get; true when it succeeded. */
-export const apt = (args: ReadonlyArray<string>): boolean => {
+const apt = (args: ReadonlyArray<string>): boolean => {
   const result = spawnSync("apt-get", args, {
     stdio: "ignore",
     timeout: 300_000,
@@ -20,7 +20,7 @@ export const apt = (args: ReadonlyArray<string>): boolean => {
 }
 
 /** True when apt can install the package. */
-export const aptCandidate = (name: string): boolean => {
+const aptCandidate = (name: string): boolean => {
   const result = spawnSync("apt-cache", ["policy", name], { encoding: "utf8", timeout: 60_000 })
   return result.status === 0 && /Candidate:\s*(?!\(none\))\S/.test(result.stdout)
 }

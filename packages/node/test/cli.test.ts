@@ -47,10 +47,9 @@ const keepalive = (args: ReadonlyArray<string>): Promise<Ran> => {
     })
     return yield* Effect.withConsole(run(args), capture)
   })
-  return Effect.runPromise(Effect.provide(program, Environment.layer)).then(
-    (code) => ({ code, log, error, stdout }),
-    (cause) => Promise.reject(cause)
-  ).finally(() => write.mockRestore())
+  return Effect.runPromise(Effect.provide(program, Environment.layer))
+    .then((code) => ({ code, log, error, stdout }))
+    .finally(() => write.mockRestore())
 }
 
 /** The lines of a help text, trimmed. */
@@ -84,6 +83,8 @@ describe("keepalive: help", () => {
     expect(usageLine(demo)).toBe(
       "keepalive demo [--requests N] [--origins N] [--concurrency N] [--max-per-origin N] [--max-connections N]"
     )
+    // Asked of the program and of the subcommand at once, @effect/cli gives the usage with the program's name already.
+    expect(usageLine(await keepalive(["--help", "demo", "--help"]))).toBe(usageLine(demo))
   })
 
   it("the help of each command names its options", async () => {
@@ -133,7 +134,10 @@ describe("keepalive: bad input", () => {
       [["fetc", "http://127.0.0.1/"], "unknown command 'fetc'; commands: fetch, probe, demo"],
       [["frobnicate", "fetch"], "unknown command 'frobnicate'; commands: fetch, probe, demo"],
       [["--bogus"], "unknown option '--bogus'; commands: fetch, probe, demo"],
-      [["--bogus", "fetch"], "unknown option '--bogus'; commands: fetch, probe, demo"]
+      [["--bogus", "fetch"], "unknown option '--bogus'; commands: fetch, probe, demo"],
+      // @effect/cli's own option, listed in the help, is not the unknown word.
+      [["--log-level", "debug", "frobnicate"], "unknown command 'frobnicate'; commands: fetch, probe, demo"],
+      [["--log-level=debug", "--bogus"], "unknown option '--bogus'; commands: fetch, probe, demo"]
     ] as const
     for (const [args, message] of cases) {
       const ran = await keepalive(args)

@@ -59,18 +59,22 @@ const withoutAnsi = (text: string): string => text.replace(/\x1b\[[0-9;]*m/g, ""
 const oneLine = (text: string): string =>
   withoutAnsi(text).split("\n").map((line) => line.trim()).filter((line) => line !== "").join(" ")
 
+/** @effect/cli's own `--log-level LEVEL` (or `--log-level=LEVEL`), which it takes out before it matches a subcommand. */
+const isLogLevel = (args: ReadonlyArray<string>, i: number): boolean =>
+  args[i] === "--log-level" || args[i]!.startsWith("--log-level=") || args[i - 1] === "--log-level"
+
 /**
  * What a command line @effect/cli refused says, in one line. @effect/cli
  * names no word when none of the subcommands matches ("Invalid subcommand
  * for keepalive - use one of …"): the word is found here, the first
- * argument that is no command's name.
+ * argument that is neither a command's name nor the log level.
  */
 const describe = (error: ValidationError.ValidationError, args: ReadonlyArray<string>): string => {
   if (ValidationError.isCommandMismatch(error)) {
-    const word = args.find((arg) => !commandNames.includes(arg))
-    const commands = `commands: ${commandNames.join(", ")}`
-    if (word === undefined) return `no command given; ${commands}`
-    return `unknown ${word.startsWith("-") ? "option" : "command"} '${word}'; ${commands}`
+    const word = args.find((arg, i) => !commandNames.includes(arg) && !isLogLevel(args, i))
+    if (word !== undefined) {
+      return `unknown ${word.startsWith("-") ? "option" : "command"} '${word}'; commands: ${commandNames.join(", ")}`
+    }
   }
   const text = oneLine(HelpDoc.toAnsiText(error.error))
   return text === "" ? `invalid command line (see ${name} --help)` : text

@@ -41,34 +41,37 @@ export const withoutTextNote = (doc: HelpDoc.HelpDoc): HelpDoc.HelpDoc => {
   }
 }
 
-/** The first name a usage starts with: the command's, for a command's usage. */
-const leadingName = (usage: Usage.Usage): string | undefined => {
+/** The names a usage shows, in order: its command's, then its options' and arguments'. */
+const namesOf = (usage: Usage.Usage): ReadonlyArray<string> => {
   switch (usage._tag) {
     case "Named":
-      return usage.names[0]
+      return usage.names
     case "Concat":
-      return leadingName(usage.left) ?? leadingName(usage.right)
+    case "Alternation":
+      return [...namesOf(usage.left), ...namesOf(usage.right)]
     case "Optional":
     case "Repeated":
-    case "Alternation":
+      return namesOf(usage.usage)
     case "Empty":
     case "Mixed":
-      return undefined
+      return []
   }
 }
 
 /**
  * The usage a user types. @effect/cli gives a subcommand's without its
- * parent (`fetch …`): it gets the program's name in front. The program's
- * own usage gets the `<command>` it needs (@effect/cli's `Usage.mixed`,
- * meant for that, is empty).
+ * parent (`fetch …`; with it only for `keepalive --help fetch --help`): it
+ * gets the program's name in front. The program's own usage, its name
+ * alone, gets the `<command>` it needs (@effect/cli's `Usage.mixed`, meant
+ * for that, is empty).
  *
  * @internal
  */
-export const fromProgram = (program: string, usage: Usage.Usage): Usage.Usage =>
-  leadingName(usage) === program
-    ? Usage.concat(usage, Usage.named(["<command>"], Option.none()))
-    : Usage.concat(Usage.named([program], Option.none()), usage)
+export const fromProgram = (program: string, usage: Usage.Usage): Usage.Usage => {
+  const names = namesOf(usage)
+  if (names[0] !== program) return Usage.concat(Usage.named([program], Option.none()), usage)
+  return names.length === 1 ? Usage.concat(usage, Usage.named(["<command>"], Option.none())) : usage
+}
 
 /**
  * The help of a command, as @effect/cli lays it out (the program's name and
