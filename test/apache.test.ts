@@ -28,15 +28,29 @@ interface Logged {
   readonly method: string
   readonly path: string
   readonly status: number
+  /** When apache received the request, in µs since the epoch. */
+  readonly receivedMicros: number
 }
 
-/** The access log lines written since `from` (a byte offset of the log). */
+/**
+ * The access log lines written since `from` (a byte offset of the log), in
+ * the order apache received the requests: it writes a line once the response
+ * is sent, and the last request of a connection it closes (a lingering close)
+ * may be written after the first of the next connection.
+ */
 const loggedSince = (from: number): Array<Logged> =>
   fs.readFileSync(accessLog).subarray(from).toString("latin1").split("\n").filter((line) => line !== "").map((line) => {
-    const match = /^(\d+) (\d+) "(\S+) (\S+) [^"]*" (\d+) /.exec(line)
+    const match = /^(\d+) (\d+) "(\S+) (\S+) [^"]*" (\d+) \S+ (\d+)$/.exec(line)
     if (match === null) throw new Error(`unexpected access log line: ${line}`)
-    return { before: +match[1]!, clientPort: +match[2]!, method: match[3]!, path: match[4]!, status: +match[5]! }
-  })
+    return {
+      before: +match[1]!,
+      clientPort: +match[2]!,
+      method: match[3]!,
+      path: match[4]!,
+      status: +match[5]!,
+      receivedMicros: +match[6]!
+    }
+  }).sort((a, b) => a.receivedMicros - b.receivedMicros)
 
 /** Runs `body` with a fresh Agent, and returns the access log lines it caused. */
 const logged = <A, E>(body: Effect.Effect<A, E, Agent.Agent>) =>
@@ -55,7 +69,7 @@ const get = (path: string, headers: Record<string, string> = {}) =>
     )
   )
 
-/** The requests of each connection, in the order apache logged them. */
+/** The requests of each connection, in the order apache received them. */
 const byConnection = (lines: ReadonlyArray<Logged>): Array<Array<Logged>> => {
   const groups = new Map<number, Array<Logged>>()
   for (const line of lines) groups.set(line.clientPort, [...(groups.get(line.clientPort) ?? []), line])

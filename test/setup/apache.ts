@@ -23,7 +23,7 @@ declare module "vitest" {
     apachePort: number
     /** Why apache2 is unavailable; `""` when it runs. */
     apacheUnavailable: string
-    /** Its access log: one line per request, `<%k> <remote port> <request line> <status> <bytes>`. */
+    /** Its access log: one line per request, `<%k> <remote port> <request line> <status> <bytes> <µs since the epoch when it was received>`. */
     apacheAccessLog: string
   }
 }
@@ -66,7 +66,7 @@ Listen 127.0.0.1:${port}
 ServerName 127.0.0.1
 ErrorLog ${dir}/error.log
 LogLevel warn
-LogFormat "%k %{remote}p \\"%r\\" %>s %B" keepalive
+LogFormat "%k %{remote}p \\"%r\\" %>s %B %{begin:usec}t" keepalive
 CustomLog ${dir}/access.log keepalive
 DocumentRoot ${dir}/html
 KeepAlive On
