@@ -7,16 +7,22 @@
  * the npm registry for effect, @effect/platform and the command's dependencies.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { promisify } from "node:util"
 
 const root = path.join(import.meta.dirname, "..")
 const pnpm = ["-y", "pnpm@10.34.8"]
 
-const run = (command: string, args: ReadonlyArray<string>, cwd: string): string =>
-  execFileSync(command, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 240_000 })
+/**
+ * Runs a command to its end and gives its stdout. Not `execFileSync`: a test
+ * worker blocked for the minutes a pack or an install takes cannot answer the
+ * test runner, whose calls to it then time out.
+ */
+const run = async (command: string, args: ReadonlyArray<string>, cwd: string): Promise<string> =>
+  (await promisify(execFile)(command, args, { cwd, encoding: "utf8", timeout: 240_000, maxBuffer: 64 * 1024 * 1024 })).stdout
 
 const program = `
 import { HttpClient } from "@effect/platform"
@@ -54,17 +60,17 @@ const tsconfig = (module: string, moduleResolution: string) =>
   })
 
 describe("installed from its tarballs into a project outside the workspace", () => {
-  it("runs under plain node and type-checks with NodeNext and Bundler resolution", () => {
+  it("runs under plain node and type-checks with NodeNext and Bundler resolution", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keepalive-install-"))
     try {
       const packs = path.join(dir, "packs")
       for (const pkg of ["agent", "node"]) {
-        run("npx", [...pnpm, "pack", "--pack-destination", packs], path.join(root, "packages", pkg))
+        await run("npx", [...pnpm, "pack", "--pack-destination", packs], path.join(root, "packages", pkg))
       }
       const tarballs = fs.readdirSync(packs).sort()
       expect(tarballs).toEqual(["keepalive-agent-0.1.0.tgz", "keepalive-node-0.1.0.tgz"])
       // What a tarball holds: built JS, declarations with their maps, sources for the maps, README, LICENSE; no tests.
-      const listed = run("tar", ["-tzf", path.join(packs, "keepalive-agent-0.1.0.tgz")], dir).split("\n")
+      const listed = (await run("tar", ["-tzf", path.join(packs, "keepalive-agent-0.1.0.tgz")], dir)).split("\n")
       for (const file of ["package/dist/index.js", "package/dist/index.d.ts", "package/dist/index.d.ts.map", "package/dist/index.js.map", "package/README.md", "package/LICENSE"]) {
         expect(listed).toContain(file)
       }
@@ -73,7 +79,7 @@ describe("installed from its tarballs into a project outside the workspace", () 
       const app = path.join(dir, "app")
       fs.mkdirSync(app)
       fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }))
-      run("npm", [
+      await run("npm", [
         "install", "--no-audit", "--no-fund", "--loglevel=error",
         ...tarballs.map((tarball) => path.join(packs, tarball)),
         "effect@3.22.4", "@effect/platform@0.97.2", "typescript@5.9.3", "@types/node@20"
@@ -86,7 +92,7 @@ describe("installed from its tarballs into a project outside the workspace", () 
       }
 
       fs.writeFileSync(path.join(app, "app.mjs"), javascript)
-      const output = JSON.parse(run(process.execPath, ["app.mjs"], app).trim())
+      const output = JSON.parse((await run(process.execPath, ["app.mjs"], app)).trim())
       expect(output).toMatchObject({
         a: "hello /a",
         b: "hello /b",
@@ -96,13 +102,13 @@ describe("installed from its tarballs into a project outside the workspace", () 
 
       // The command line runs from the installed package's built files and its dependencies.
       const bin = path.join(app, "node_modules", ".bin", "keepalive")
-      expect(run(bin, ["--version"], app).trim()).toBe("0.1.0")
-      expect(run(bin, ["fetch", "--help"], app)).toContain("--max-per-origin")
+      expect((await run(bin, ["--version"], app)).trim()).toBe("0.1.0")
+      expect(await run(bin, ["fetch", "--help"], app)).toContain("--max-per-origin")
 
       fs.writeFileSync(path.join(app, "app.ts"), program)
       for (const [module, resolution] of [["NodeNext", "NodeNext"], ["ESNext", "Bundler"]] as const) {
         fs.writeFileSync(path.join(app, "tsconfig.json"), tsconfig(module, resolution))
-        run(path.join(app, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.json"], app)
+        await run(path.join(app, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.json"], app)
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true })
