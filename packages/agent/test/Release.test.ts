@@ -18,6 +18,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import { globalValue } from "effect/GlobalValue"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -342,31 +343,58 @@ for (const { get, name } of scopeFree) {
       }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
     })
 
-    it.live("is watched for garbage collection only until its connection is freed", () => {
-      // V8's scavenger keeps a registered object alive, and promotes it with its body.
-      const server = stallingServer()
+    /** Spies on the Agent's finalization registry: its `register` calls, and whether `token` was unregistered. */
+    const watchingRegistry = () => {
+      const registry = globalValue(Symbol.for("@keepalive/agent/unreadResponses"), () => undefined)
       const register = vi.spyOn(FinalizationRegistry.prototype, "register")
       const unregister = vi.spyOn(FinalizationRegistry.prototype, "unregister")
-      const unregistered = (token: unknown) => unregister.mock.calls.some(([t]) => t === token)
+      return {
+        registered: () => register.mock.calls.filter((_, i) => register.mock.contexts[i] === registry),
+        unregistered: (token: unknown) => unregister.mock.calls.some(([t], i) => t === token && unregister.mock.contexts[i] === registry),
+        restore: Effect.sync(() => {
+          register.mockRestore()
+          unregister.mockRestore()
+        })
+      }
+    }
+
+    it.live("an unread response is watched for garbage collection from a microtask later until its connection is freed", () => {
+      // V8 keeps what a registry cell watches alive through every minor GC,
+      // and promotes it: the response itself is never what is watched.
+      const server = stallingServer()
+      const spy = watchingRegistry()
       return Effect.gen(function*() {
         const response = yield* get("http://a.test/stall")
-        const registered = register.mock.calls.filter(([target]) => target === response)
-        expect(registered.length).toBe(1)
-        const token = registered[0]![2]
+        expect(spy.registered()).toHaveLength(0)
+        yield* settle
+        const registered = spy.registered()
+        expect(registered).toHaveLength(1)
+        const [target, , token] = registered[0]!
+        expect(target).not.toBe(response)
         expect(token).toBeDefined()
-        expect(unregistered(token)).toBe(false)
+        expect(spy.unregistered(token)).toBe(false)
         server.sockets[0]!.send("lo, wor")
         yield* settle
         expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
-        expect(unregistered(token)).toBe(true)
+        expect(spy.unregistered(token)).toBe(true)
         expect(yield* response.text).toBe("hello, wor")
-      }).pipe(
-        Effect.provide(agentOn(server)),
-        Effect.ensuring(Effect.sync(() => {
-          register.mockRestore()
-          unregister.mockRestore()
-        }))
-      )
+        expect(spy.registered()).toHaveLength(1)
+      }).pipe(Effect.provide(agentOn(server)), Effect.ensuring(spy.restore))
+    })
+
+    it.live("a response whose read starts at once is never watched for garbage collection", () => {
+      const server = stallingServer()
+      const spy = watchingRegistry()
+      return Effect.gen(function*() {
+        const text = yield* Effect.fork(Effect.flatMap(get("http://a.test/stall"), (r) => r.text))
+        yield* settle
+        expect(yield* Agent.stats).toMatchObject({ busy: 1 })
+        server.sockets[0]!.send("lo, wor")
+        expect(yield* Fiber.join(text)).toBe("hello, wor")
+        yield* settle
+        expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+        expect(spy.registered()).toHaveLength(0)
+      }).pipe(Effect.provide(agentOn(server)), Effect.ensuring(spy.restore))
     })
 
     it.live("the response garbage collected unread", () => {

@@ -57,6 +57,22 @@ const unreadResponses = globalValue(
   () => new FinalizationRegistry<() => void>(releaseOutsideFiber)
 )
 
+/** What the registry watches in a response's place. @internal */
+class WatchedToken {}
+
+/**
+ * The leases handed over since the last microtask whose response may yet be
+ * dropped unread: see `Lease.freeWhenCollected`. A fresh array per batch, so
+ * that nothing long-lived refers to the leases once the batch ran.
+ */
+let unwatched: Array<Lease> | undefined = undefined
+
+const watchUnread = (): void => {
+  const leases = unwatched!
+  unwatched = undefined
+  for (let i = 0; i < leases.length; i++) leases[i]!.watchNow()
+}
+
 /**
  * Gives a connection back, once. What a caller's scope keeps until it closes
  * refers to this and the connection only: a closure made in the attempt
@@ -68,6 +84,8 @@ const unreadResponses = globalValue(
  */
 export class Lease implements ReadWatcher {
   #pooled: Pooled | undefined
+  /** The response, until it is watched for garbage collection or its read started. */
+  #unread: AgentResponse | undefined = undefined
   #watched = false
   #readers = 0
   constructor(pooled: Pooled, readonly pool: CheckIn) {
@@ -79,20 +97,51 @@ export class Lease implements ReadWatcher {
     const pooled = this.#pooled
     if (pooled === undefined) return
     this.#pooled = undefined
-    // Unwatched once freed: V8's scavenger keeps a registered response alive
-    // (and promotes it, with its exchange and body) until it is unregistered.
+    this.#unread = undefined
     if (this.#watched) unreadResponses.unregister(this)
     this.pool.checkin(pooled)
   }
 
-  /** Frees the connection when `response` is garbage collected first. */
+  /**
+   * Frees the connection when `response` is garbage collected with no read
+   * of it under way and its body still arriving.
+   *
+   * Until a microtask later the lease holds the response itself: a caller
+   * who reads the body at once (nearly every one) starts the read in the
+   * same run of its fiber, and the registry is never touched. Whatever is
+   * still unread then is watched by the registry. A read under way keeps its
+   * response reachable, and the last read to end gives the connection back,
+   * so a read that started needs no watching.
+   */
   freeWhenCollected(response: AgentResponse): void {
+    this.#unread = response
+    if (unwatched === undefined) {
+      unwatched = []
+      queueMicrotask(watchUnread)
+    }
+    unwatched.push(this)
+  }
+
+  /**
+   * Watches the unread response now. The registry watches an object only the
+   * response refers to, not the response: V8 makes the registry's cell in
+   * old space, and until the next full GC even an unregistered cell keeps
+   * what it watches alive through every minor GC, promoting it with all it
+   * refers to (the exchange, the body's buffers, the request).
+   */
+  watchNow(): void {
+    const response = this.#unread
+    if (response === undefined) return
+    this.#unread = undefined
     this.#watched = true
-    unreadResponses.register(response, this.release, this)
+    const token = new WatchedToken()
+    response.watchedToken = token
+    unreadResponses.register(token, this.release, this)
   }
 
   readStarted(): void {
     this.#readers++
+    this.#unread = undefined
   }
 
   /** The last read under way ended, however it ended: a reader that gives up takes nobody else's body away. */

@@ -82,6 +82,11 @@ export class AgentResponse extends Inspectable.Class implements HttpClientRespon
    * when its reader is done (see release.ts); undefined for the others.
    */
   readWatcher: ReadWatcher | undefined = undefined
+  /**
+   * An object only this response refers to, which the finalization registry
+   * watches in its place (see release.ts); undefined when nothing watches.
+   */
+  watchedToken: object | undefined = undefined
 
   constructor(
     readonly request: HttpClientRequest.HttpClientRequest,
