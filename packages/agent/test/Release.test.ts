@@ -382,20 +382,27 @@ for (const { get, name } of scopeFree) {
       }).pipe(Effect.provide(agentOn(server)), Effect.ensuring(spy.restore))
     })
 
-    it.live("a response whose read starts at once is never watched for garbage collection", () => {
-      const server = stallingServer()
-      const spy = watchingRegistry()
-      return Effect.gen(function*() {
-        const text = yield* Effect.fork(Effect.flatMap(get("http://a.test/stall"), (r) => r.text))
-        yield* settle
-        expect(yield* Agent.stats).toMatchObject({ busy: 1 })
-        server.sockets[0]!.send("lo, wor")
-        expect(yield* Fiber.join(text)).toBe("hello, wor")
-        yield* settle
-        expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
-        expect(spy.registered()).toHaveLength(0)
-      }).pipe(Effect.provide(agentOn(server)), Effect.ensuring(spy.restore))
-    })
+    const readsAtOnce: ReadonlyArray<readonly [string, (r: HttpClientResponse.HttpClientResponse) => Effect.Effect<string, unknown>]> = [
+      ["text", (r) => r.text],
+      // Stream.run forks a fiber, which starts the read a microtask later.
+      ["stream", (r) => Effect.map(Stream.runCollect(Stream.decodeText(r.stream)), (texts) => Chunk.join(texts, ""))]
+    ]
+    for (const [how, read] of readsAtOnce) {
+      it.live(`a response whose read (${how}) starts at once is never watched for garbage collection`, () => {
+        const server = stallingServer()
+        const spy = watchingRegistry()
+        return Effect.gen(function*() {
+          const text = yield* Effect.fork(Effect.flatMap(get("http://a.test/stall"), read))
+          yield* settle
+          expect(yield* Agent.stats).toMatchObject({ busy: 1 })
+          server.sockets[0]!.send("lo, wor")
+          expect(yield* Fiber.join(text)).toBe("hello, wor")
+          yield* settle
+          expect(yield* Agent.stats).toMatchObject({ busy: 0, idle: 1 })
+          expect(spy.registered()).toHaveLength(0)
+        }).pipe(Effect.provide(agentOn(server)), Effect.ensuring(spy.restore))
+      })
+    }
 
     it.live("the response garbage collected unread", () => {
       const server = stallingServer()

@@ -67,10 +67,25 @@ class WatchedToken {}
  */
 let unwatched: Array<Lease> | undefined = undefined
 
-const watchUnread = (): void => {
+/**
+ * How many microtasks a response handed over unread waits for its read to
+ * start before it is watched: the caller's fiber, and a fiber it forks right
+ * away (`Stream.run` does, to run a body's `stream`), each run in a microtask
+ * of Effect's scheduler.
+ */
+const watchAfterMicrotasks = 3
+
+const startWatching = (): void => {
   const leases = unwatched!
   unwatched = undefined
-  for (let i = 0; i < leases.length; i++) leases[i]!.watchNow()
+  watchUnread(leases, 1)
+}
+
+const watchUnread = (leases: Array<Lease>, microtasks: number): void => {
+  const unread = leases.filter((lease) => lease.unread)
+  if (unread.length === 0) return
+  if (microtasks < watchAfterMicrotasks) queueMicrotask(() => watchUnread(unread, microtasks + 1))
+  else for (let i = 0; i < unread.length; i++) unread[i]!.watchNow()
 }
 
 /**
@@ -106,10 +121,10 @@ export class Lease implements ReadWatcher {
    * Frees the connection when `response` is garbage collected with no read
    * of it under way and its body still arriving.
    *
-   * Until a microtask later the lease holds the response itself: a caller
-   * who reads the body at once (nearly every one) starts the read in the
-   * same run of its fiber, and the registry is never touched. Whatever is
-   * still unread then is watched by the registry. A read under way keeps its
+   * For a few microtasks the lease holds the response itself: a caller who
+   * reads the body at once (nearly every one) starts the read in the same run
+   * of its fiber, or of one it forks at once, and the registry is never
+   * touched. Whatever is still unread then is watched by the registry. A read under way keeps its
    * response reachable, and the last read to end gives the connection back,
    * so a read that started needs no watching.
    */
@@ -117,9 +132,14 @@ export class Lease implements ReadWatcher {
     this.#unread = response
     if (unwatched === undefined) {
       unwatched = []
-      queueMicrotask(watchUnread)
+      queueMicrotask(startWatching)
     }
     unwatched.push(this)
+  }
+
+  /** Whether the response waits to be watched: handed over, not yet read, its connection not yet freed. */
+  get unread(): boolean {
+    return this.#unread !== undefined
   }
 
   /**
