@@ -1,14 +1,14 @@
 /**
  * The global cap's books and its fairness between origins, alone: which
- * origin a freed permit goes to, and when a connection given back is closed
- * to give its permit away. (`Pool.test.ts` shows the same rules through the
- * Agent.)
+ * origin a freed permit goes to. (`Checkin.test.ts` has when a connection
+ * given back is closed to give its permit away; `Pool.test.ts` shows the same
+ * rules through the Agent.)
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Origin from "@keepalive/agent/Origin"
 import { GlobalCap } from "../src/internal/globalCap.js"
 import { AgentMetrics } from "../src/internal/metrics.js"
-import { OriginLine, type Pooled, Waiter } from "../src/internal/originLine.js"
+import { OriginLine, Waiter } from "../src/internal/originLine.js"
 
 const noMetrics = new AgentMetrics(false)
 const neverTimesOut = { queueTimedOut: () => {} }
@@ -25,10 +25,6 @@ const lineOf = (host: string, open: number, waiting: number): OriginLine => {
   for (let i = 0; i < waiting; i++) line.waiters.append(waiterOf(line).node)
   return line
 }
-
-/** The pool's view of a connection of `line` that served `served` requests: all `mustMakeRoom` reads. */
-const connectionOf = (line: OriginLine, served: number): Pooled =>
-  ({ line, connection: { served } }) as unknown as Pooled
 
 describe("GlobalCap", () => {
   it("hands out permits up to its max, and takes back what is given", () => {
@@ -75,52 +71,5 @@ describe("GlobalCap", () => {
     cap.dequeueIfServed(line)
     expect(line.queued).toBe(false)
     expect(cap.next()).toBeUndefined()
-  })
-
-  describe("mustMakeRoom: a connection given back is closed to free its permit", () => {
-    it("never while no origin waits for a permit", () => {
-      const cap = new GlobalCap(1)
-      const line = lineOf("a", 1, 0)
-      expect(cap.mustMakeRoom(connectionOf(line, 0))).toBe(false)
-    })
-
-    it("when another origin waits and no request of its own origin wants it", () => {
-      const cap = new GlobalCap(1)
-      cap.enqueue(lineOf("waiting", 1, 1))
-      expect(cap.mustMakeRoom(connectionOf(lineOf("a", 1, 0), 0))).toBe(true)
-    })
-
-    it("not when its own origin has waiters and only origins with connections wait", () => {
-      const cap = new GlobalCap(1)
-      cap.enqueue(lineOf("waiting", 1, 1))
-      expect(cap.mustMakeRoom(connectionOf(lineOf("a", 1, 1), 100))).toBe(false)
-    })
-
-    it("for an origin with none, when its own origin has another connection", () => {
-      const cap = new GlobalCap(1)
-      cap.enqueue(lineOf("starving", 0, 1))
-      expect(cap.mustMakeRoom(connectionOf(lineOf("a", 2, 1), 0))).toBe(true)
-    })
-
-    it("even its origin's last one, once it served its turn, however long its own line and however early it queued", () => {
-      const cap = new GlobalCap(1)
-      const starving = lineOf("starving", 0, 1)
-      cap.enqueue(starving)
-      const own = lineOf("a", 1, 1000)
-      expect(cap.mustMakeRoom(connectionOf(own, 7))).toBe(false)
-      expect(cap.mustMakeRoom(connectionOf(own, 8))).toBe(true)
-      // Its own next request queued before the starving origin's: a turn is still a turn.
-      const earlier = lineOf("b", 1, 0)
-      earlier.waiters.append(waiterOf(earlier).node)
-      expect(cap.mustMakeRoom(connectionOf(earlier, 8))).toBe(true)
-    })
-
-    it("not for the starving origin itself", () => {
-      const cap = new GlobalCap(1)
-      const starving = lineOf("starving", 0, 2)
-      cap.enqueue(starving)
-      starving.open = 1
-      expect(cap.mustMakeRoom(connectionOf(starving, 100))).toBe(false)
-    })
   })
 })

@@ -45,6 +45,12 @@ describe("layout of @keepalive/agent", () => {
     }
   })
 
+  it("the check-in decision is pure: no Effect, and of the other modules only their types", () => {
+    const file = path.join(internal, "checkin.ts")
+    const text = fs.readFileSync(file, "utf8")
+    expect([...text.matchAll(/^import (?!type )[^\n]*from\s+"([^"]+)"/gm)].map((match) => match[1])).toEqual([])
+  })
+
   it("its internal modules import each other without a cycle", () => {
     const graph = new Map(files(internal).map((file) => [file, importsOf(file).filter((to) => to.startsWith(internal + path.sep))]))
     const cycles: Array<string> = []

@@ -1,11 +1,5 @@
-import type { OriginLine, Pooled } from "./originLine.js"
-
-/**
- * Requests an origin's last connection serves before it may be given away to
- * an origin with none: with more origins than the global cap, each gets turns
- * of several requests rather than a fresh connection per request.
- */
-const lastConnectionTurn = 8
+import type { CapQueueState } from "./checkin.js"
+import type { OriginLine } from "./originLine.js"
 
 const firstOf = <A>(set: Set<A>): A | undefined => {
   for (const item of set) return item
@@ -25,11 +19,11 @@ const firstOf = <A>(set: Set<A>): A | undefined => {
  * with no connection at all first, then in the order they queued. A permit is
  * freed by closing the least recently used idle connection no request waits
  * for (the pool's), or by a released connection given away instead of kept
- * (`mustMakeRoom`).
+ * (`decideCheckin`, checkin.ts).
  *
  * @internal
  */
-export class GlobalCap {
+export class GlobalCap implements CapQueueState {
   #held = 0
   /** Origins waiting for a permit that have no connection at all: served first. */
   readonly #starving = new Set<OriginLine>()
@@ -41,6 +35,16 @@ export class GlobalCap {
   /** True when every permit is held. */
   get full(): boolean {
     return this.#held >= this.max
+  }
+
+  /** Some origin waits for a permit. */
+  get waiting(): boolean {
+    return this.#starving.size > 0 || this.#queue.size > 0
+  }
+
+  /** The first origin waiting for a permit that has no connection at all. */
+  get firstStarving(): OriginLine | undefined {
+    return firstOf(this.#starving)
   }
 
   /** Takes a free permit; false at the cap. */
@@ -96,25 +100,5 @@ export class GlobalCap {
   clear(): void {
     for (const line of this.#starving) this.dequeue(line)
     for (const line of this.#queue) this.dequeue(line)
-  }
-
-  /**
-   * Whether a connection its origin gives back should rather be closed to
-   * give its permit away: when no request of its origin wants it; to an
-   * origin with no connection at all when its own has another; and even its
-   * origin's last one once it served a turn (`lastConnectionTurn` requests),
-   * however long its own line: origins with none are served round-robin, and
-   * one request of a new origin waits at most a turn per connection ahead of
-   * it, not behind every request queued before it. An origin's own waiters
-   * keep its connections otherwise: closing and reopening at every release
-   * would churn.
-   */
-  mustMakeRoom(pooled: Pooled): boolean {
-    if (this.#starving.size === 0 && this.#queue.size === 0) return false
-    const line = pooled.line
-    if (line.waiters.first === undefined) return true
-    const starving = firstOf(this.#starving)
-    if (starving === undefined || starving === line) return false
-    return line.open > 1 || pooled.connection.served >= lastConnectionTurn
   }
 }

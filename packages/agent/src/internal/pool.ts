@@ -5,6 +5,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { AgentError } from "../AgentError.js"
 import type { Origin } from "../Origin.js"
+import { decideCheckin, isRetired, type PoolState } from "./checkin.js"
 import type { CloseReason, Connection } from "./connection.js"
 import { GlobalCap } from "./globalCap.js"
 import { List } from "./list.js"
@@ -76,7 +77,9 @@ const goldenFraction = 0.6180339887498949
  *
  * @internal
  */
-export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<OriginLine>, PermitOwner<Pooled> {
+export class ConnectionPool
+  implements IdleCloser, QueueTimeout, OpeningOutcome<OriginLine>, PermitOwner<Pooled>, PoolState
+{
   readonly #options: PoolOptions
   readonly #clock: Clock.Clock
   readonly #opener: Opener
@@ -131,6 +134,11 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
   /** True once shut down. */
   get closed(): boolean {
     return this.#closed
+  }
+
+  /** False: a fresh connection per request. */
+  get persist(): boolean {
+    return this.#options.persist
   }
 
   // --- checkout ----------------------------------------------------------------
@@ -333,10 +341,15 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     if (line.unused && this.#lines.get(line.origin.key) === line) this.#lines.delete(line.origin.key)
   }
 
+  /** A connection whose fleet permit no longer holds is retired (`permit_lost`). */
+  #checkPermit(pooled: Pooled): void {
+    if (pooled.permit?.valid !== undefined && !pooled.permit.valid()) pooled.retire("permit_lost")
+  }
+
   /** Past its age, or its fleet permit no longer holds: not reused (`retiredBy` says why). */
   #tooOld(pooled: Pooled): boolean {
-    if (pooled.permit?.valid !== undefined && !pooled.permit.valid()) pooled.retire("permit_lost")
-    return pooled.retireAt !== Infinity && this.#clock.unsafeCurrentTimeMillis() >= pooled.retireAt
+    this.#checkPermit(pooled)
+    return pooled.retireAt !== Infinity && isRetired(pooled, this.#clock.unsafeCurrentTimeMillis())
   }
 
   /** When a connection opened now retires: `maxConnectionAge`, less a spread of up to `ageSpread` of it. */
@@ -365,34 +378,25 @@ export class ConnectionPool implements IdleCloser, QueueTimeout, OpeningOutcome<
     return pooled
   }
 
-  /** `fromExchange`: it comes from the request that just ended on it. */
-  #giveBack(pooled: Pooled, reusable: boolean, fromExchange: boolean): void {
-    const conn = pooled.connection
-    if (!reusable || conn.broken) return this.#drop(pooled, conn.closeReason ?? "error")
-    if (this.#closed) return this.#drop(pooled, "shutdown")
-    if (this.#tooOld(pooled)) return this.#drop(pooled, pooled.retiredBy)
-    if (!this.#options.persist) {
-      // A connection that carried nothing yet (opened ahead of need, or for a
-      // request that left) may still carry one.
-      return conn.served === 0 ? this.#handOff(pooled, fromExchange) : this.#drop(pooled, "max_requests")
-    }
-    if (this.#cap.mustMakeRoom(pooled)) return this.#drop(pooled, "evicted")
-    this.#handOff(pooled, fromExchange)
-  }
-
   /**
-   * To the origin's next waiter, else idle. One coming from the request that
-   * ended on it is released now: handed straight over, or idle from now
-   * (whoever takes it within a millisecond needs no I/O turn first).
+   * Carries out `decideCheckin` (checkin.ts). `fromExchange`: it comes from
+   * the request that just ended on it, and is released now: handed straight
+   * over, or idle from now (whoever takes it within a millisecond needs no
+   * I/O turn first).
    */
-  #handOff(pooled: Pooled, fromExchange: boolean): void {
-    const waiter = pooled.line.waiters.first
-    if (waiter === undefined) {
-      if (fromExchange) pooled.releasedAtNanos = this.#clock.unsafeCurrentTimeNanos()
-      return this.#markIdle(pooled)
+  #giveBack(pooled: Pooled, reusable: boolean, fromExchange: boolean): void {
+    this.#checkPermit(pooled)
+    const checkin = decideCheckin(pooled, reusable, this.#clock.unsafeCurrentTimeMillis(), this, this.#cap)
+    switch (checkin._tag) {
+      case "Close":
+        return this.#drop(pooled, checkin.reason)
+      case "Idle":
+        if (fromExchange) pooled.releasedAtNanos = this.#clock.unsafeCurrentTimeNanos()
+        return this.#markIdle(pooled)
+      case "Grant":
+        if (fromExchange) pooled.releasedAtNanos = handedOver
+        return this.#grant(pooled.line.waiters.first!, pooled)
     }
-    if (fromExchange) pooled.releasedAtNanos = handedOver
-    this.#grant(waiter, pooled)
   }
 
   /**
