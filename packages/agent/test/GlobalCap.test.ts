@@ -7,7 +7,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Origin from "@keepalive/agent/Origin"
 import { GlobalCap } from "../src/internal/globalCap.js"
+import { ListNode } from "../src/internal/list.js"
 import { AgentMetrics } from "../src/internal/metrics.js"
+import type { Opening } from "../src/internal/opening.js"
 import { OriginLine, Waiter } from "../src/internal/originLine.js"
 
 const noMetrics = new AgentMetrics(false)
@@ -64,10 +66,11 @@ describe("GlobalCap", () => {
     const cap = new GlobalCap(1)
     const line = lineOf("a", 1, 2)
     cap.enqueue(line)
-    line.opening = 1
+    const openingUnderWay = () => line.openings.append(new ListNode({} as Opening))
+    openingUnderWay()
     cap.dequeueIfServed(line)
     expect(line.queued).toBe(true)
-    line.opening = 2
+    openingUnderWay()
     cap.dequeueIfServed(line)
     expect(line.queued).toBe(false)
     expect(cap.next()).toBeUndefined()

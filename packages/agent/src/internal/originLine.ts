@@ -153,13 +153,14 @@ export class OriginLine {
   readonly waiters = new List<Waiter>()
   /** Open connections, idle and busy. */
   open = 0
-  /** Connections being opened for its waiters (not counting openings called off). */
-  opening = 0
   /**
-   * The openings under way: one nobody waits for any more is called off
-   * (interrupted; a connection it still makes is closed at once).
+   * The openings under way for its waiters: one nobody waits for any more is
+   * called off (interrupted; a connection it still makes is closed at once),
+   * and leaves the list then.
    */
   readonly openings = new List<Opening>()
+  /** The openings under way for `preconnect`, which no waiter can call off. */
+  preconnecting = 0
   /** Waiting in the global cap's queue for a permit. */
   queued = false
   /** Connections opened since the line was made. */
@@ -167,6 +168,11 @@ export class OriginLine {
   /** Requests sent on a reused connection since the line was made. */
   reused = 0
   constructor(readonly origin: Origin, readonly metrics: OriginMetrics) {}
+
+  /** Connections being opened (not counting openings called off): each counted once, in `openings` or `preconnecting`. */
+  get opening(): number {
+    return this.openings.size + this.preconnecting
+  }
 
   /** Nothing of it is left: no connection, opening, waiter, or place in the cap's queue. */
   get unused(): boolean {

@@ -279,7 +279,7 @@ export class ConnectionPool
       // Started here, not when the wait below registers: the permits are taken now.
       const outcome = new Preconnect(this, started)
       for (let i = 0; i < started; i++) {
-        line.opening++
+        line.preconnecting++
         this.#opener.open(line.origin, outcome, line)
       }
       return Effect.async<number, AgentError>((resume) => outcome.onEnd(resume))
@@ -462,7 +462,6 @@ export class ConnectionPool
     while (line.openings.size > line.waiters.size) {
       const newest = line.openings.last!
       line.openings.remove(newest.node)
-      line.opening--
       this.#opener.cancel(newest)
     }
     this.#cap.dequeueIfServed(line)
@@ -482,7 +481,6 @@ export class ConnectionPool
       node = node.prev
       if (!opening.awaitingPermit) continue
       line.openings.remove(opening.node)
-      line.opening--
       this.#opener.cancel(opening)
     }
   }
@@ -577,7 +575,6 @@ export class ConnectionPool
     // The waiter it is for: the first that no opening under way serves (its span is the connect's parent).
     let node = line.waiters.firstNode
     for (let i = 0; i < line.opening && node !== undefined; i++) node = node.next
-    line.opening++
     line.openings.append(this.#opener.open(line.origin, this, line, node?.value.request.trace).node)
   }
 
@@ -591,7 +588,7 @@ export class ConnectionPool
   ): void {
     // Not in `openings` any more: it was called off, too late to stop the connect.
     const calledOff = opening !== undefined && !line.openings.remove(opening.node)
-    if (!calledOff) line.opening--
+    if (opening === undefined) line.preconnecting--
     line.open++
     line.opened++
     this.open++
@@ -625,7 +622,8 @@ export class ConnectionPool
 
   /** An opening for `line` ended without a connection: `error` (if any) for those waiting for it. */
   failedOpening(line: OriginLine, error: AgentError | undefined, opening: Opening | undefined): void {
-    if (opening === undefined || line.openings.remove(opening.node)) line.opening--
+    if (opening === undefined) line.preconnecting--
+    else line.openings.remove(opening.node)
     this.#cap.give()
     if (error !== undefined) this.#failWaiters(line, error)
     if (this.#closed) return this.#forgetIfUnused(line)
