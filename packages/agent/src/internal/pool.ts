@@ -93,16 +93,11 @@ export class ConnectionPool
   readonly #idle = new List<Pooled>()
   #closed = false
 
-  /** Open connections. */
-  open = 0
-  /** Connections opened since start. */
-  opened = 0
-  /** Requests waiting for a connection. */
-  waiting = 0
-  /** Responses read to their end. */
-  completed = 0
-  /** Requests sent on a connection that had served one before (told by the Agent's attempt). */
-  reused = 0
+  #open = 0
+  #opened = 0
+  #waiting = 0
+  #completed = 0
+  #reused = 0
 
   constructor(options: PoolOptions, clock: Clock.Clock, opener: Opener, watchdog: Watchdog, metrics: AgentMetrics) {
     this.#options = options
@@ -112,6 +107,31 @@ export class ConnectionPool
     this.#metrics = metrics
     this.#cap = new GlobalCap(options.maxConnections)
     opener.permitOwner = this
+  }
+
+  /** Open connections. */
+  get open(): number {
+    return this.#open
+  }
+
+  /** Connections opened since start. */
+  get opened(): number {
+    return this.#opened
+  }
+
+  /** Requests waiting for a connection. */
+  get waiting(): number {
+    return this.#waiting
+  }
+
+  /** Responses read to their end. */
+  get completed(): number {
+    return this.#completed
+  }
+
+  /** Requests sent on a connection that had served one before (told by the Agent's attempt). */
+  get reused(): number {
+    return this.#reused
   }
 
   /** Idle connections now. */
@@ -126,7 +146,7 @@ export class ConnectionPool
 
   /** A request goes out on a connection that served one before. */
   countReused(pooled: Pooled): void {
-    this.reused++
+    this.#reused++
     pooled.line.reused++
     pooled.line.metrics.reused()
   }
@@ -167,7 +187,7 @@ export class ConnectionPool
     const queuedAt = this.#metrics.enabled || request.trace !== undefined ? this.#clock.unsafeCurrentTimeMillis() : -1
     const waiter = new Waiter(this.#lineOf(origin), queuedAt, deadline, this, request)
     waiter.line.waiters.append(waiter.node)
-    this.waiting++
+    this.#waiting++
     waiter.line.metrics.waiting(1)
     if (deadline !== Infinity) this.#watchdog.watch(waiter, deadline)
     return Effect.catchAllCause(
@@ -210,7 +230,7 @@ export class ConnectionPool
    */
   checkin(pooled: Pooled): void {
     const conn = pooled.connection
-    if (conn.responseComplete) this.completed++
+    if (conn.responseComplete) this.#completed++
     const reusable = conn.finish(this.#options.idleMillis)
     // In use until now: when it was released is set by where it goes (see
     // #handOff). One put back unused keeps its time: its turn may have been
@@ -317,7 +337,7 @@ export class ConnectionPool
   #drain(): Effect.Effect<void> {
     if (Duration.isZero(this.#options.shutdownTimeout)) return Effect.void
     const inUse = Effect.async<void>((resume) => {
-      if (this.open === 0) return resume(Effect.void)
+      if (this.#open === 0) return resume(Effect.void)
       this.#drained = () => resume(Effect.void)
       return Effect.sync(() => {
         this.#drained = undefined
@@ -356,7 +376,7 @@ export class ConnectionPool
   #retireAt(openedAt: number): number {
     const maxAge = this.#options.maxAgeMillis
     if (maxAge === Infinity) return Infinity
-    const spread = (this.opened * goldenFraction) % 1
+    const spread = (this.#opened * goldenFraction) % 1
     return openedAt + maxAge * (1 - ageSpread * spread)
   }
 
@@ -451,7 +471,7 @@ export class ConnectionPool
   /** The waiter leaves its origin's line (granted, failed or gone). */
   #leaveLine(waiter: Waiter): void {
     waiter.line.waiters.remove(waiter.node)
-    this.waiting--
+    this.#waiting--
     waiter.line.metrics.waiting(-1)
     if (waiter.deadline !== Infinity) this.#watchdog.unwatch(waiter)
   }
@@ -545,12 +565,12 @@ export class ConnectionPool
       pooled.connection.destroy()
     } finally {
       line.open--
-      this.open--
+      this.#open--
       this.#cap.give()
       this.#cap.lostConnection(line)
       // Its scope closes: the Semaphore permit comes back, its keeper runs the finalizers.
       this.#opener.closeScope(keeper)
-      if (this.open === 0 && this.#drained !== undefined) this.#drained()
+      if (this.#open === 0 && this.#drained !== undefined) this.#drained()
     }
   }
 
@@ -591,8 +611,8 @@ export class ConnectionPool
     if (opening === undefined) line.preconnecting--
     line.open++
     line.opened++
-    this.open++
-    this.opened++
+    this.#open++
+    this.#opened++
     line.metrics.opened()
     const now = this.#clock.unsafeCurrentTimeMillis()
     const pooled = new Pooled(connection, line, keeper, now, this.#retireAt(now), this)
