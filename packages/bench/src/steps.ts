@@ -8,7 +8,10 @@
  * "Performance rules").
  *
  * `pnpm --filter @keepalive/bench steps` prints, over the in-memory transport:
- * `requestWith`, `Agent.request`, `Agent.requestScoped` in `Effect.scoped`, the HttpClient adapter (alone and inside `Effect.scoped`),
+ * `requestWith`, `Agent.request` (alone, and 16 at once over the origin's
+ * two connections, each waiting in its line, next to the same `forEach` of
+ * `Effect.void`), `Agent.requestScoped` in `Effect.scoped`, the HttpClient
+ * adapter (alone and inside `Effect.scoped`),
  * @effect/platform's `HttpClient.make` over a backend that answers at once
  * (what every HttpClient backend pays before its own work), and
  * `requestWith` with a connection per request (`persist: false`); then a
@@ -44,7 +47,8 @@ class StepCounter extends Supervisor.AbstractSupervisor<void> {
 const requests = Number(process.env.STEPS_REQUESTS ?? 2_000)
 const port = process.env.STEPS_PORT
 
-const measure = <E, R>(name: string, once: Effect.Effect<unknown, E, R>, layer: Layer.Layer<R, unknown>) => {
+/** `perRun` requests are made by each run of `once`. */
+const measure = <E, R>(name: string, once: Effect.Effect<unknown, E, R>, layer: Layer.Layer<R, unknown>, perRun = 1) => {
   const counter = new StepCounter()
   const program = Effect.gen(function*() {
     yield* Effect.repeatN(once, 199) // warm-up: connections open, code paths taken
@@ -59,11 +63,12 @@ const measure = <E, R>(name: string, once: Effect.Effect<unknown, E, R>, layer: 
       Effect.supervised(counter),
       Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
     ),
-    () => console.log(`${name.padEnd(54)} ${(counter.steps / requests).toFixed(1).padStart(6)} steps/request`)
+    () => console.log(`${name.padEnd(54)} ${(counter.steps / (requests * perRun)).toFixed(1).padStart(6)} steps/request`)
   )
 }
 
 const url = "http://memory.test:80/x"
+const sixteen = Array.from({ length: 16 }, (_, i) => i)
 const agentOn = (config: Agent.Config) => Agent.layer(config).pipe(Layer.provide(MemoryConnector))
 const clientOn = AgentHttpClient.layer.pipe(Layer.provideMerge(agentOn({})))
 const requestWith = (target: string) => Agent.requestWith(HttpClientRequest.get(target), (r) => r.arrayBuffer)
@@ -75,6 +80,16 @@ const instant = HttpClient.make((request) =>
 const program = Effect.gen(function*() {
   yield* measure("requestWith, kept connection", requestWith(url), agentOn({}))
   yield* measure("Agent.request, kept connection", Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => r.arrayBuffer), agentOn({}))
+  // Requests that wait in their origin's line: 16 at once over its 2 connections.
+  const sixteenAtOnce = <A, E, R>(once: Effect.Effect<A, E, R>) =>
+    Effect.asVoid(Effect.forEach(sixteen, () => once, { concurrency: 16, discard: true }))
+  yield* measure(
+    "Agent.request, 16 at once over 2 connections (wait)",
+    sixteenAtOnce(Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => r.arrayBuffer)),
+    agentOn({}),
+    16
+  )
+  yield* measure("floor: forEach of 16 Effect.void at once, no Agent", sixteenAtOnce(Effect.void), Layer.empty, 16)
   yield* measure(
     "Agent.requestScoped in Effect.scoped, kept connection",
     Effect.scoped(Effect.flatMap(Agent.requestScoped(HttpClientRequest.get(url)), (r) => r.arrayBuffer)),
