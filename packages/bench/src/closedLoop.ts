@@ -3,7 +3,7 @@
  * next request as soon as the previous body has been read. A warm-up comes
  * first; only requests that complete inside the measured window count, and CPU
  * time is taken at the window's two edges. (The Effect clients' loop is in
- * `clients/effectPlatform.ts`, so that the other clients never load effect.)
+ * `clients/effectRunner.ts`, so that the other clients never load effect.)
  */
 
 export interface Measurement {

@@ -16,7 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type { ClientCounts, MeasurementWindow, Runner } from "../closedLoop.js"
 import { proxyUrl, type Scenario, tlsCa } from "../scenarios.js"
-import { effectRunner, type EffectRunner, httpClientGet } from "./effectPlatform.js"
+import { effectRunner, type EffectRunner, httpClientGet } from "./effectRunner.js"
 
 export const layerFor = (scenario: Scenario, persist: boolean) => {
   const ca = tlsCa(scenario)

@@ -12,7 +12,7 @@ import * as Layer from "effect/Layer"
 import { randomBytes } from "node:crypto"
 import type { ClientCounts, Runner } from "../closedLoop.js"
 import { redisUrl, type Scenario } from "../scenarios.js"
-import { effectRunner } from "./effectPlatform.js"
+import { effectRunner } from "./effectRunner.js"
 import { agentGet, layerFor, withCounts } from "./keepalive.js"
 
 /** The permits' acquires of one process: how many, how many granted, and how long each granted one took. */
