@@ -6,6 +6,7 @@
  *   pnpm bench [--json] [--only a,b] [--clients keepalive,undici-pool,wrk]
  *   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_SERVER=nginx|node BENCH_PORT=18080 BENCH_PIN=0
  *   BENCH_BASELINE=../other-checkout (its keepalive clients as extra rows, same rounds)
+ *   BENCH_TOGETHER=1 (with BENCH_BASELINE: each keepalive client at the same time as its baseline row)
  *
  * The proxied scenarios (bp, gp) also start squid (`squid.ts`), installing it
  * with apt-get when it is missing and we are root; the fleet scenarios (bf,
@@ -21,7 +22,7 @@ import type { BaselineHarness } from "./baseline.js"
 import type { ClientReport } from "./client.js"
 import { affinityOf, choosePinning, onCore } from "./pinning.js"
 import type { Pinning } from "./pinning.js"
-import { renderTable, summarize } from "./report.js"
+import { baselineSuffix, renderTable, summarize } from "./report.js"
 import type { Run, ScenarioResult } from "./report.js"
 import { obtainRedis, startRedis } from "./redis.js"
 import type { RedisServer } from "./redis.js"
@@ -44,11 +45,10 @@ interface Options {
   readonly server: "nginx" | "node" | undefined
   /** Another checkout, built, whose keepalive packages run as extra rows (`<client>@baseline`). */
   readonly baseline: string | undefined
+  /** Each keepalive client runs at the same time as its baseline row, on the same core (`BENCH_TOGETHER=1`). */
+  readonly together: boolean
   readonly pinning: Pinning
 }
-
-/** The suffix of a row measured on the `BENCH_BASELINE` checkout. */
-const baselineSuffix = "@baseline"
 
 const positiveInteger = (name: string, fallback: number): number => {
   const text = process.env[name]
@@ -85,9 +85,12 @@ const readOptions = (): Options => {
   const baseline = process.env["BENCH_BASELINE"]
   const baselineMissing = baseline === undefined || baseline === "" ? undefined : missingBuild(baseline)
   if (baselineMissing !== undefined) throw new Error(`BENCH_BASELINE: ${baselineMissing}`)
+  const together = process.env["BENCH_TOGETHER"] === "1"
+  if (together && (baseline === undefined || baseline === "")) throw new Error("BENCH_TOGETHER=1 needs BENCH_BASELINE")
   return {
     json: values.json,
     baseline: baseline === undefined || baseline === "" ? undefined : path.resolve(baseline),
+    together,
     scenarios: selected,
     clients,
     seconds: positiveInteger("BENCH_SECONDS", 5),
@@ -295,6 +298,13 @@ const notesFor = (scenario: Scenario, client: ClientName): ReadonlyArray<string>
   return notes
 }
 
+/** A run made at the same time as another: the server's count of connections is both runs'. */
+const withoutServerCounts = (run: Run): Run => {
+  if (run.outcome !== "measured") return run
+  const { connectionsOpened: _opened, connectionsPerThousandResponses: _perThousand, ...own } = run
+  return own
+}
+
 const runScenario = async (
   options: Options,
   server: Server,
@@ -311,21 +321,45 @@ const runScenario = async (
   const runsByClient = new Map<string, Array<Run>>([...clients, ...(withWrk ? ["wrk"] : [])].map((c) => [c, []]))
   const notesByClient = new Map<string, ReadonlyArray<string>>(clients.map((client) => [client, notesFor(scenario, client)]))
   if (withWrk) notesByClient.set("wrk", [`reference ceiling: wrk -t1 -c${scenario.wrkConnections}`])
+  // Paired runs are told apart by the client processes' own counts only: the
+  // server's and squid's and Redis's count both, so proxied and fleet
+  // scenarios run their rows one at a time even then.
+  const together = options.together && scenario.proxy !== true && scenario.fleet !== true
   if (baselineScript !== undefined) {
     // The same keepalive clients, built from the other checkout, in the same rounds.
     for (const client of clients.filter((c) => c.startsWith("keepalive"))) {
       runsByClient.set(client + baselineSuffix, [])
       notesByClient.set(client + baselineSuffix, [...notesFor(scenario, client), `keepalive built at ${options.baseline}`])
+      if (together) {
+        const pairNote = "run at the same time as its pair from the other build, on the same core: compare the two only"
+        notesByClient.set(client, [...notesByClient.get(client)!, pairNote])
+        notesByClient.set(client + baselineSuffix, [...notesByClient.get(client + baselineSuffix)!, pairNote])
+      }
     }
   }
-  const order = [...runsByClient.keys()]
+  const order = [...runsByClient.keys()].filter((client) => !(together && client.endsWith(baselineSuffix)))
+  const proxy = scenario.proxy === true ? squid : undefined
+  const store = scenario.fleet === true ? redis : undefined
+  const record = (round: number, client: string, run: Run) => {
+    runsByClient.get(client)!.push(run)
+    const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
+    log(`[${scenario.id} ${round}/${rounds}] ${client.padEnd(32)} ${shown}`)
+  }
   for (let round = 1; round <= rounds; round++) {
     // Rotated each round, so that no client always runs after the same one
     // (wrk's 128 connections closing, say) or first.
     const shift = (round - 1) % order.length
     for (const client of [...order.slice(shift), ...order.slice(0, shift)]) {
-      const proxy = scenario.proxy === true ? squid : undefined
-      const store = scenario.fleet === true ? redis : undefined
+      if (together && runsByClient.has(client + baselineSuffix)) {
+        // Both builds at once, each on the client core: a change in the machine's speed hits both alike.
+        const [run, baselineRun] = await Promise.all([
+          measureClient(pinning, server, proxy, store, scenario, client as ClientName, seconds),
+          measureClient(pinning, server, proxy, store, scenario, client as ClientName, seconds, baselineScript)
+        ])
+        record(round, client, withoutServerCounts(run))
+        record(round, client + baselineSuffix, withoutServerCounts(baselineRun))
+        continue
+      }
       const run = client === "wrk"
         ? await measureWrk(pinning, server, scenario, scenario.wrkConnections!, seconds)
         : client.endsWith(baselineSuffix)
@@ -340,9 +374,7 @@ const runScenario = async (
           baselineScript
         )
         : await measureClient(pinning, server, proxy, store, scenario, client as ClientName, seconds)
-      runsByClient.get(client)!.push(run)
-      const shown = run.outcome === "measured" ? `${Math.round(run.requestsPerSecond)} req/s` : `${run.outcome}: ${run.reason}`
-      log(`[${scenario.id} ${round}/${rounds}] ${client.padEnd(32)} ${shown}`)
+      record(round, client, run)
     }
   }
   return summarize(scenario, runsByClient, notesByClient)
@@ -487,6 +519,7 @@ const main = async () => {
       seconds,
       warmupSeconds: 1,
       rounds,
+      ...(options.together ? { together: "each keepalive client ran at the same time as its baseline row, both on the client core" } : {}),
       idleClientRssMB: await baselineRssMB(pinning)
     }
     if (!options.json) {
@@ -499,6 +532,7 @@ const main = async () => {
         `- node ${meta.node}, ${meta.cpus} (1-minute load average at start: ${meta.loadAverageAtStart.toFixed(2)}), undici ${meta.undici} (npm), wrk ${meta.wrk}`,
         `- ${pinningLine(pinning, serverProcesses)}`,
         `- each client in its own process; ${seconds} s measured after a 1 s warm-up; ${rounds} rounds, clients alternated`,
+        ...(meta.together === undefined ? [] : [`- ${meta.together} (BENCH_TOGETHER=1): read those rows against each other only`]),
         `- req/s and spread are over rounds; CPU µs/resp (user + system CPU over the window ÷ responses in it) and peak RSS are the client process's own, medians over rounds`,
         `- vs keepalive and CPU vs keepalive: this client's req/s (CPU µs/resp) ÷ keepalive's in the same round, median over rounds`,
         `- RSS floor: a client process that loads the harness but runs no client peaks at ${meta.idleClientRssMB?.toFixed(0) ?? "?"} MB`,

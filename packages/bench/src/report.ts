@@ -72,6 +72,9 @@ const measureKeys = Object.keys(
   } satisfies { readonly [Key in keyof Measures]-?: true }
 ) as ReadonlyArray<keyof Measures>
 
+/** The suffix of a row measured on the `BENCH_BASELINE` checkout. */
+export const baselineSuffix = "@baseline"
+
 /** One client's result in one round. */
 export type Run =
   | Measures & {
@@ -106,6 +109,10 @@ export interface Row extends Measures {
   readonly ratioToKeepalive?: number
   /** The median over rounds of this client's CPU µs per response ÷ keepalive's in the same round. */
   readonly cpuRatioToKeepalive?: number
+  /** A `BENCH_BASELINE` row: the median over rounds of its req/s ÷ this checkout's same client's in the same round. */
+  readonly ratioToThisBuild?: number
+  /** A `BENCH_BASELINE` row: the same of CPU µs per response. */
+  readonly cpuRatioToThisBuild?: number
   readonly errors: number
   readonly notes: ReadonlyArray<string>
   /** One per round, in round order. */
@@ -171,6 +178,22 @@ export const summarize = (
     const rates = measured.map((run) => run.requestsPerSecond)
     const rateRatio = medianOf(measured.map((run) => run.ratioToKeepalive))
     const cpuRatio = medianOf(measured.map((run) => run.cpuRatioToKeepalive))
+    // A baseline row against this checkout's same client, round by round.
+    const ownRuns = client.endsWith(baselineSuffix) ? runsByClient.get(client.slice(0, -baselineSuffix.length)) : undefined
+    const pairRatios = (of: (run: Run & { readonly outcome: "measured" }) => number | undefined) =>
+      ownRuns === undefined ? undefined : medianOf(rawRuns.map((run, round) => {
+        const own = ownRuns[round]
+        return run.outcome === "measured" && own?.outcome === "measured" ? ratio(of(run), of(own)) : undefined
+      }))
+    const rateToThisBuild = pairRatios((run) => run.requestsPerSecond)
+    const cpuToThisBuild = pairRatios((run) => run.cpuMicrosPerResponse)
+    if (rateToThisBuild !== undefined) {
+      notes.push(
+        `vs this checkout's ${client.slice(0, -baselineSuffix.length)}: ${rateToThisBuild.toFixed(2)} req/s, ${
+          cpuToThisBuild?.toFixed(2) ?? "—"
+        } CPU µs/resp (medians of per-round ratios)`
+      )
+    }
     const medians = Object.fromEntries(measureKeys.flatMap((key) => {
       const value = medianOf(measured.map((run) => run[key]))
       return value === undefined ? [] : [[key, value]]
@@ -180,6 +203,8 @@ export const summarize = (
       ...(rates.length === 0 ? {} : { requestsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) } }),
       ...(rateRatio === undefined ? {} : { ratioToKeepalive: rateRatio }),
       ...(cpuRatio === undefined ? {} : { cpuRatioToKeepalive: cpuRatio }),
+      ...(rateToThisBuild === undefined ? {} : { ratioToThisBuild: rateToThisBuild }),
+      ...(cpuToThisBuild === undefined ? {} : { cpuRatioToThisBuild: cpuToThisBuild }),
       ...medians,
       errors,
       notes,
