@@ -53,9 +53,10 @@ class Outcomes implements OpeningOutcome<string> {
 
 /**
  * An Opener with a Semaphore of `max` permits over a connector that makes a
- * `FakeTransport` and adds `finalizer` (if any) to the connection's scope.
+ * `FakeTransport` and adds `finalizer` (if any) to the connection's scope;
+ * from its `hangFrom`th connect on, the connect never ends.
  */
-const openerWith = (max: number, finalizer?: Effect.Effect<void>) =>
+const openerWith = (max: number, finalizer?: Effect.Effect<void>, hangFrom = Infinity) =>
   Effect.gen(function*() {
     const semaphore = yield* Effect.makeSemaphore(max)
     const runtime = yield* Effect.runtime<never>()
@@ -66,7 +67,7 @@ const openerWith = (max: number, finalizer?: Effect.Effect<void>) =>
       connector: {
         connect: () =>
           Effect.suspend(() => {
-            connects++
+            if (++connects >= hangFrom) return Effect.never
             const transport = new FakeTransport()
             transports.push(transport)
             const connected = Effect.succeed<Transport>(transport)
@@ -143,6 +144,27 @@ describe("Opener: the global Semaphore's permit", () => {
 })
 
 describe("Opener: keepers at shutdown", () => {
+  it.effect("the openings under way are interrupted, and not the keepers of connections open", () =>
+    Effect.gen(function*() {
+      const { opener } = yield* openerWith(2, undefined, 2)
+      const outcomes = new Outcomes()
+      const open = opener.open(origin, outcomes, "a")
+      yield* settle
+      const connecting = opener.open(origin, outcomes, "b")
+      yield* settle
+      expect([outcomes.keepers.length, connecting.fiber.unsafePoll()]).toEqual([1, null])
+      yield* opener.interruptAll
+      yield* settle
+      // Its connect interrupted, its fiber told the pool and ended.
+      expect(outcomes.failures.map(Exit.isInterrupted)).toEqual([true])
+      expect(connecting.fiber.unsafePoll()).not.toBe(null)
+      // The open connection's keeper still keeps it, until its scope closes.
+      expect(open.fiber.unsafePoll()).toBe(null)
+      yield* opener.closeScopes
+      yield* settle
+      expect(open.fiber.unsafePoll()).not.toBe(null)
+    }))
+
   it.effect("closing the scopes left closes those of connections still open and ends their keepers", () =>
     Effect.gen(function*() {
       let finalized = 0

@@ -24,9 +24,9 @@ import type { Deadline, Watchdog } from "./watchdog.js"
 const startLater: Runtime.RunForkOptions = { immediate: false }
 
 /**
- * A connection being opened: its fiber, and its connect deadline, which the
- * Agent's Watchdog watches. A deadline past interrupts the fiber; for it an
- * interruption is then a connect timeout.
+ * A connection being opened: its keeper (whose fiber opens it), and its
+ * connect deadline, which the Agent's Watchdog watches. A deadline past
+ * interrupts the fiber; for it an interruption is then a connect timeout.
  *
  * @internal
  */
@@ -39,8 +39,12 @@ export class Opening implements Deadline {
   deadline: number
   /** Waiting for a fleet permit (`ConnectionPermits`): nothing is being connected yet. */
   awaitingPermit = false
-  constructor(readonly fiber: Fiber.RuntimeFiber<void>, deadline: number) {
+  constructor(readonly keeper: Keeper, deadline: number) {
     this.deadline = deadline
+  }
+  /** The fiber that opens it (its keeper's). */
+  get fiber(): Fiber.RuntimeFiber<void> {
+    return this.keeper.fiber
   }
   expire(): void {
     this.timedOut = true
@@ -110,9 +114,10 @@ export class Keeper {
   readonly node = new ListNode<Keeper>(this)
   /** What the scope gives back, once its Semaphore permit is taken. */
   resources: Resources | undefined = undefined
-  /** Its fiber (set as it is forked, before its first step), and its place among the openings under way while it opens. */
+  /** Its fiber (set as it is forked, before its first step). */
   fiber!: Fiber.RuntimeFiber<void>
-  fiberNode: ListNode<Fiber.RuntimeFiber<void>> | undefined = undefined
+  /** True until its opening settled, connected or not: an opening under way, which shutdown interrupts. */
+  connecting = true
   #resume: ((effect: Effect.Effect<void>) => void) | undefined = undefined
   /** The run of the closed scope's finalizers, handed over before the keeper waited for it. */
   #closing: Effect.Effect<void> | undefined = undefined
@@ -197,8 +202,6 @@ export class Opener {
   /** The keepers of the connections open or being opened. */
   readonly #keepers = new List<Keeper>()
   #scopesClosed = false
-  /** Openings under way: interrupted when the pool shuts down. */
-  readonly #fibers = new List<Fiber.RuntimeFiber<void>>()
   /** Keepers of connections the pool closed, still running their scope's finalizers: awaited by `closeScopes`. */
   readonly #closing = new List<Keeper>()
   /** The key of the proxy connections to `origin` go through, if any. */
@@ -278,7 +281,7 @@ export class Opener {
       })
     // Set once the fork returned, before the fiber's first step.
     let opening: Opening | undefined = undefined
-    const fiber = this.#forkIn(
+    this.#forkIn(
       keeper,
       Effect.flatMap(Effect.exit(connected), (connected) => {
         const timedOut = this.#settled(keeper, opening)
@@ -298,7 +301,7 @@ export class Opener {
         )
       })
     )
-    opening = new Opening(fiber, Infinity)
+    opening = new Opening(keeper, Infinity)
     if (permitted) this.#arm(opening)
     else opening.awaitingPermit = true
     return opening
@@ -356,9 +359,9 @@ export class Opener {
     keeper.fiber.addObserver(() => this.#closing.remove(keeper.node))
   }
 
-  /** Interrupts the openings under way (the pool shuts down). */
+  /** Interrupts the openings under way (the pool shuts down): the keepers still connecting. */
   readonly interruptAll: Effect.Effect<void> = Effect.suspend(() =>
-    Fiber.interruptAll(this.#fibers.nodes().map((node) => node.value))
+    Fiber.interruptAll(this.#keepers.nodes().flatMap((node) => (node.value.connecting ? [node.value.fiber] : [])))
   )
 
   /**
@@ -389,7 +392,7 @@ export class Opener {
    * deadline to watch. True when the deadline stopped it.
    */
   #settled(keeper: Keeper, opening: Opening | undefined): boolean {
-    this.#fibers.remove(keeper.fiberNode)
+    keeper.connecting = false
     if (opening === undefined) return false
     this.#env.watchdog.unwatch(opening)
     return opening.timedOut
@@ -412,12 +415,11 @@ export class Opener {
 
   /**
    * Forks `effect` with the keeper's scope in the fiber's context from the
-   * start, uninterruptible, to start on the scheduler's next turn; among the
-   * openings under way until it settles.
+   * start, uninterruptible, to start on the scheduler's next turn.
    */
-  #forkIn(keeper: Keeper, effect: Effect.Effect<void, never, Scope.Scope>): Fiber.RuntimeFiber<void> {
+  #forkIn(keeper: Keeper, effect: Effect.Effect<void, never, Scope.Scope>): void {
     const runtime = this.#env.runtime
-    const fiber = keeper.fiber = Runtime.runFork(
+    keeper.fiber = Runtime.runFork(
       Runtime.make({
         context: Context.add(runtime.context, Scope.Scope, asCloseable(keeper.scope)),
         runtimeFlags: this.#uninterruptible,
@@ -426,7 +428,5 @@ export class Opener {
       effect,
       startLater
     )
-    keeper.fiberNode = this.#fibers.push(fiber)
-    return fiber
   }
 }
