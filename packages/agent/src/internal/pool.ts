@@ -70,8 +70,9 @@ const goldenFraction = 0.6180339887498949
  * opening.ts), the global cap an Effect `Semaphore`, every timer on `Clock`.
  *
  * Its parts: an `OriginLine` per origin (idle stack, FIFO line of waiters,
- * openings), the `GlobalCap`'s books and fairness, the `Opener` (a connection
- * as a scoped resource), and the Agent's `Watchdog` for idle deadlines.
+ * openings), the `GlobalCap`'s books and fairness, the check-in decision
+ * (`decideCheckin`, checkin.ts), the `Opener` (a connection as a scoped
+ * resource), and the Agent's `Watchdog` for idle deadlines.
  * Taking an idle connection and giving one back are synchronous and O(1);
  * only waiting and opening are effects.
  *

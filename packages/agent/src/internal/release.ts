@@ -124,9 +124,9 @@ export class Lease implements ReadWatcher {
    * For a few microtasks the lease holds the response itself: a caller who
    * reads the body at once (nearly every one) starts the read in the same run
    * of its fiber, or of one it forks at once, and the registry is never
-   * touched. Whatever is still unread then is watched by the registry. A read under way keeps its
-   * response reachable, and the last read to end gives the connection back,
-   * so a read that started needs no watching.
+   * touched. Whatever is still unread then is watched by the registry. A read
+   * under way keeps its response reachable, and the last read to end gives
+   * the connection back, so a read that started needs no watching.
    */
   freeWhenCollected(response: AgentResponse): void {
     this.#unread = response
