@@ -6,7 +6,14 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Origin from "@keepalive/agent/Origin"
-import { type Checkin, type ConnectionState, decideCheckin, lastConnectionTurn, type PoolState } from "../src/internal/checkin.js"
+import {
+  type Checkin,
+  type ConnectionState,
+  decideCheckin,
+  lastConnectionTurn,
+  type MillisClock,
+  type PoolState
+} from "../src/internal/checkin.js"
 import type { CloseReason } from "../src/internal/connection.js"
 import { GlobalCap } from "../src/internal/globalCap.js"
 import { AgentMetrics } from "../src/internal/metrics.js"
@@ -44,8 +51,23 @@ const connectionOf = (line: OriginLine, given: Given = {}): ConnectionState => (
 const persistent: PoolState = { persist: true, closed: false }
 const now = 1_000
 
-const decide = (pooled: ConnectionState, options: { reusable?: boolean; pool?: PoolState; cap?: GlobalCap } = {}): Checkin =>
-  decideCheckin(pooled, options.reusable ?? true, now, options.pool ?? persistent, options.cap ?? new GlobalCap(10))
+/** A clock at `now` that counts its reads. */
+const clockAtNow = () => {
+  const clock = {
+    reads: 0,
+    unsafeCurrentTimeMillis: () => {
+      clock.reads++
+      return now
+    }
+  }
+  return clock
+}
+
+const decide = (
+  pooled: ConnectionState,
+  options: { reusable?: boolean; pool?: PoolState; cap?: GlobalCap; clock?: MillisClock } = {}
+): Checkin =>
+  decideCheckin(pooled, options.reusable ?? true, options.clock ?? clockAtNow(), options.pool ?? persistent, options.cap ?? new GlobalCap(10))
 
 const closedFor = (reason: CloseReason): Checkin => ({ _tag: "Close", reason })
 
@@ -79,6 +101,15 @@ describe("decideCheckin", () => {
       expect(decide(connectionOf(line, { retireAt: now }))).toEqual(closedFor("max_age"))
       expect(decide(connectionOf(line, { retireAt: now + 1 }))).toEqual({ _tag: "Grant" })
       expect(decide(connectionOf(line, { retireAt: 0, retiredBy: "permit_lost" }))).toEqual(closedFor("permit_lost"))
+    })
+
+    it("the clock is read only for a connection with an age limit (the common check-in reads none)", () => {
+      const line = lineOf("a", 1, 1)
+      const clock = clockAtNow()
+      decide(connectionOf(line), { clock })
+      expect(clock.reads).toBe(0)
+      decide(connectionOf(line, { retireAt: now + 1 }), { clock })
+      expect(clock.reads).toBe(1)
     })
 
     it("without persist, once it served a request; one that served none may still serve one", () => {

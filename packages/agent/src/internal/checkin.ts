@@ -1,8 +1,8 @@
 /**
  * What becomes of a connection given back to the pool, decided from the
  * state of the connection, its origin's line, the pool and the global cap's
- * queue, with no side effect: the pool carries the decision out (see
- * pool.ts). Every rule of a check-in is here, in the order it applies.
+ * queue (and the time, for a connection with an age limit), with no side
+ * effect: the pool carries the decision out (see pool.ts). Every rule of a check-in is here, in the order it applies.
  *
  * @internal
  */
@@ -73,14 +73,22 @@ export interface PoolState {
 /** What the decision reads of the global cap's queue for permits. @internal */
 export interface CapQueueState {
   /** Some origin waits for a permit. */
-  readonly waiting: boolean
+  readonly originsWaiting: boolean
   /** The first origin waiting for a permit that has no connection at all. */
   readonly firstStarving: LineState | undefined
 }
 
-/** Past its age, or retired for another reason: it carries no new request. @internal */
-export const isRetired = (pooled: ConnectionState, nowMillis: number): boolean =>
-  pooled.retireAt !== Infinity && nowMillis >= pooled.retireAt
+/** The clock the decision reads, only for a connection with an age limit (Effect's `Clock` is one). @internal */
+export interface MillisClock {
+  unsafeCurrentTimeMillis(): number
+}
+
+/**
+ * Past its age, or retired for another reason: it carries no new request.
+ * The clock is read only for a connection that has a limit. @internal
+ */
+export const isRetired = (pooled: ConnectionState, clock: MillisClock): boolean =>
+  pooled.retireAt !== Infinity && clock.unsafeCurrentTimeMillis() >= pooled.retireAt
 
 /**
  * Decides what becomes of a connection given back, `reusable` when the
@@ -107,14 +115,14 @@ export const isRetired = (pooled: ConnectionState, nowMillis: number): boolean =
 export const decideCheckin = (
   pooled: ConnectionState,
   reusable: boolean,
-  nowMillis: number,
+  clock: MillisClock,
   pool: PoolState,
   cap: CapQueueState
 ): Checkin => {
   const conn = pooled.connection
   if (!reusable || conn.broken) return close(conn.closeReason ?? "error")
   if (pool.closed) return close("shutdown")
-  if (isRetired(pooled, nowMillis)) return close(pooled.retiredBy)
+  if (isRetired(pooled, clock)) return close(pooled.retiredBy)
   if (!pool.persist && conn.served > 0) return close("max_requests")
   if (pool.persist && mustMakeRoom(pooled, cap)) return close("evicted")
   return pooled.line.waiters.size > 0 ? grant : idle
@@ -122,7 +130,7 @@ export const decideCheckin = (
 
 /** Rule 3 of `decideCheckin`. */
 const mustMakeRoom = (pooled: ConnectionState, cap: CapQueueState): boolean => {
-  if (!cap.waiting) return false
+  if (!cap.originsWaiting) return false
   const line = pooled.line
   if (line.waiters.size === 0) return true
   const starving = cap.firstStarving

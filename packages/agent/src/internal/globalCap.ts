@@ -38,7 +38,7 @@ export class GlobalCap implements CapQueueState {
   }
 
   /** Some origin waits for a permit. */
-  get waiting(): boolean {
+  get originsWaiting(): boolean {
     return this.#starving.size > 0 || this.#queue.size > 0
   }
 

@@ -9,9 +9,8 @@
  */
 import type * as Http1 from "../Http1.js"
 
-/** The bytes the grammar names (`HTAB`, `LF`, `CR`, `SP`). @internal */
-export const HTAB = 0x09
-/** @internal */
+const HTAB = 0x09
+/** The bytes the grammar names that the reader and the writer use (`LF`, `CR`, `SP`). @internal */
 export const LF = 0x0a
 /** @internal */
 export const CR = 0x0d

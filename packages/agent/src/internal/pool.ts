@@ -370,7 +370,7 @@ export class ConnectionPool
   /** Past its age, or its fleet permit no longer holds: not reused (`retiredBy` says why). */
   #tooOld(pooled: Pooled): boolean {
     this.#checkPermit(pooled)
-    return pooled.retireAt !== Infinity && isRetired(pooled, this.#clock.unsafeCurrentTimeMillis())
+    return isRetired(pooled, this.#clock)
   }
 
   /** When a connection opened now retires: `maxConnectionAge`, less a spread of up to `ageSpread` of it. */
@@ -407,7 +407,7 @@ export class ConnectionPool
    */
   #giveBack(pooled: Pooled, reusable: boolean, fromExchange: boolean): void {
     this.#checkPermit(pooled)
-    const checkin = decideCheckin(pooled, reusable, this.#clock.unsafeCurrentTimeMillis(), this, this.#cap)
+    const checkin = decideCheckin(pooled, reusable, this.#clock, this, this.#cap)
     switch (checkin._tag) {
       case "Close":
         return this.#drop(pooled, checkin.reason)

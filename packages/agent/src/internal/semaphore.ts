@@ -27,8 +27,8 @@ const stateOf = (semaphore: Effect.Semaphore): SemaphoreState | undefined => {
  *
  * `take` costs an `asyncInterrupt` and several steps, `release` a fiber
  * lookup and a step, for every connection opened: what opening a connection
- * costs is its steps (see ARCHITECTURE.md, "Performance rules"). The state is private to Effect:
- * `Couplings.test.ts` fails if an upgrade changes it.
+ * costs is its steps (see ARCHITECTURE.md, "Performance rules"). The state
+ * is private to Effect: `Couplings.test.ts` fails if an upgrade changes it.
  *
  * @internal
  */
