@@ -26,8 +26,9 @@ const root = path.join(import.meta.dirname, "..")
 const sources = path.join(root, "packages/node/src/bin.ts")
 /**
  * The command line bundled into one file, as `pnpm demo` would run it but
- * without tsx compiling the sources again at each start. The file is three directories below packages/node, as
- * src/internal/cli/cli.ts is, where the CLI looks for its package.json.
+ * without tsx compiling the sources again at each start. The file is three
+ * directories below packages/node, as src/internal/cli/cli.ts is, where the
+ * CLI looks for its package.json.
  */
 const bundled = path.join(root, "packages/node/node_modules/.cache", `cli-test-${process.pid}`, "bin.mjs")
 beforeAll(async () => {

@@ -144,6 +144,14 @@ const medianOf = (values: ReadonlyArray<number | undefined>): number | undefined
 const ratio = (value: number | undefined, reference: number | undefined): number | undefined =>
   value === undefined || reference === undefined || reference === 0 ? undefined : value / reference
 
+/** `of` of `run` ÷ `of` of `reference`, its reference's run in the same round, when both were measured. */
+const roundRatio = (run: Run, reference: Run | undefined, of: (run: Measured) => number | undefined): number | undefined =>
+  run.outcome === "measured" && reference?.outcome === "measured" ? ratio(of(run), of(reference)) : undefined
+
+type Measured = Run & { readonly outcome: "measured" }
+const rateOf = (run: Measured) => run.requestsPerSecond
+const cpuOf = (run: Measured) => run.cpuMicrosPerResponse
+
 /**
  * `runsByClient` holds one run per round for every client, in round order,
  * so that index r of two clients' runs is the same round.
@@ -157,9 +165,9 @@ export const summarize = (
   const rows = [...runsByClient].map(([client, rawRuns]): Row => {
     const runs = rawRuns.map((run, round): RoundRun => {
       const reference = keepaliveRuns[round]
-      if (run.outcome !== "measured" || reference?.outcome !== "measured") return run
-      const rate = ratio(run.requestsPerSecond, reference.requestsPerSecond)
-      const cpu = ratio(run.cpuMicrosPerResponse, reference.cpuMicrosPerResponse)
+      if (run.outcome !== "measured") return run
+      const rate = roundRatio(run, reference, rateOf)
+      const cpu = roundRatio(run, reference, cpuOf)
       return {
         ...run,
         ...(rate === undefined ? {} : { ratioToKeepalive: rate }),
@@ -180,13 +188,10 @@ export const summarize = (
     const cpuRatio = medianOf(measured.map((run) => run.cpuRatioToKeepalive))
     // A baseline row against this checkout's same client, round by round.
     const ownRuns = client.endsWith(baselineSuffix) ? runsByClient.get(client.slice(0, -baselineSuffix.length)) : undefined
-    const pairRatios = (of: (run: Run & { readonly outcome: "measured" }) => number | undefined) =>
-      ownRuns === undefined ? undefined : medianOf(rawRuns.map((run, round) => {
-        const own = ownRuns[round]
-        return run.outcome === "measured" && own?.outcome === "measured" ? ratio(of(run), of(own)) : undefined
-      }))
-    const rateToThisBuild = pairRatios((run) => run.requestsPerSecond)
-    const cpuToThisBuild = pairRatios((run) => run.cpuMicrosPerResponse)
+    const toThisBuild = (of: (run: Measured) => number | undefined) =>
+      ownRuns === undefined ? undefined : medianOf(rawRuns.map((run, round) => roundRatio(run, ownRuns[round], of)))
+    const rateToThisBuild = toThisBuild(rateOf)
+    const cpuToThisBuild = toThisBuild(cpuOf)
     if (rateToThisBuild !== undefined) {
       notes.push(
         `vs this checkout's ${client.slice(0, -baselineSuffix.length)}: ${rateToThisBuild.toFixed(2)} req/s, ${

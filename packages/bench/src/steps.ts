@@ -82,7 +82,7 @@ const program = Effect.gen(function*() {
   yield* measure("Agent.request, kept connection", Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => r.arrayBuffer), agentOn({}))
   // Requests that wait in their origin's line: 16 at once over its 2 connections.
   const sixteenAtOnce = <A, E, R>(once: Effect.Effect<A, E, R>) =>
-    Effect.asVoid(Effect.forEach(sixteen, () => once, { concurrency: 16, discard: true }))
+    Effect.forEach(sixteen, () => once, { concurrency: 16, discard: true })
   yield* measure(
     "Agent.request, 16 at once over 2 connections (wait)",
     sixteenAtOnce(Effect.flatMap(Agent.request(HttpClientRequest.get(url)), (r) => r.arrayBuffer)),
