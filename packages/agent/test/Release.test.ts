@@ -23,6 +23,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { agentOn, collectGarbageUntilIdle, settle, withAgent } from "./support/agent.js"
+import { gc } from "./support/gc.js"
 import { echoServer, MemoryServer } from "./support/MemoryConnector.js"
 
 describe("Release: the whole body here, with its head or with its last byte", () => {
@@ -413,6 +414,22 @@ for (const { get, name } of scopeFree) {
         yield* collectGarbageUntilIdle
         expect(yield* Agent.stats).toMatchObject({ busy: 0, open: 0 })
         expect(yield* next).toBe("ok")
+      }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
+    })
+
+    it.live("a response kept unread keeps its connection through garbage collection, and its body", () => {
+      // What the registry watches lives as long as the response, not less.
+      const server = stallingServer()
+      return Effect.gen(function*() {
+        const response = yield* get("http://a.test/stall")
+        yield* settle
+        for (let i = 0; i < 5; i++) {
+          gc()
+          yield* settle
+        }
+        expect(yield* Agent.stats).toMatchObject({ busy: 1 })
+        server.sockets[0]!.send("lo, wor")
+        expect(yield* response.text).toBe("hello, wor")
       }).pipe(Effect.provide(agentOn(server, { maxConnectionsPerOrigin: 1 })))
     })
   })
